@@ -1,0 +1,98 @@
+//! The table of every route the API serves, with its methods. It answers what warp's filters
+//! cannot: `OPTIONS` (with `Allow`), 405 for a known path with another method, 404 otherwise.
+//!
+//! Decision: the reference answers `POST /unknown` with 405 and `OPTIONS /unknown` with 200
+//! (an artefact of Flask's static route); ftsd answers 404 for every method on an unknown path,
+//! which no client depends on and which tells the user what is wrong.
+
+use warp::http::{HeaderValue, Method, StatusCode, header};
+use warp::reply::Response;
+
+use super::error::ApiError;
+
+/// A route: path pattern (`{}` matches one segment) and its methods (HEAD follows GET).
+pub struct Route {
+    pub pattern: &'static str,
+    pub methods: &'static [&'static str],
+}
+
+/// Every route served. Handlers in the other files of `api` must be listed here.
+pub const ROUTES: &[Route] = &[
+    Route {
+        pattern: "/",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/whoami",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/whoami/certificate",
+        methods: &["GET"],
+    },
+];
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    pattern.len() == path.len() && pattern.iter().zip(&path).all(|(p, s)| *p == "{}" || p == s)
+}
+
+/// The methods allowed on `path`, if it is a known route: the route's methods plus HEAD (where
+/// GET is) and OPTIONS, as the reference's `Allow` header lists them.
+pub fn allowed(path: &str) -> Option<Vec<&'static str>> {
+    let mut methods: Vec<&'static str> = Vec::new();
+    for route in ROUTES.iter().filter(|r| matches(r.pattern, path)) {
+        for m in route.methods {
+            if !methods.contains(m) {
+                methods.push(m);
+            }
+        }
+    }
+    if methods.is_empty() {
+        return None;
+    }
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    methods.push("OPTIONS");
+    Some(methods)
+}
+
+/// Answer for a request no handler took.
+pub fn fallback(method: &Method, path: &str) -> Response {
+    let Some(methods) = allowed(path) else {
+        return ApiError::not_found().into_response();
+    };
+    let allow = HeaderValue::from_str(&methods.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("OPTIONS"));
+    let mut response = if method == Method::OPTIONS {
+        let mut r = Response::new("".into());
+        *r.status_mut() = StatusCode::OK;
+        r
+    } else {
+        ApiError::method_not_allowed().into_response()
+    };
+    response.headers_mut().insert(header::ALLOW, allow);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        assert!(matches("/", "/"));
+        assert!(matches("/whoami", "/whoami/"));
+        assert!(matches("/jobs/{}", "/jobs/abc"));
+        assert!(!matches("/jobs/{}", "/jobs"));
+        assert!(!matches("/whoami", "/whoamix"));
+    }
+
+    #[test]
+    fn allow_lists_head_and_options() {
+        assert_eq!(allowed("/whoami").unwrap(), vec!["GET", "HEAD", "OPTIONS"]);
+        assert!(allowed("/nowhere").is_none());
+    }
+}

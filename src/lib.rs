@@ -1,0 +1,90 @@
+//! ftsd: a file transfer service speaking the FTS3 REST API, in one binary with an embedded
+//! database.
+//!
+//! Modules, in dependency order (each may only use the ones above it):
+//! - [`model`]: pure domain types (identities, authorization vocabulary).
+//! - [`store`]: the redb database: schema, versioned codec, indexes, batch operations.
+//! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores.
+//! - [`service`]: use cases and authorization.
+//! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
+//! - [`server`]: TLS accept loop, per-connection identity, graceful shutdown.
+//! - [`config`]: the configuration file and its defaults; [`devpki`]: a throwaway PKI.
+//!
+//! [`run`] is the one entry point; the binary and the integration tests both use it.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod devpki;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::Authenticator,
+    config::Resolved,
+    server::{
+        Server,
+        tls::{self, HostCredential},
+    },
+    service::Service,
+    store::Store,
+};
+
+/// Everything that can stop the service from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Pki(#[from] devpki::PkiError),
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+/// Run the service on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Resolved,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    tracing::info!(path = %store.path().display(), "database open");
+    let provider = tls::provider();
+    let auth = Arc::new(Authenticator::load(
+        &config.ca_dir,
+        &config.voms_dir,
+        provider.signature_verification_algorithms.all,
+    )?);
+    let host = HostCredential::load(&config.host_cert, &config.host_key)?;
+    let server_dn = host.dn.clone();
+    let tls_config = tls::server_config(host, auth.clone())?;
+    let service = Arc::new(Service::new(
+        Arc::new(store),
+        config.roles.clone(),
+        server_dn,
+    ));
+    let server = Server {
+        tls: tls_config,
+        auth,
+        routes: api::routes(service),
+        max_connections: config.max_connections,
+    };
+    tracing::info!(address = %listener.local_addr().map_err(server::ServerError::Io)?, "listening");
+    server.run(listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The `ftsd` binary: command line, logging, configuration, signals; everything else is in the
+//! library (`ftsd::run`).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use ftsd::{
+    config::{Config, Resolved},
+    devpki::DevPki,
+};
+use tracing_subscriber::EnvFilter;
+
+/// A file transfer service speaking the FTS3 REST API, with an embedded database.
+#[derive(Parser)]
+#[command(name = "ftsd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Create a throwaway PKI (CA, localhost host certificate, user certificate, RFC 3820 proxy).
+    DevPki {
+        /// Directory to create it in.
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Without one, the embedded defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8446 (overrides the file).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory (overrides the file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Host certificate, PEM (overrides the file).
+    #[arg(long)]
+    host_cert: Option<PathBuf>,
+    /// Host private key, PEM (overrides the file).
+    #[arg(long)]
+    host_key: Option<PathBuf>,
+    /// Trusted CA directory, /etc/grid-security/certificates layout (overrides the file).
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// VOMS trust directory, X509_VOMS_DIR layout (overrides the file).
+    #[arg(long)]
+    voms_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FTSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::DevPki { dir } => DevPki::create(&dir)
+            .map(|pki| {
+                println!("dev PKI created in {}", pki.dir.display());
+                println!("  CA:    {}", pki.ca_cert.display());
+                println!(
+                    "  host:  {} / {}",
+                    pki.host_cert.display(),
+                    pki.host_key.display()
+                );
+                println!(
+                    "  user:  {} / {}",
+                    pki.user_cert.display(),
+                    pki.user_key.display()
+                );
+                println!("  proxy: {}", pki.proxy.display());
+            })
+            .map_err(ftsd::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ftsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), ftsd::Error> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.host_cert {
+        config.host_cert = Some(v);
+    }
+    if let Some(v) = args.host_key {
+        config.host_key = Some(v);
+    }
+    if let Some(v) = args.ca_dir {
+        config.ca_dir = Some(v);
+    }
+    if let Some(v) = args.voms_dir {
+        config.voms_dir = Some(v);
+    }
+    let resolved = config.resolve()?;
+    let dev_pki = if config.uses_dev_pki() {
+        let (pki, created) = DevPki::ensure(&config.dev_pki_dir())?;
+        if created {
+            tracing::info!(dir = %pki.dir.display(), "created a throwaway dev PKI");
+        }
+        Some(pki)
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ftsd::Error::Task(e.to_string()))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(resolved.listen)
+            .await
+            .map_err(ftsd::server::ServerError::Io)?;
+        if let Some(pki) = &dev_pki {
+            print_dev_instructions(pki, &resolved, listener.local_addr().ok());
+        }
+        ftsd::run(resolved, listener, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+fn print_dev_instructions(pki: &DevPki, config: &Resolved, addr: Option<std::net::SocketAddr>) {
+    let port = addr.map(|a| a.port()).unwrap_or(config.listen.port());
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (ca, proxy) = (abs(&pki.ca_cert), abs(&pki.proxy));
+    println!();
+    println!(
+        "ftsd is running on a throwaway dev PKI ({}).",
+        abs(&pki.dir).display()
+    );
+    println!("Call it with curl:");
+    println!(
+        "  curl --cacert {} --cert {} --key {} https://localhost:{port}/whoami",
+        ca.display(),
+        proxy.display(),
+        proxy.display()
+    );
+    println!("or with the fts3 CLI (pip install fts3):");
+    println!(
+        "  fts-rest-whoami -s https://localhost:{port} --capath {} --cert {}",
+        ca.display(),
+        proxy.display()
+    );
+    println!();
+}

@@ -1,0 +1,254 @@
+//! The embedded database (redb): the only module that imports redb.
+//!
+//! - `schema`: every table, with versioned names, and the schema version.
+//! - `codec`: versioned row encoding.
+//! - `index`: the only writer of index tables, and the consistency check.
+//! - one file per domain (`authz`, ...) with batch operations; callers never see redb types.
+//!
+//! Invariants: one write transaction per logical operation, committed with
+//! `Durability::Immediate` before the caller is told it succeeded; index entries change in the
+//! same transaction as their row. redb is synchronous: async callers use `spawn_blocking`.
+
+pub mod authz;
+pub mod codec;
+pub mod index;
+pub mod schema;
+
+use std::{
+    fs,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored value: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this ftsd understands ({supported}); \
+         run the newer ftsd or restore a backup"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+}
+
+macro_rules! redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+redb_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "ftsd.redb";
+
+/// An open database.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the database in `data_dir`, which is created 0700; the file is 0600
+    /// from its creation on, since it will hold credentials.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io(data_dir))?;
+        let path = data_dir.join(DB_FILE);
+        // Create the file ourselves so that it is never world-readable, then let redb
+        // initialise it (redb accepts an empty file as a new database).
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+        let db = Database::create(&path)?;
+        let store = Store { db, path };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Create missing tables, record the schema version of a new database, refuse a newer one.
+    fn init_schema(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut meta = tx.open_table(schema::META)?;
+            let found = meta.get(schema::META_SCHEMA_VERSION)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
+                }
+                Some(v) if v > schema::SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        path: self.path.clone(),
+                        found: v,
+                        supported: schema::SCHEMA_VERSION,
+                    });
+                }
+                Some(_) => {
+                    // Older layouts migrate here when the schema changes (none yet).
+                }
+            }
+            tx.open_table(schema::AUTHZ_DN)?;
+            tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
+            Ok(())
+        })
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(schema::META)?;
+        Ok(meta
+            .get(schema::META_SCHEMA_VERSION)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Run `f` in one write transaction committed durably; nothing is written if `f` fails.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        match f(&tx) {
+            Ok(value) => {
+                tx.commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                tx.abort()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Rebuild every index from the rows and list the differences (empty when consistent).
+    pub fn check_indexes(&self) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read()?;
+        index::check(&tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn new_database_is_private_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
+        assert_eq!(fs::metadata(&data).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(data.join(DB_FILE)).unwrap().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn grants_survive_reopen_and_keep_the_index_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.grant_dn("/CN=a", "config", 1).unwrap());
+            assert!(!store.grant_dn("/CN=a", "config", 2).unwrap());
+            assert!(store.grant_dn("/CN=a", "admin", 3).unwrap());
+            assert!(store.grant_dn("/CN=b", "config", 4).unwrap());
+            assert!(store.grant_dn("/CN=a/CN=x", "deleg", 5).unwrap());
+            assert!(store.check_indexes().unwrap().is_empty());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.dn_grants("/CN=a").unwrap(), vec!["admin", "config"]);
+        let by_op: Vec<String> = store
+            .list_grants(None, Some("config"))
+            .unwrap()
+            .into_iter()
+            .map(|g| g.dn)
+            .collect();
+        assert_eq!(by_op, vec!["/CN=a", "/CN=b"]);
+        assert_eq!(store.list_grants(Some("/CN=a"), None).unwrap().len(), 2);
+        assert_eq!(store.revoke_dn("/CN=a", None).unwrap(), 2);
+        assert_eq!(store.revoke_dn("/CN=b", Some("admin")).unwrap(), 0);
+        assert!(store.dn_grants("/CN=a").unwrap().is_empty());
+        assert_eq!(store.dn_grants("/CN=a/CN=x").unwrap(), vec!["deleg"]);
+        assert!(store.check_indexes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .write(|tx| {
+                    tx.open_table(schema::META)?
+                        .insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION + 1)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+    }
+
+    #[test]
+    fn index_check_notices_a_missing_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.grant_dn("/CN=a", "config", 1).unwrap();
+        store
+            .write(|tx| {
+                tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?
+                    .remove("config", "/CN=a")?;
+                Ok(())
+            })
+            .unwrap();
+        let problems = store.check_indexes().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+}
