@@ -1,0 +1,489 @@
+//! Test fixtures: a throwaway grid PKI made with the real grid tools (plus chains the tools
+//! cannot make, built with `ftsd::devpki`), an in-process server on an ephemeral port, and an
+//! HTTPS client that can present proxy chains.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    thread::JoinHandle,
+};
+
+use bytes::Bytes;
+use ftsd::{config::Config, devpki::Credential, devpki::Kind};
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use time::{Duration, OffsetDateTime};
+
+/// True when running in CI, where every external tool must be present.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Tools the grid-tool fixtures need. Missing in CI is a failure, locally a loud skip.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(!in_ci(), "{tool} is required in CI (see .ci/run)");
+        eprintln!(
+            "SKIPPING: {tool} not installed (apt-get install voms-clients globus-proxy-utils)"
+        );
+    }
+    found
+}
+
+/// The test PKI directory (make-test-pki.sh output plus ftsd-made chains), built once.
+pub struct TestPki {
+    pub dir: PathBuf,
+}
+
+impl TestPki {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("certificates")
+    }
+    pub fn voms_dir(&self) -> PathBuf {
+        self.dir.join("vomsdir")
+    }
+    /// `openssl x509 -noout -subject -nameopt compat` of a PEM file: an independent DN.
+    pub fn openssl_subject(&self, name: &str) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-nameopt", "compat", "-in"])
+            .arg(self.path(name))
+            .output()
+            .expect("openssl runs");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .trim_start_matches("subject=")
+            .to_string()
+    }
+}
+
+/// Names of the chains built by `build_extra_chains`.
+pub const RC_USER_DN: &str = "/O=Example/CN=Rc User";
+pub const RC_REVOKED_SERIAL: u64 = 0x2bad;
+
+static PKI: OnceLock<Option<TestPki>> = OnceLock::new();
+
+/// The shared PKI, or `None` when the grid tools are missing outside CI.
+pub fn pki() -> Option<&'static TestPki> {
+    PKI.get_or_init(|| {
+        if !(require_tool("grid-proxy-init") && require_tool("voms-proxy-fake")) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("ftsd-pki-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pki/make-test-pki.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "make-test-pki.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        build_extra_chains(&dir);
+        Some(TestPki { dir })
+    })
+    .as_ref()
+}
+
+fn write_chain(dir: &Path, name: &str, certs: &[&[u8]], key_pem: &str) {
+    let mut pem = String::new();
+    for der in certs {
+        pem.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec())));
+    }
+    pem.push_str(key_pem);
+    std::fs::write(dir.join(name), pem).unwrap();
+}
+
+/// Chains the grid tools cannot make: a second trusted CA (with a CRL), and the refusal cases.
+fn build_extra_chains(dir: &Path) {
+    let now = OffsetDateTime::now_utc();
+    let (from, to) = (now - Duration::hours(1), now + Duration::days(30));
+    let ca = Credential::issue("/O=Example/CN=Rc CA", Kind::Ca, None, from, to, 1).unwrap();
+    std::fs::write(dir.join("certificates/rcgen-ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(
+        dir.join("certificates/rcgen-ca.r0"),
+        ca.crl_pem(&[RC_REVOKED_SERIAL]).unwrap(),
+    )
+    .unwrap();
+    let user = Credential::issue(RC_USER_DN, Kind::User, Some(&ca), from, to, 0x100).unwrap();
+    let proxy = |subject: &str, kind: Kind, issuer: &Credential, a, b| {
+        Credential::issue(subject, kind, Some(issuer), a, b, 0x200).unwrap()
+    };
+    let rfc = Kind::Rfc3820Proxy { limited: false };
+    let good = proxy(&format!("{RC_USER_DN}/CN=1"), rfc.clone(), &user, from, to);
+    write_chain(dir, "rc_user.pem", &[&user.cert_der], &user.key_pem);
+    write_chain(
+        dir,
+        "rc_proxy.pem",
+        &[&good.cert_der, &user.cert_der],
+        &good.key_pem,
+    );
+    let limited = proxy(
+        &format!("{RC_USER_DN}/CN=2"),
+        Kind::Rfc3820Proxy { limited: true },
+        &user,
+        from,
+        to,
+    );
+    write_chain(
+        dir,
+        "rc_limited.pem",
+        &[&limited.cert_der, &user.cert_der],
+        &limited.key_pem,
+    );
+
+    // Refusals.
+    let expired = proxy(
+        &format!("{RC_USER_DN}/CN=3"),
+        rfc.clone(),
+        &user,
+        now - Duration::days(2),
+        now - Duration::days(1),
+    );
+    write_chain(
+        dir,
+        "bad_expired_proxy.pem",
+        &[&expired.cert_der, &user.cert_der],
+        &expired.key_pem,
+    );
+    let future = proxy(
+        &format!("{RC_USER_DN}/CN=4"),
+        rfc.clone(),
+        &user,
+        now + Duration::days(1),
+        now + Duration::days(2),
+    );
+    write_chain(
+        dir,
+        "bad_future_proxy.pem",
+        &[&future.cert_der, &user.cert_der],
+        &future.key_pem,
+    );
+    let mut forged = good.cert_der.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    write_chain(
+        dir,
+        "bad_signature.pem",
+        &[&forged, &user.cert_der],
+        &good.key_pem,
+    );
+    let wrong_subject = proxy("/O=Other/CN=Rc User/CN=5", rfc.clone(), &user, from, to);
+    write_chain(
+        dir,
+        "bad_subject.pem",
+        &[&wrong_subject.cert_der, &user.cert_der],
+        &wrong_subject.key_pem,
+    );
+    let ca_proxy = proxy(
+        &format!("{RC_USER_DN}/CN=6"),
+        Kind::Rfc3820ProxyCa,
+        &user,
+        from,
+        to,
+    );
+    write_chain(
+        dir,
+        "bad_proxy_is_ca.pem",
+        &[&ca_proxy.cert_der, &user.cert_der],
+        &ca_proxy.key_pem,
+    );
+    write_chain(
+        dir,
+        "bad_ends_in_proxy.pem",
+        &[&good.cert_der],
+        &good.key_pem,
+    );
+    let revoked = Credential::issue(
+        "/O=Example/CN=Revoked User",
+        Kind::User,
+        Some(&ca),
+        from,
+        to,
+        RC_REVOKED_SERIAL,
+    )
+    .unwrap();
+    let revoked_proxy = proxy(
+        "/O=Example/CN=Revoked User/CN=7",
+        rfc.clone(),
+        &revoked,
+        from,
+        to,
+    );
+    write_chain(
+        dir,
+        "bad_revoked_user.pem",
+        &[&revoked_proxy.cert_der, &revoked.cert_der],
+        &revoked_proxy.key_pem,
+    );
+    let expired_user = Credential::issue(
+        "/O=Example/CN=Old User",
+        Kind::User,
+        Some(&ca),
+        now - Duration::days(30),
+        now - Duration::days(1),
+        0x300,
+    )
+    .unwrap();
+    write_chain(
+        dir,
+        "bad_expired_user.pem",
+        &[&expired_user.cert_der],
+        &expired_user.key_pem,
+    );
+    let rogue_ca = Credential::issue("/O=Rogue/CN=Rogue CA", Kind::Ca, None, from, to, 9).unwrap();
+    let rogue_user = Credential::issue(
+        "/O=Example/CN=Rc User",
+        Kind::User,
+        Some(&rogue_ca),
+        from,
+        to,
+        0x100,
+    )
+    .unwrap();
+    let rogue_proxy = proxy(&format!("{RC_USER_DN}/CN=8"), rfc, &rogue_user, from, to);
+    write_chain(
+        dir,
+        "bad_untrusted_ca.pem",
+        &[&rogue_proxy.cert_der, &rogue_user.cert_der],
+        &rogue_proxy.key_pem,
+    );
+}
+
+/// An ftsd running in-process on an ephemeral port, on its own runtime thread.
+pub struct TestServer {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _data: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), ftsd::Error>>>,
+}
+
+impl TestServer {
+    pub fn start(pki: &TestPki) -> TestServer {
+        Self::start_with(pki, |_| {})
+    }
+
+    pub fn start_with(pki: &TestPki, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().join("data");
+        let mut server = Self::start_in(pki, &data_dir, tweak);
+        server._data = Some(data);
+        server
+    }
+
+    /// Start on a data directory the caller owns (for restart tests).
+    pub fn start_in(pki: &TestPki, data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            data_dir: data_dir.to_path_buf(),
+            host_cert: Some(pki.path("hostcert.pem")),
+            host_key: Some(pki.path("hostkey.pem")),
+            ca_dir: Some(pki.ca_dir()),
+            voms_dir: Some(pki.voms_dir()),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let resolved = config.resolve().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                ftsd::run(resolved, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        let port = port_rx.recv().expect("server thread reports its port");
+        TestServer {
+            port,
+            data_dir: data_dir.to_path_buf(),
+            _data: None,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop and return what `ftsd::run` returned.
+    pub fn stop(mut self) -> Result<(), ftsd::Error> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ftsd::Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().expect("server thread does not panic"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn client(&self, pki: &TestPki, credential: Option<&str>) -> Client {
+        Client::new(
+            self.port,
+            &pki.path("ca.pem"),
+            credential.map(|c| pki.path(c)),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// HTTPS client over rustls that presents a PEM credential file (certificate chain + key, the
+/// X509_USER_PROXY layout) as its client certificate, proxies included.
+pub struct Client {
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    pub fn new(port: u16, ca: &Path, credential: Option<PathBuf>) -> Client {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match credential {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let key = PrivateKeyDer::from_pem_file(&path).unwrap();
+                let key = provider.key_provider.load_private_key(key).unwrap();
+                // CertifiedKey::new skips rustls's key/leaf consistency check, which would
+                // parse the leaf with webpki and fail on proxies.
+                let certified = rustls::sign::CertifiedKey::new(chain, key);
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified,
+                )))
+            }
+        };
+        Client {
+            port,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Reply, String> {
+        self.request("GET", path, &[], Bytes::new())
+    }
+
+    /// One request on a new connection (as the Python client does).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(self.request_async(method, path, headers, body))
+    }
+
+    async fn request_async(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("http handshake: {e}"))?;
+        tokio::spawn(conn);
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{}", self.port));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(Full::new(body)).unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! ftsd integration tests: one binary, one file per area. Each test starts the real server
+//! in-process on an ephemeral port with a throwaway PKI and talks HTTPS to it.
+
+mod common;
+mod http_conventions;
+mod interop;
+mod service_binary;
+mod tls_auth;
