@@ -73,10 +73,17 @@ pub async fn run(
     let host = HostCredential::load(&config.host_cert, &config.host_key)?;
     let server_dn = host.dn.clone();
     let tls_config = tls::server_config(host, auth.clone())?;
+    let proxy_dir = config.data_dir.join("run").join("proxies");
+    service::delegation::prepare_proxy_dir(&proxy_dir).map_err(|source| store::StoreError::Io {
+        path: proxy_dir.clone(),
+        source,
+    })?;
     let service = Arc::new(Service::new(
         Arc::new(store),
+        auth.clone(),
         config.roles.clone(),
         server_dn,
+        proxy_dir,
     ));
     let server = Server {
         tls: tls_config,

@@ -68,7 +68,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
             ServiceError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             ServiceError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
-            ServiceError::Store(_) | ServiceError::Task(_) => {
+            ServiceError::NotImplemented(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
+            ServiceError::Store(_) | ServiceError::Task(_) | ServiceError::Io(_) => {
                 // The detail goes to the log, not to the client: it may name files and paths.
                 tracing::error!(error = %e, "internal error");
                 ApiError::new(

@@ -5,6 +5,8 @@
 //! Every request carries a [`Peer`] extension (set by `server`): the verified certificate
 //! identity of the connection, or none for anonymous TLS clients.
 
+mod body;
+mod delegation;
 pub mod error;
 mod root;
 pub mod routes;
@@ -62,12 +64,50 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("whoami" / "certificate"))
         .and(ctx.clone())
         .map(|ctx: Ctx| respond(whoami::certificate(&ctx)));
+    let delegation_view = warp::get()
+        .and(warp::path!("delegation" / String))
+        .and(warp::header::optional::<String>("user-agent"))
+        .and(ctx.clone())
+        .map(|id: String, ua: Option<String>, ctx: Ctx| {
+            respond(delegation::view(&ctx, &id, ua.as_deref()))
+        });
+    let delegation_request = warp::get()
+        .and(warp::path!("delegation" / String / "request"))
+        .and(ctx.clone())
+        .then(|id: String, ctx: Ctx| async move { respond(delegation::request(ctx, id).await) });
+    let delegation_credential = warp::put()
+        .or(warp::post())
+        .unify()
+        .and(warp::path!("delegation" / String / "credential"))
+        .and(ctx.clone())
+        .and(body::stream())
+        .then(|id: String, ctx: Ctx, body| async move {
+            respond(delegation::credential(ctx, id, body).await)
+        });
+    let delegation_delete = warp::delete()
+        .and(warp::path!("delegation" / String))
+        .and(ctx.clone())
+        .map(|id: String, ctx: Ctx| respond(delegation::delete(&ctx, &id)));
+    let delegation_voms = warp::post()
+        .and(warp::path!("delegation" / String / "voms"))
+        .and(ctx.clone())
+        .map(|id: String, ctx: Ctx| respond(delegation::voms(&ctx, &id)));
     let fallback = warp::method()
         .and(warp::path::full())
         .map(|method: Method, path: warp::path::FullPath| routes::fallback(&method, path.as_str()));
     root.or(whoami)
         .unify()
         .or(certificate)
+        .unify()
+        .or(delegation_view)
+        .unify()
+        .or(delegation_request)
+        .unify()
+        .or(delegation_credential)
+        .unify()
+        .or(delegation_delete)
+        .unify()
+        .or(delegation_voms)
         .unify()
         .or(fallback)
         .unify()

@@ -30,6 +30,22 @@ pub const ROUTES: &[Route] = &[
         pattern: "/whoami/certificate",
         methods: &["GET"],
     },
+    Route {
+        pattern: "/delegation/{}",
+        methods: &["GET", "DELETE"],
+    },
+    Route {
+        pattern: "/delegation/{}/request",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/delegation/{}/credential",
+        methods: &["PUT", "POST"],
+    },
+    Route {
+        pattern: "/delegation/{}/voms",
+        methods: &["POST"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

@@ -46,6 +46,11 @@ const PROXY_CRITICAL_OK: &[&str] = &[
     OID_PROXY_CERT_INFO_GT3,
 ];
 
+/// Proxies are often made with notBefore = now by the client (M2Crypto, voms-proxy-init do not
+/// backdate), so a client clock a little ahead of ours must not make a fresh proxy "not yet
+/// valid". Five minutes, as the grid middleware (VOMS, gridsite) allows.
+pub const NOT_BEFORE_SKEW: i64 = 300;
+
 /// Longest chain we look at. Real chains are user + a few proxies + CAs; a bound keeps a hostile
 /// client from making us parse and verify hundreds of certificates per handshake.
 pub const MAX_CHAIN_LEN: usize = 16;
@@ -125,7 +130,7 @@ impl ChainVerifier {
             let kind = kinds[layer];
             let fail = |reason: String| AuthError::Chain(format!("proxy #{layer}: {reason}"));
             let validity = cert.validity();
-            if now < validity.not_before.timestamp() {
+            if now + NOT_BEFORE_SKEW < validity.not_before.timestamp() {
                 return Err(fail("not yet valid".into()));
             }
             if now > validity.not_after.timestamp() {
@@ -346,21 +351,28 @@ fn parse_proxy_cert_info(value: &[u8]) -> Result<ProxyCertInfo, String> {
 }
 
 /// RFC 3820 §3.4: the subject is the issuer's subject plus one RDN holding a single CN.
-fn subject_extends_issuer(subject: &X509Name<'_>, issuer: &X509Name<'_>) -> bool {
+pub fn subject_extends_issuer(subject: &X509Name<'_>, issuer: &X509Name<'_>) -> bool {
+    name_extends(subject, issuer) && last_rdn_is_cn(subject)
+}
+
+/// `subject` is `issuer` plus exactly one more RDN (compared attribute by attribute).
+pub fn name_extends(subject: &X509Name<'_>, issuer: &X509Name<'_>) -> bool {
     let subject: Vec<_> = subject.iter().collect();
     let issuer: Vec<_> = issuer.iter().collect();
-    if subject.len() != issuer.len() + 1 {
-        return false;
-    }
-    let same_rdns = subject
-        .iter()
-        .zip(issuer.iter())
-        .all(|(a, b)| a.iter().map(atv_key).eq(b.iter().map(atv_key)));
-    let Some(last) = subject.last() else {
+    subject.len() == issuer.len() + 1
+        && subject
+            .iter()
+            .zip(issuer.iter())
+            .all(|(a, b)| a.iter().map(atv_key).eq(b.iter().map(atv_key)))
+}
+
+/// The last RDN of `name` holds a single CN.
+pub fn last_rdn_is_cn(name: &X509Name<'_>) -> bool {
+    let Some(last) = name.iter().last() else {
         return false;
     };
     let last: Vec<_> = last.iter().collect();
-    same_rdns && last.len() == 1 && last[0].attr_type().to_id_string() == OID_CN
+    last.len() == 1 && last[0].attr_type().to_id_string() == OID_CN
 }
 
 fn atv_key<'a>(atv: &'a x509_parser::x509::AttributeTypeAndValue<'a>) -> (String, &'a [u8]) {

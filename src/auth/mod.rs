@@ -51,6 +51,8 @@ pub struct CertIdentity {
     pub limited: bool,
     /// Earliest notAfter of the user certificate and proxies (unix seconds).
     pub not_after: i64,
+    /// Size in bits of the leaf's RSA key (delegation requests use the same size).
+    pub key_bits: Option<u32>,
     /// FQANs from verified VOMS attribute certificates, in order.
     pub fqans: Vec<String>,
     /// The chain as presented (DER, leaf first): `/whoami/certificate` returns it.
@@ -98,6 +100,17 @@ impl Authenticator {
         self.chains.verify(chain, now)
     }
 
+    /// FQANs carried by a chain already validated by [`verify`](Self::verify).
+    pub fn fqans(&self, chain: &[&[u8]], eec: usize, now: i64) -> Result<Vec<String>, AuthError> {
+        let parsed = chain::parse_chain(chain)?;
+        Ok(AcVerifier {
+            vomsdir: &self.vomsdir,
+            trust: self.chains.trust(),
+            algs: self.chains.algorithms(),
+        }
+        .fqans_of_chain(&parsed, eec, now))
+    }
+
     /// Full identity of a chain: validation again (a resumed TLS session skips the handshake
     /// check, and time may have passed), then names and VOMS attributes.
     pub fn identify(&self, chain: &[&[u8]], now: i64) -> Result<CertIdentity, AuthError> {
@@ -120,8 +133,17 @@ impl Authenticator {
             proxies: verified.proxies,
             limited: verified.limited,
             not_after: verified.not_after,
+            key_bits: rsa_key_bits(&parsed[0]),
             fqans,
             chain: Arc::new(chain.iter().map(|c| c.to_vec()).collect()),
         })
+    }
+}
+
+/// RSA modulus size of a certificate's key, if it is RSA.
+fn rsa_key_bits(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<u32> {
+    match cert.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => u32::try_from(rsa.key_size()).ok(),
+        _ => None,
     }
 }

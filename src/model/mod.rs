@@ -1,4 +1,5 @@
-//! Pure domain types: identities and the authorization vocabulary. No I/O, nothing internal
+//! Pure domain types: identities, the authorization vocabulary, FTS3 timestamps. No I/O, nothing internal
 //! imported; every other layer may use these.
 
 pub mod identity;
+pub mod time;

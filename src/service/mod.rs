@@ -1,12 +1,13 @@
 //! Use cases and authorization, one file per resource. Handlers in `api` call these with the
 //! caller's [`User`]; this layer decides what the caller may do and talks to the store.
 
+pub mod delegation;
 pub mod whoami;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use crate::{
-    auth::CertIdentity,
+    auth::{Authenticator, CertIdentity},
     model::identity::{CertificateFacts, RoleGrants, User},
     store::{Store, StoreError},
 };
@@ -20,6 +21,10 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    Io(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("background task failed: {0}")]
@@ -29,17 +34,28 @@ pub enum ServiceError {
 /// Shared state of the use cases.
 pub struct Service {
     store: Arc<Store>,
+    auth: Arc<Authenticator>,
     roles: RoleGrants,
     /// DN of the server's own certificate: a client presenting it is root.
     server_dn: String,
+    /// Where proxy files for transfers are written (0700, emptied at start).
+    proxy_dir: PathBuf,
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, roles: RoleGrants, server_dn: String) -> Service {
+    pub fn new(
+        store: Arc<Store>,
+        auth: Arc<Authenticator>,
+        roles: RoleGrants,
+        server_dn: String,
+        proxy_dir: PathBuf,
+    ) -> Service {
         Service {
             store,
+            auth,
             roles,
             server_dn,
+            proxy_dir,
         }
     }
 

@@ -3,7 +3,9 @@
 //! - `schema`: every table, with versioned names, and the schema version.
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
-//! - one file per domain (`authz`, ...) with batch operations; callers never see redb types.
+//! - `seal`: private keys sealed at rest under a key file beside the database.
+//! - one file per domain (`authz`, `credentials`, ...) with batch operations; callers never
+//!   see redb types.
 //!
 //! Invariants: one write transaction per logical operation, committed with
 //! `Durability::Immediate` before the caller is told it succeeded; index entries change in the
@@ -11,8 +13,10 @@
 
 pub mod authz;
 pub mod codec;
+pub mod credentials;
 pub mod index;
 pub mod schema;
+pub mod seal;
 
 use std::{
     fs,
@@ -29,6 +33,8 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("stored value: {0}")]
     Codec(#[from] codec::CodecError),
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -70,6 +76,7 @@ pub const DB_FILE: &str = "ftsd.redb";
 pub struct Store {
     db: Database,
     path: PathBuf,
+    sealer: seal::Sealer,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,8 +107,9 @@ impl Store {
             .open(&path)
             .map_err(io(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+        let sealer = seal::Sealer::load_or_create(data_dir)?;
         let db = Database::create(&path)?;
-        let store = Store { db, path };
+        let store = Store { db, path, sealer };
         store.init_schema()?;
         Ok(store)
     }
@@ -132,6 +140,8 @@ impl Store {
             }
             tx.open_table(schema::AUTHZ_DN)?;
             tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
+            tx.open_table(schema::CREDENTIAL_REQUESTS)?;
+            tx.open_table(schema::CREDENTIALS)?;
             Ok(())
         })
     }

@@ -21,3 +21,13 @@ pub const AUTHZ_DN: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 /// Index of [`AUTHZ_DN`] by operation: `operation` → `dn`.
 pub const AUTHZ_DN_BY_OPERATION: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("authz_dn_by_operation_v1");
+
+/// Pending delegation requests (the reference's `t_credential_cache`): `(dlg_id, dn)` →
+/// [`crate::store::credentials::PendingRow`]; the private key inside is sealed.
+pub const CREDENTIAL_REQUESTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("credential_requests_v1");
+
+/// Delegated proxies (the reference's `t_credential`): `(dlg_id, dn)` →
+/// [`crate::store::credentials::CredentialRow`]; the private key inside is sealed.
+pub const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("credentials_v1");

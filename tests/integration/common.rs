@@ -70,6 +70,7 @@ impl TestPki {
 
 /// Names of the chains built by `build_extra_chains`.
 pub const RC_USER_DN: &str = "/O=Example/CN=Rc User";
+pub const RC_OTHER_DN: &str = "/O=Example/CN=Rc Other";
 pub const RC_REVOKED_SERIAL: u64 = 0x2bad;
 
 static PKI: OnceLock<Option<TestPki>> = OnceLock::new();
@@ -130,6 +131,8 @@ fn build_extra_chains(dir: &Path) {
     let rfc = Kind::Rfc3820Proxy { limited: false };
     let good = proxy(&format!("{RC_USER_DN}/CN=1"), rfc.clone(), &user, from, to);
     write_chain(dir, "rc_user.pem", &[&user.cert_der], &user.key_pem);
+    let other = Credential::issue(RC_OTHER_DN, Kind::User, Some(&ca), from, to, 0x101).unwrap();
+    write_chain(dir, "rc_other.pem", &[&other.cert_der], &other.key_pem);
     write_chain(
         dir,
         "rc_proxy.pem",
@@ -259,6 +262,12 @@ fn build_extra_chains(dir: &Path) {
         0x100,
     )
     .unwrap();
+    write_chain(
+        dir,
+        "rogue_user.pem",
+        &[&rogue_user.cert_der],
+        &rogue_user.key_pem,
+    );
     let rogue_proxy = proxy(&format!("{RC_USER_DN}/CN=8"), rfc, &rogue_user, from, to);
     write_chain(
         dir,
@@ -423,6 +432,14 @@ impl Client {
 
     pub fn get(&self, path: &str) -> Result<Reply, String> {
         self.request("GET", path, &[], Bytes::new())
+    }
+
+    pub fn put(&self, path: &str, body: impl Into<Bytes>) -> Result<Reply, String> {
+        self.request("PUT", path, &[], body.into())
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Reply, String> {
+        self.request("DELETE", path, &[], Bytes::new())
     }
 
     /// One request on a new connection (as the Python client does).

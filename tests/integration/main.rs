@@ -2,6 +2,7 @@
 //! in-process on an ephemeral port with a throwaway PKI and talks HTTPS to it.
 
 mod common;
+mod delegation;
 mod http_conventions;
 mod interop;
 mod service_binary;
