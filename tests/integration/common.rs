@@ -120,6 +120,11 @@ fn build_extra_chains(dir: &Path) {
     let ca = Credential::issue("/O=Example/CN=Rc CA", Kind::Ca, None, from, to, 1).unwrap();
     std::fs::write(dir.join("certificates/rcgen-ca.pem"), &ca.cert_pem).unwrap();
     std::fs::write(
+        dir.join("rc_ca.pem"),
+        format!("{}{}", ca.cert_pem, ca.key_pem),
+    )
+    .unwrap();
+    std::fs::write(
         dir.join("certificates/rcgen-ca.r0"),
         ca.crl_pem(&[RC_REVOKED_SERIAL]).unwrap(),
     )

@@ -45,6 +45,19 @@ fn sign_proxy(
     subject: &str,
     chain: &[String],
 ) -> String {
+    let key = KeyPair::from_pem(signing_key).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(issuer_cert, key).unwrap();
+    sign_proxy_with(csr, &issuer, subject, chain)
+}
+
+/// Same, with an rcgen issuer (for issuers whose names rcgen cannot re-read from a certificate,
+/// such as proxies with two CNs).
+fn sign_proxy_with(
+    csr: &str,
+    issuer: &Issuer<'_, KeyPair>,
+    subject: &str,
+    chain: &[String],
+) -> String {
     let mut request = CertificateSigningRequestParams::from_pem(csr).expect("server CSR parses");
     let now = OffsetDateTime::now_utc();
     let params = &mut request.params;
@@ -60,9 +73,7 @@ fn sign_proxy(
         CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 14], PCI_INHERIT_ALL.to_vec());
     pci.set_criticality(true);
     params.custom_extensions = vec![pci];
-    let key = KeyPair::from_pem(signing_key).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(issuer_cert, key).unwrap();
-    let proxy = request.signed_by(&issuer).unwrap();
+    let proxy = request.signed_by(issuer).unwrap();
     let mut body = proxy.pem();
     for c in chain {
         body.push_str(c);
@@ -197,49 +208,53 @@ fn request_view_put_delete_round_trip() {
 fn termination_is_the_earliest_not_after_of_the_chain() {
     let Some(pki) = pki() else { return };
     let server = TestServer::start(pki);
-    // Delegating from a short proxy: the new 12 h proxy must not outlive it.
-    let client = server.client(pki, Some("rc_proxy.pem"));
-    let id = rc_dlg_id();
+    // A user whose certificate ends in 2 hours delegates a 12-hour proxy: the delegation must
+    // not outlive the certificate that signed it.
+    let now = OffsetDateTime::now_utc();
+    let ca_path = pki.path("rc_ca.pem");
+    let ca = Issuer::from_ca_cert_pem(
+        &cert_pems(&ca_path)[0],
+        KeyPair::from_pem(&key_pem(&ca_path)).unwrap(),
+    )
+    .unwrap();
+    let user_key =
+        KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+    let mut user = rcgen::CertificateParams::default();
+    user.distinguished_name = ftsd::devpki::parse_dn("/O=Example/CN=Rc Short").unwrap();
+    user.not_before = now - Duration::minutes(1);
+    user.not_after = now + Duration::hours(2);
+    user.is_ca = IsCa::ExplicitNoCa;
+    user.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    user.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let user_cert = user.signed_by(&user_key, &ca).unwrap();
+    let credential = pki.dir.join("rc_short.pem");
+    std::fs::write(
+        &credential,
+        format!("{}{}", user_cert.pem(), user_key.serialize_pem()),
+    )
+    .unwrap();
+    let client = server.client(pki, Some("rc_short.pem"));
+    let id = independent_delegation_id("/O=Example/CN=Rc Short", &[]);
     let csr = client
         .get(&format!("/delegation/{id}/request"))
         .unwrap()
         .text();
-    let now = OffsetDateTime::now_utc();
-    let user_path = pki.path("rc_user.pem");
-    let user_cert = cert_pems(&user_path).remove(0);
-    // A 2-hour proxy of the user, then the 12-hour delegated proxy signed by it.
-    let short_key =
-        KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-    let mut short = rcgen::CertificateParams::default();
-    short.distinguished_name = ftsd::devpki::parse_dn(&format!("{RC_USER_DN}/CN=77")).unwrap();
-    short.not_before = now - Duration::minutes(1);
-    short.not_after = now + Duration::hours(2);
-    short.is_ca = IsCa::ExplicitNoCa;
-    short.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    let mut pci =
-        CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 14], PCI_INHERIT_ALL.to_vec());
-    pci.set_criticality(true);
-    short.custom_extensions = vec![pci];
-    let issuer =
-        Issuer::from_ca_cert_pem(&user_cert, KeyPair::from_pem(&key_pem(&user_path)).unwrap())
-            .unwrap();
-    let short_cert = short.signed_by(&short_key, &issuer).unwrap();
-    let body = sign_proxy(
+    let expected = ftsd::model::time::fts_datetime(user.not_after.unix_timestamp());
+    let issuer = Issuer::from_params(&user, user_key);
+    let body = sign_proxy_with(
         &csr,
-        &short_cert.pem(),
-        &short_key.serialize_pem(),
-        &format!("{RC_USER_DN}/CN=77/CN=78"),
-        &[short_cert.pem(), user_cert],
+        &issuer,
+        "/O=Example/CN=Rc Short/CN=1",
+        &[user_cert.pem()],
     );
     let reply = client
         .put(&format!("/delegation/{id}/credential"), body)
         .unwrap();
     assert_eq!(reply.status, 201, "{}", reply.text());
     let view = client.get(&format!("/delegation/{id}")).unwrap().json();
-    let expected = ftsd::model::time::fts_datetime(short.not_after.unix_timestamp());
     assert_eq!(view["termination_time"], expected.as_str());
 }
 
@@ -615,7 +630,7 @@ fn delegation_survives_kill_9() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -639,6 +654,8 @@ fn delegation_survives_kill_9() {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("ftsd did not start");
     };
     let id = rc_dlg_id();
