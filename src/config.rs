@@ -4,14 +4,23 @@
 //! Paths left unset are resolved by [`Config::resolve`]: with no host certificate configured the
 //! service makes and uses a throwaway dev PKI under the data directory; with one, the grid
 //! defaults (`/etc/grid-security/...`) apply.
+//!
+//! [`Config::check`] is `ftsd check-config`: it looks at everything the service needs at start
+//! (address, roles, data directory, host certificate and key, CA and VOMS directories) without
+//! starting anything, and reports each finding in the operator's terms. Errors are what would
+//! stop the service from starting or serving; warnings are what it survives.
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde::{Deserialize, Deserializer};
+use x509_parser::prelude::FromDer;
 
 use crate::model::identity::{RoleGrantError, RoleGrants};
 
@@ -23,10 +32,34 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file is not valid TOML, or a value is not what its option takes:
+    /// `ftsd.toml: line 3: listen: invalid listen address ...`.
+    #[error("{}: {}", where_in_file(.path, *.line), with_field(.field.as_deref(), .detail))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        /// The option the error is about (`listen`, `roles.public`), when known.
+        field: Option<String>,
+        detail: String,
+    },
     #[error("[roles] {0}")]
     Roles(#[from] RoleGrantError),
+}
+
+/// `ftsd.toml: line 3` (or just the path when the line is unknown).
+fn where_in_file(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}: line {line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// `listen: detail` (or just the detail when the option is unknown).
+fn with_field(field: Option<&str>, detail: &str) -> String {
+    match field {
+        Some(field) => format!("{field}: {detail}"),
+        None => detail.to_string(),
+    }
 }
 
 /// Default listen address: the reference's port, loopback only until an operator opens it.
@@ -40,6 +73,7 @@ pub const GRID_VOMS_DIR: &str = "/etc/grid-security/vomsdir";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address and port to listen on (HTTPS). Default `127.0.0.1:8446`.
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// Where the database and generated files live. Default `./ftsd-data`. Created 0700.
     pub data_dir: PathBuf,
@@ -104,10 +138,19 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Parse the text of a configuration file (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
+        toml::from_str(text).map_err(|e| {
+            let (line, field) = match e.span() {
+                Some(span) => locate(text, span.start),
+                None => (None, None),
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                field,
+                detail: e.message().trim_end().to_string(),
+            }
         })
     }
 
@@ -118,7 +161,26 @@ impl Config {
 
     /// Apply defaults. `dev_pki` is the dev PKI directory to use when no host certificate is set.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
-        let roles = RoleGrants::parse(self.roles.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let roles = self.role_grants()?;
+        let paths = self.credential_paths();
+        Ok(Resolved {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            host_cert: paths.host_cert,
+            host_key: paths.host_key,
+            ca_dir: paths.ca_dir,
+            voms_dir: paths.voms_dir,
+            max_connections: self.max_connections.max(1),
+            roles,
+        })
+    }
+
+    fn role_grants(&self) -> Result<RoleGrants, RoleGrantError> {
+        RoleGrants::parse(self.roles.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Host credential and trust directories with the defaults applied.
+    fn credential_paths(&self) -> CredentialPaths {
         let dev = crate::devpki::DevPki::layout(&self.dev_pki_dir());
         let (host_cert, host_key, ca_default, voms_default) = match &self.host_cert {
             Some(cert) => (
@@ -131,21 +193,555 @@ impl Config {
             ),
             None => (dev.host_cert, dev.host_key, dev.ca_dir, dev.voms_dir),
         };
-        Ok(Resolved {
-            listen: self.listen,
-            data_dir: self.data_dir.clone(),
+        CredentialPaths {
             host_cert,
             host_key,
             ca_dir: self.ca_dir.clone().unwrap_or(ca_default),
             voms_dir: self.voms_dir.clone().unwrap_or(voms_default),
-            max_connections: self.max_connections.max(1),
-            roles,
-        })
+        }
     }
 
     /// True when the service will run on a generated dev PKI.
     pub fn uses_dev_pki(&self) -> bool {
         self.host_cert.is_none()
+    }
+}
+
+/// Host credential and trust directories, defaults applied.
+struct CredentialPaths {
+    host_cert: PathBuf,
+    host_key: PathBuf,
+    ca_dir: PathBuf,
+    voms_dir: PathBuf,
+}
+
+/// `listen` in the file: through [`parse_listen`], so that a bad value is explained.
+fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parse a listen address, `IPv4:PORT` or `[IPv6]:PORT`. The error says what is wrong in the
+/// operator's terms: host and service names are not resolved (the service binds exactly what
+/// is written), and a port is at most 65535.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut reasons = Vec::new();
+    match text.rsplit_once(':') {
+        _ if text.starts_with('[') && text.ends_with(']') => {
+            reasons.push("no port: write [ADDRESS]:PORT, e.g. [::]:8446".to_string())
+        }
+        None => reasons.push("no port: write ADDRESS:PORT, e.g. 0.0.0.0:8446".to_string()),
+        Some((host, port)) => {
+            match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(inner) if inner.parse::<std::net::Ipv6Addr>().is_err() => {
+                    reasons.push(format!("{inner:?} is not an IPv6 address"))
+                }
+                Some(_) => {}
+                None if host.contains(':') => reasons
+                    .push("an IPv6 address goes in brackets, e.g. [::]:8446 or [::1]:8446".into()),
+                None if host.parse::<IpAddr>().is_err() => reasons.push(format!(
+                    "{host:?} is not an IP address (host names are not resolved: use e.g. \
+                     0.0.0.0, 127.0.0.1, [::] or [::1])"
+                )),
+                None => {}
+            }
+            if port.parse::<u16>().is_err() {
+                reasons.push(
+                    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                        format!("port {port} is out of range (0 to 65535)")
+                    } else {
+                        format!("port {port:?} is not a number (service names are not resolved)")
+                    },
+                );
+            }
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("expected ADDRESS:PORT, e.g. 0.0.0.0:8446".to_string());
+    }
+    Err(format!(
+        "invalid listen address {text:?}: {}",
+        reasons.join("; ")
+    ))
+}
+
+/// The line (from 1) of byte `offset` in a TOML `text`, and the option written on that line
+/// (`table.key` under a `[table]` header), to name both in a parse error.
+fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
+    let Some(before) = text.get(..offset.min(text.len())) else {
+        return (None, None);
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = text[..line_start]
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('[')?.split(']').next())
+        .next_back()
+        .map(str::trim);
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+    let field = key.map(|k| match table {
+        Some(t) => format!("{t}.{k}"),
+        None => k.to_string(),
+    });
+    (Some(line_no), field)
+}
+
+/// How serious a finding of [`Config::check`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Checked and fine.
+    Ok,
+    /// Worth knowing, nothing to fix (e.g. the dev PKI will be used).
+    Info,
+    /// The service starts, but something will not work as an operator expects.
+    Warning,
+    /// The service would not start, or could not serve anybody.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Severity::Ok => "ok",
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One line of `ftsd check-config`: the option it is about and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The option (`listen`, `host_cert`, `roles.public`), or `config` for the file itself.
+    pub field: String,
+    pub message: String,
+}
+
+impl Finding {
+    fn new(severity: Severity, field: &str, message: impl Into<String>) -> Finding {
+        Finding {
+            severity,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A configuration that cannot be read or parsed, as a finding.
+    pub fn from_error(error: &ConfigError) -> Finding {
+        match error {
+            ConfigError::Parse {
+                path,
+                line,
+                field: Some(field),
+                detail,
+            } => Finding::new(
+                Severity::Error,
+                field,
+                format!("{}: {detail}", where_in_file(path, *line)),
+            ),
+            ConfigError::Roles(_) => Finding::new(Severity::Error, "roles", error.to_string()),
+            _ => Finding::new(Severity::Error, "config", error.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<8} {}: {}", self.severity, self.field, self.message)
+    }
+}
+
+/// A host certificate this close to its end is worth a warning: grid host certificates are
+/// renewed by hand, through the CA's portal, which takes days.
+const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Findings of one check run, in the order they were made.
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn ok(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(Finding::new(Severity::Ok, field, message));
+    }
+    fn info(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(Finding::new(Severity::Info, field, message));
+    }
+    fn warning(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(Finding::new(Severity::Warning, field, message));
+    }
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(Finding::new(Severity::Error, field, message));
+    }
+}
+
+impl Config {
+    /// Check everything the service needs at start, without starting it (`ftsd check-config`).
+    /// Only reads: the data directory and the dev PKI are looked at, never created.
+    pub fn check(&self) -> Vec<Finding> {
+        let mut out = Findings::default();
+        self.check_listen(&mut out);
+        match self.role_grants() {
+            Ok(grants) => {
+                let names: Vec<&str> = grants.0.keys().map(String::as_str).collect();
+                out.ok("roles", format!("grants for {}", names.join(", ")));
+            }
+            Err(e) => out.error("roles", e.to_string()),
+        }
+        if self.max_connections == 0 {
+            out.warning(
+                "max_connections",
+                "0 would serve nobody; the service takes it as 1",
+            );
+        }
+        check_data_dir(&self.data_dir, &mut out);
+
+        let paths = self.credential_paths();
+        // With no host certificate and no dev PKI yet, the service makes one at first start:
+        // there is nothing to look at until then.
+        let dev_pending = self.uses_dev_pki() && !self.dev_pki_dir().exists();
+        if self.uses_dev_pki() {
+            out.info(
+                "host_cert",
+                format!(
+                    "not set: the service uses the throwaway dev PKI in {}{} (for development \
+                     only: set host_cert, e.g. /etc/grid-security/hostcert.pem, for a real service)",
+                    self.dev_pki_dir().display(),
+                    if dev_pending {
+                        ", created at first start"
+                    } else {
+                        ""
+                    },
+                ),
+            );
+            if self.host_key.is_some() {
+                out.warning("host_key", "ignored, because host_cert is not set");
+            }
+        }
+        if !dev_pending {
+            let cert = check_host_cert(&paths.host_cert, &mut out);
+            check_host_key(&paths.host_key, &paths.host_cert, cert.as_deref(), &mut out);
+        }
+        if !dev_pending || self.ca_dir.is_some() {
+            check_ca_dir(&paths.ca_dir, &mut out);
+        }
+        if !dev_pending || self.voms_dir.is_some() {
+            check_voms_dir(&paths.voms_dir, &mut out);
+        }
+        out.0
+    }
+
+    fn check_listen(&self, out: &mut Findings) {
+        let addr = self.listen;
+        if addr.port() == 0 {
+            out.warning(
+                "listen",
+                format!(
+                    "{addr}: port 0 makes the kernel pick another port at every start, and \
+                     clients need a fixed one (the reference's is 8446)"
+                ),
+            );
+        } else if addr.ip().is_loopback() {
+            out.ok("listen", format!("{addr} (this host only)"));
+        } else {
+            out.ok("listen", addr.to_string());
+        }
+        if self.uses_dev_pki() && !addr.ip().is_loopback() {
+            out.warning(
+                "listen",
+                format!(
+                    "{addr} is reachable from other hosts, with the throwaway dev PKI whose CA \
+                     key lies in the data directory: set host_cert for a service others use"
+                ),
+            );
+        }
+    }
+}
+
+fn check_data_dir(dir: &Path, out: &mut Findings) {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => out.error("data_dir", format!("{shown} is not a directory")),
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                out.warning(
+                    "data_dir",
+                    format!(
+                        "{shown} is open to other users (mode {mode:04o}): the database is the \
+                         service's private state, chmod 0700 it"
+                    ),
+                );
+            }
+            let db = dir.join(crate::store::DB_FILE);
+            out.ok(
+                "data_dir",
+                if db.exists() {
+                    format!("{shown}, database {} present", crate::store::DB_FILE)
+                } else {
+                    format!("{shown}, database created at first start")
+                },
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.info(
+            "data_dir",
+            format!("{shown} does not exist yet: the service creates it (0700) at first start"),
+        ),
+        Err(e) => out.error("data_dir", format!("{shown}: {e}")),
+    }
+}
+
+/// Read a file the service needs, saying why it cannot when it cannot.
+fn read_needed(field: &str, path: &Path, out: &mut Findings) -> Option<Vec<u8>> {
+    let shown = path.display();
+    match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.error(field, format!("{shown} does not exist"));
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            out.error(
+                field,
+                format!(
+                    "{shown} is not readable by this user; the service must be able to read it \
+                     as the user it runs as (ftsd when installed from the RPM)"
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            out.error(field, format!("{shown}: {e}"));
+            None
+        }
+    }
+}
+
+/// The host certificate: readable, PEM, parses, valid now. Returns the leaf's DER.
+fn check_host_cert(path: &Path, out: &mut Findings) -> Option<Vec<u8>> {
+    let shown = path.display();
+    let bytes = read_needed("host_cert", path, out)?;
+    let chain: Vec<CertificateDer<'static>> =
+        match CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>() {
+            Ok(chain) => chain,
+            Err(e) => {
+                out.error(
+                    "host_cert",
+                    format!("{shown} is not a PEM certificate file: {e}"),
+                );
+                return None;
+            }
+        };
+    let Some(leaf) = chain.first() else {
+        out.error(
+            "host_cert",
+            format!("{shown} holds no certificate (no -----BEGIN CERTIFICATE----- block)"),
+        );
+        return None;
+    };
+    let cert = match x509_parser::certificate::X509Certificate::from_der(leaf.as_ref()) {
+        Ok((_, cert)) => cert,
+        Err(e) => {
+            out.error(
+                "host_cert",
+                format!("{shown}: the certificate does not parse: {e}"),
+            );
+            return None;
+        }
+    };
+    let subject = crate::auth::dn::oneline(cert.subject());
+    let validity = cert.validity();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (not_before, not_after) = (validity.not_before, validity.not_after);
+    let days_left = (not_after.timestamp() - now) / 86_400;
+    if not_after.timestamp() < now {
+        out.error(
+            "host_cert",
+            format!("{shown} ({subject}) expired on {not_after}"),
+        );
+    } else if not_before.timestamp() > now {
+        out.error(
+            "host_cert",
+            format!("{shown} ({subject}) is not valid before {not_before}"),
+        );
+    } else if days_left < CERT_EXPIRY_WARNING_DAYS {
+        out.warning(
+            "host_cert",
+            format!("{shown} ({subject}) expires on {not_after}, in {days_left} day(s)"),
+        );
+    } else {
+        let extra = match chain.len() {
+            1 => String::new(),
+            n => format!(", with {} chain certificate(s)", n - 1),
+        };
+        out.ok(
+            "host_cert",
+            format!("{shown}: {subject}, valid until {not_after}{extra}"),
+        );
+    }
+    let server_auth = match cert.extended_key_usage() {
+        Ok(Some(eku)) => eku.value.server_auth || eku.value.any,
+        // No extension: any usage.
+        _ => true,
+    };
+    if !server_auth {
+        out.warning(
+            "host_cert",
+            format!("{shown} lacks the serverAuth extended key usage: clients will refuse it"),
+        );
+    }
+    Some(leaf.to_vec())
+}
+
+/// The host key: readable, not open to everybody, unencrypted PEM, and the key of the host
+/// certificate. Nothing of the key itself is ever printed.
+fn check_host_key(path: &Path, cert_path: &Path, cert: Option<&[u8]>, out: &mut Findings) {
+    let shown = path.display();
+    let Some(bytes) = read_needed("host_key", path, out) else {
+        return;
+    };
+    // Group bits are left alone: they also show an ACL's mask (setfacl -m u:ftsd:r).
+    let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777);
+    if mode & 0o007 != 0 {
+        out.warning(
+            "host_key",
+            format!("{shown} is accessible to every user (mode {mode:04o}): chmod o-rwx it"),
+        );
+    }
+    if bytes.windows(b"ENCRYPTED".len()).any(|w| w == b"ENCRYPTED") {
+        out.error(
+            "host_key",
+            format!(
+                "{shown} is encrypted, and the service cannot ask for a passphrase: decrypt it \
+                 (openssl pkey -in KEY -out NEWKEY) and keep it readable by the service only"
+            ),
+        );
+        return;
+    }
+    // The PEM error is not shown: some variants quote lines of the file, which is a key.
+    let Ok(key) = PrivateKeyDer::from_pem_slice(&bytes) else {
+        out.error(
+            "host_key",
+            format!(
+                "{shown} holds no PEM private key (expected -----BEGIN PRIVATE KEY----- or \
+                 -----BEGIN RSA PRIVATE KEY-----)"
+            ),
+        );
+        return;
+    };
+    let Some(cert) = cert else {
+        out.ok("host_key", format!("{shown}: a private key"));
+        return;
+    };
+    match crate::server::tls::key_matches_certificate(cert, key) {
+        Ok(Some(true)) => out.ok("host_key", format!("{shown}: the key of host_cert")),
+        Ok(Some(false)) => out.error(
+            "host_key",
+            format!(
+                "{shown} is not the key of host_cert {}",
+                cert_path.display()
+            ),
+        ),
+        Ok(None) => out.ok(
+            "host_key",
+            format!("{shown}: a private key (whether it is host_cert's cannot be told)"),
+        ),
+        Err(reason) => out.error(
+            "host_key",
+            format!("{shown}: unusable private key: {reason}"),
+        ),
+    }
+}
+
+/// The CA directory: exists and holds at least one CA the service can use.
+fn check_ca_dir(dir: &Path, out: &mut Findings) {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.error(
+                "ca_dir",
+                format!(
+                    "{shown} does not exist: no client could authenticate (install the IGTF CA \
+                     packages, e.g. ca-policy-egi-core)"
+                ),
+            );
+            return;
+        }
+        Ok(meta) if !meta.is_dir() => {
+            out.error("ca_dir", format!("{shown} is not a directory"));
+            return;
+        }
+        _ => {}
+    }
+    match crate::auth::trust::TrustStore::load(dir) {
+        Ok(store) => {
+            out.ok(
+                "ca_dir",
+                format!(
+                    "{shown}: {} CA certificate(s), {} CRL(s)",
+                    store.anchors().len(),
+                    store.crls().len()
+                ),
+            );
+            if store.crls().is_empty() {
+                out.info(
+                    "ca_dir",
+                    "no CRL: revoked certificates are not refused (fetch-crl keeps CRLs there)",
+                );
+            }
+        }
+        Err(e) => out.error("ca_dir", e.to_string()),
+    }
+}
+
+/// The VOMS directory: optional (the service runs without VO attributes), hence warnings only.
+fn check_voms_dir(dir: &Path, out: &mut Findings) {
+    let shown = dir.display();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.warning(
+                "voms_dir",
+                format!("{shown} does not exist: VOMS attributes will be ignored"),
+            );
+            return;
+        }
+        Err(e) => {
+            out.warning(
+                "voms_dir",
+                format!("{shown}: {e}: VOMS attributes will be ignored"),
+            );
+            return;
+        }
+    };
+    let has_lsc = |vo: &Path| {
+        std::fs::read_dir(vo).is_ok_and(|files| {
+            files
+                .filter_map(Result::ok)
+                .any(|f| f.path().extension().is_some_and(|e| e == "lsc"))
+        })
+    };
+    let mut vos: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir() && has_lsc(&e.path()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    vos.sort();
+    if vos.is_empty() {
+        out.warning(
+            "voms_dir",
+            format!("{shown} holds no <vo>/<host>.lsc file: VOMS attributes will be ignored"),
+        );
+    } else {
+        out.ok("voms_dir", format!("{shown}: VO(s) {}", vos.join(", ")));
     }
 }
 
@@ -200,5 +796,480 @@ mod tests {
         let config =
             Config::parse("[roles]\npublic = \"most:transfer\"", Path::new("x.toml")).unwrap();
         assert!(config.resolve().is_err());
+    }
+
+    // ---- listen and parse errors ----
+
+    /// The option named by a parse error, and the error as printed.
+    fn parse_err(text: &str) -> (Option<String>, String) {
+        let err = Config::parse(text, Path::new("ftsd.toml")).unwrap_err();
+        match &err {
+            ConfigError::Parse { field, .. } => (field.clone(), err.to_string()),
+            other => panic!("not a parse error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_listen_address_is_explained_with_the_field_and_the_value() {
+        let (field, msg) = parse_err("# comment\nlisten = \"localhost:99999\"\n");
+        assert_eq!(field.as_deref(), Some("listen"));
+        assert!(msg.starts_with("ftsd.toml: line 2: listen: "), "{msg}");
+        assert!(msg.contains("\"localhost:99999\""), "{msg}");
+        assert!(msg.contains("port 99999 is out of range"), "{msg}");
+        assert!(msg.contains("\"localhost\" is not an IP address"), "{msg}");
+
+        let (field, msg) = parse_err("listen = \"0.0.0.0:http\"");
+        assert_eq!(field.as_deref(), Some("listen"));
+        assert!(msg.contains("\"0.0.0.0:http\""), "{msg}");
+        assert!(msg.contains("port \"http\" is not a number"), "{msg}");
+        assert!(
+            !msg.contains("IP address"),
+            "the address part is fine: {msg}"
+        );
+
+        for (text, why) in [
+            ("::1:8446", "brackets"),
+            ("[::1]", "no port"),
+            ("127.0.0.1", "no port"),
+            ("[::g]:8446", "not an IPv6 address"),
+            ("127.0.0.1:-1", "not a number"),
+        ] {
+            let err = parse_listen(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        assert_eq!(parse_listen("[::]:8446").unwrap().port(), 8446);
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_the_option() {
+        let (field, msg) = parse_err("listen = \"127.0.0.1:1\"\nmax_connections = \"many\"\n");
+        assert_eq!(field.as_deref(), Some("max_connections"));
+        assert!(
+            msg.starts_with("ftsd.toml: line 2: max_connections: "),
+            "{msg}"
+        );
+        let (field, _) = parse_err("[roles]\npublic = 5\n");
+        assert_eq!(field.as_deref(), Some("roles.public"));
+        let (field, msg) = parse_err("lisen = \"x\"");
+        assert_eq!(field.as_deref(), Some("lisen"));
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (_, msg) = parse_err("listen = \"unterminated\n");
+        assert!(msg.starts_with("ftsd.toml: line 1: "), "{msg}");
+        // As check-config shows it: the option, then where and what.
+        let err = Config::parse("listen = \"0.0.0.0:http\"", Path::new("ftsd.toml")).unwrap_err();
+        let finding = Finding::from_error(&err);
+        assert_eq!(finding.field, "listen");
+        assert!(
+            finding
+                .message
+                .starts_with("ftsd.toml: line 1: invalid listen address"),
+            "{finding}"
+        );
+    }
+
+    // ---- check ----
+
+    /// A complete, valid configuration on a fresh dev PKI, in its own directory.
+    struct Site {
+        _dir: tempfile::TempDir,
+        pki: crate::devpki::DevPki,
+        config: Config,
+    }
+
+    fn site() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::devpki::DevPki::create(&dir.path().join("grid")).unwrap();
+        let config = Config {
+            listen: "[::]:8446".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            host_cert: Some(pki.host_cert.clone()),
+            host_key: Some(pki.host_key.clone()),
+            ca_dir: Some(pki.ca_dir.clone()),
+            voms_dir: Some(pki.voms_dir.clone()),
+            ..Config::default()
+        };
+        Site {
+            _dir: dir,
+            pki,
+            config,
+        }
+    }
+
+    fn errors(findings: &[Finding]) -> Vec<&Finding> {
+        findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect()
+    }
+
+    fn has(findings: &[Finding], severity: Severity, field: &str, text: &str) -> bool {
+        findings
+            .iter()
+            .any(|f| f.severity == severity && f.field == field && f.message.contains(text))
+    }
+
+    #[test]
+    fn a_complete_configuration_has_no_error() {
+        let site = site();
+        let findings = site.config.check();
+        assert!(errors(&findings).is_empty(), "{findings:#?}");
+        assert!(has(&findings, Severity::Ok, "host_cert", "CN=localhost"));
+        assert!(has(
+            &findings,
+            Severity::Ok,
+            "host_key",
+            "the key of host_cert"
+        ));
+        assert!(has(
+            &findings,
+            Severity::Ok,
+            "ca_dir",
+            "1 CA certificate(s)"
+        ));
+        assert!(has(&findings, Severity::Ok, "listen", "[::]:8446"));
+        assert!(has(&findings, Severity::Info, "data_dir", "at first start"));
+        // The dev PKI has an empty vomsdir: a warning, not an error.
+        assert!(has(
+            &findings,
+            Severity::Warning,
+            "voms_dir",
+            "no <vo>/<host>.lsc"
+        ));
+    }
+
+    #[test]
+    fn a_missing_host_certificate_is_an_error_naming_the_path() {
+        let mut site = site();
+        site.config.host_cert = Some(site.pki.dir.join("nothere.pem"));
+        let findings = site.config.check();
+        let errs = errors(&findings);
+        assert_eq!(errs.len(), 1, "{findings:#?}");
+        assert_eq!(errs[0].field, "host_cert");
+        assert!(
+            errs[0].message.ends_with("nothere.pem does not exist"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_key_that_is_not_the_certificates_is_an_error() {
+        let mut site = site();
+        site.config.host_key = Some(site.pki.user_key.clone());
+        let findings = site.config.check();
+        assert!(
+            has(
+                &findings,
+                Severity::Error,
+                "host_key",
+                "is not the key of host_cert"
+            ),
+            "{findings:#?}"
+        );
+    }
+
+    #[test]
+    fn unusable_credential_files_are_errors_and_the_key_is_never_quoted() {
+        let mut site = site();
+        let dir = site.pki.dir.clone();
+        // A certificate where the key should be, a key where the certificate should be.
+        site.config.host_cert = Some(site.pki.host_key.clone());
+        site.config.host_key = Some(site.pki.host_cert.clone());
+        let findings = site.config.check();
+        assert!(has(
+            &findings,
+            Severity::Error,
+            "host_cert",
+            "holds no certificate"
+        ));
+        assert!(has(
+            &findings,
+            Severity::Error,
+            "host_key",
+            "holds no PEM private key"
+        ));
+
+        // A key with a damaged body: the message must not quote any of it.
+        let key = std::fs::read_to_string(&site.pki.host_key).unwrap();
+        let damaged = key.replacen("\n", "\n!!", 2);
+        std::fs::write(dir.join("damaged.pem"), &damaged).unwrap();
+        site.config.host_cert = Some(site.pki.host_cert.clone());
+        site.config.host_key = Some(dir.join("damaged.pem"));
+        let findings = site.config.check();
+        assert!(
+            has(&findings, Severity::Error, "host_key", ""),
+            "{findings:#?}"
+        );
+        let body_lines: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        for finding in &findings {
+            for line in &body_lines {
+                assert!(
+                    !finding.message.contains(&line[2..line.len() - 2]),
+                    "{finding}"
+                );
+            }
+        }
+
+        std::fs::write(
+            dir.join("encrypted.pem"),
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        site.config.host_key = Some(dir.join("encrypted.pem"));
+        let findings = site.config.check();
+        assert!(has(&findings, Severity::Error, "host_key", "is encrypted"));
+    }
+
+    #[test]
+    fn an_expired_host_certificate_is_an_error() {
+        use crate::devpki::{Credential, Kind};
+        let site = site();
+        let now = time::OffsetDateTime::now_utc();
+        let ca = Credential::issue(
+            "/O=t/CN=CA",
+            Kind::Ca,
+            None,
+            now - time::Duration::days(10),
+            now + time::Duration::days(10),
+            1,
+        )
+        .unwrap();
+        let host = Credential::issue(
+            "/O=t/CN=old.example.org",
+            Kind::Host(vec!["old.example.org".into()]),
+            Some(&ca),
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+            2,
+        )
+        .unwrap();
+        let dir = site.pki.dir.clone();
+        std::fs::write(dir.join("oldcert.pem"), &host.cert_pem).unwrap();
+        std::fs::write(dir.join("oldkey.pem"), &host.key_pem).unwrap();
+        let mut config = site.config.clone();
+        config.host_cert = Some(dir.join("oldcert.pem"));
+        config.host_key = None; // oldcert.pem -> oldkey.pem, the grid naming rule
+        let findings = config.check();
+        assert!(
+            has(&findings, Severity::Error, "host_cert", "expired on"),
+            "{findings:#?}"
+        );
+        assert!(has(
+            &findings,
+            Severity::Ok,
+            "host_key",
+            "the key of host_cert"
+        ));
+    }
+
+    #[test]
+    fn trust_directories() {
+        let mut site = site();
+        let empty = site.pki.dir.join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        site.config.ca_dir = Some(empty.clone());
+        let findings = site.config.check();
+        assert!(has(
+            &findings,
+            Severity::Error,
+            "ca_dir",
+            "no CA certificate"
+        ));
+
+        site.config.ca_dir = Some(site.pki.dir.join("nowhere"));
+        let findings = site.config.check();
+        assert!(has(&findings, Severity::Error, "ca_dir", "does not exist"));
+
+        // A missing vomsdir is survivable; one with a VO is fine.
+        site.config.ca_dir = Some(site.pki.ca_dir.clone());
+        site.config.voms_dir = Some(site.pki.dir.join("nowhere"));
+        let findings = site.config.check();
+        assert!(errors(&findings).is_empty(), "{findings:#?}");
+        assert!(has(
+            &findings,
+            Severity::Warning,
+            "voms_dir",
+            "does not exist"
+        ));
+        std::fs::create_dir_all(empty.join("dteam")).unwrap();
+        std::fs::write(
+            empty.join("dteam/voms.example.org.lsc"),
+            "/DC=x/CN=v\n/DC=x/CN=ca\n",
+        )
+        .unwrap();
+        site.config.voms_dir = Some(empty);
+        let findings = site.config.check();
+        assert!(has(&findings, Severity::Ok, "voms_dir", "VO(s) dteam"));
+    }
+
+    #[test]
+    fn without_host_cert_the_check_says_the_dev_pki_will_be_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let findings = config.check();
+        assert!(errors(&findings).is_empty(), "{findings:#?}");
+        assert!(
+            has(&findings, Severity::Info, "host_cert", "throwaway dev PKI"),
+            "{findings:#?}"
+        );
+        assert!(has(
+            &findings,
+            Severity::Info,
+            "host_cert",
+            "created at first start"
+        ));
+        // Once the dev PKI exists, it is checked like any other.
+        crate::devpki::DevPki::create(&config.dev_pki_dir()).unwrap();
+        let findings = config.check();
+        assert!(has(
+            &findings,
+            Severity::Ok,
+            "host_key",
+            "the key of host_cert"
+        ));
+        // A dev PKI reachable from other hosts deserves a warning.
+        let open = Config {
+            listen: "0.0.0.0:8446".parse().unwrap(),
+            ..config
+        };
+        assert!(has(&open.check(), Severity::Warning, "listen", "dev PKI"));
+    }
+
+    #[test]
+    fn bad_roles_port_zero_and_an_open_data_dir_are_reported() {
+        let mut site = site();
+        site.config.roles = BTreeMap::from([("public".to_string(), "most:transfer".to_string())]);
+        site.config.listen = "127.0.0.1:0".parse().unwrap();
+        let data = site.config.data_dir.clone();
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let findings = site.config.check();
+        assert!(has(
+            &findings,
+            Severity::Error,
+            "roles",
+            "unknown level \"most\""
+        ));
+        assert!(has(&findings, Severity::Warning, "listen", "port 0"));
+        assert!(has(&findings, Severity::Warning, "data_dir", "mode 0755"));
+    }
+
+    // ---- the packaged configuration (packaging/ftsd.toml, /etc/ftsd/ftsd.toml) ----
+
+    const PACKAGED: &str = include_str!("../packaging/ftsd.toml");
+
+    /// Config's field names as serde knows them, asked of a deserializer that only listens.
+    fn config_fields() -> Vec<&'static str> {
+        #[derive(Debug)]
+        struct Fields(Vec<&'static str>);
+        impl fmt::Display for Fields {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+        impl std::error::Error for Fields {}
+        impl serde::de::Error for Fields {
+            fn custom<T: fmt::Display>(_: T) -> Self {
+                Fields(Vec::new())
+            }
+        }
+        struct Listen;
+        impl<'de> Deserializer<'de> for Listen {
+            type Error = Fields;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+                Err(Fields(Vec::new()))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Fields> {
+                Err(Fields(fields.to_vec()))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        Config::deserialize(Listen).unwrap_err().0
+    }
+
+    /// `#name = value` and `#[table]` lines are options left at their default (doc comments
+    /// start with "# "): remove the '#'.
+    fn enable_all(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_packaged_configuration_documents_every_option() {
+        let fields = config_fields();
+        assert!(
+            fields.contains(&"listen") && fields.contains(&"roles"),
+            "{fields:?}"
+        );
+        let enabled = enable_all(PACKAGED);
+        for field in fields {
+            let set = enabled.lines().any(|l| {
+                l.split_once('=').is_some_and(|(k, _)| k.trim() == field)
+                    || l.trim() == format!("[{field}]")
+            });
+            assert!(set, "packaging/ftsd.toml does not mention option {field:?}");
+            // Its documentation comes right before it.
+            let pos = enabled
+                .lines()
+                .position(|l| l.starts_with(field) || l.trim() == format!("[{field}]"))
+                .unwrap();
+            let before = enabled.lines().nth(pos - 1).unwrap_or("");
+            assert!(
+                before.starts_with("# "),
+                "option {field:?} has no comment above it"
+            );
+        }
+    }
+
+    #[test]
+    fn the_packaged_configuration_is_a_grid_service_and_its_defaults_are_true() {
+        let config = Config::parse(PACKAGED, Path::new("ftsd.toml")).unwrap();
+        assert_eq!(config.listen.to_string(), "[::]:8446");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/ftsd"));
+        let resolved = config.resolve().unwrap();
+        assert_eq!(
+            resolved.host_cert,
+            PathBuf::from("/etc/grid-security/hostcert.pem")
+        );
+        assert_eq!(
+            resolved.host_key,
+            PathBuf::from("/etc/grid-security/hostkey.pem")
+        );
+        assert_eq!(resolved.ca_dir, PathBuf::from(GRID_CA_DIR));
+        assert_eq!(resolved.voms_dir, PathBuf::from(GRID_VOMS_DIR));
+        // The options left commented out show the built-in defaults, truly.
+        let disabled_only: String = enable_all(PACKAGED)
+            .lines()
+            .zip(PACKAGED.lines())
+            .filter(|(enabled, original)| enabled != original)
+            .map(|(enabled, _)| format!("{enabled}\n"))
+            .collect();
+        assert!(disabled_only.contains("max_connections"), "{disabled_only}");
+        let shown = Config::parse(&disabled_only, Path::new("ftsd.toml")).unwrap();
+        assert_eq!(format!("{shown:?}"), format!("{:?}", Config::default()));
+        // And the whole file, every option enabled, is still valid.
+        Config::parse(&enable_all(PACKAGED), Path::new("ftsd.toml"))
+            .unwrap()
+            .resolve()
+            .unwrap();
     }
 }

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ftsd::{
-    config::{Config, Resolved},
+    config::{Config, ConfigError, Finding, Resolved, Severity, parse_listen},
     devpki::DevPki,
 };
 use tracing_subscriber::EnvFilter;
@@ -22,6 +22,10 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve(ServeArgs),
+    /// Check a configuration without starting the service: address, roles, data directory,
+    /// host certificate and key, CA and VOMS directories. Exit status 0 when the service can
+    /// start with it (warnings allowed), 1 otherwise.
+    CheckConfig(ServeArgs),
     /// Create a throwaway PKI (CA, localhost host certificate, user certificate, RFC 3820 proxy).
     DevPki {
         /// Directory to create it in.
@@ -35,7 +39,7 @@ struct ServeArgs {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Listen address, e.g. 127.0.0.1:8446 (overrides the file).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     listen: Option<std::net::SocketAddr>,
     /// Data directory (overrides the file).
     #[arg(long)]
@@ -55,15 +59,21 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // check-config reports its findings itself: only the library's warnings are worth showing.
+    let default_filter = match cli.command {
+        Command::CheckConfig(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FTSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("FTSD_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::CheckConfig(args) => return check_config(&args),
         Command::DevPki { dir } => DevPki::create(&dir)
             .map(|pki| {
                 println!("dev PKI created in {}", pki.dir.display());
@@ -91,7 +101,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> Result<(), ftsd::Error> {
+/// The configuration file (or the embedded defaults) with the command line's overrides.
+fn config_from(args: &ServeArgs) -> Result<Config, ConfigError> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -99,21 +110,49 @@ fn serve(args: ServeArgs) -> Result<(), ftsd::Error> {
     if let Some(v) = args.listen {
         config.listen = v;
     }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
     }
-    if let Some(v) = args.host_cert {
-        config.host_cert = Some(v);
+    if let Some(v) = &args.host_cert {
+        config.host_cert = Some(v.clone());
     }
-    if let Some(v) = args.host_key {
-        config.host_key = Some(v);
+    if let Some(v) = &args.host_key {
+        config.host_key = Some(v.clone());
     }
-    if let Some(v) = args.ca_dir {
-        config.ca_dir = Some(v);
+    if let Some(v) = &args.ca_dir {
+        config.ca_dir = Some(v.clone());
     }
-    if let Some(v) = args.voms_dir {
-        config.voms_dir = Some(v);
+    if let Some(v) = &args.voms_dir {
+        config.voms_dir = Some(v.clone());
     }
+    Ok(config)
+}
+
+/// `ftsd check-config`: one line per finding on stdout, then a summary.
+fn check_config(args: &ServeArgs) -> ExitCode {
+    match &args.config {
+        Some(path) => println!("checking {}", path.display()),
+        None => println!("checking the embedded defaults (no --config)"),
+    }
+    let findings = match config_from(args) {
+        Ok(config) => config.check(),
+        Err(e) => vec![Finding::from_error(&e)],
+    };
+    for finding in &findings {
+        println!("  {finding}");
+    }
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    println!("{errors} error(s), {warnings} warning(s)");
+    if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), ftsd::Error> {
+    let config = config_from(&args)?;
     let resolved = config.resolve()?;
     let dev_pki = if config.uses_dev_pki() {
         let (pki, created) = DevPki::ensure(&config.dev_pki_dir())?;

@@ -165,6 +165,28 @@ impl HostCredential {
     }
 }
 
+/// Whether `key` is the private key of the certificate `cert` (DER): `Ok(Some(true))` if it
+/// is, `Ok(Some(false))` if not, `Ok(None)` when the provider cannot tell (no public key derived
+/// from that kind of key), `Err` with the reason when the key is unusable. For
+/// `ftsd check-config`: a mismatch otherwise only shows as a TLS configuration error at start.
+pub fn key_matches_certificate(
+    cert: &[u8],
+    key: PrivateKeyDer<'static>,
+) -> Result<Option<bool>, String> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| e.to_string())?;
+    let certified =
+        rustls::sign::CertifiedKey::new(vec![CertificateDer::from(cert.to_vec())], signing);
+    match certified.keys_match() {
+        Ok(()) => Ok(Some(true)),
+        Err(TlsError::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Ok(Some(false)),
+        Err(TlsError::InconsistentKeys(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The server TLS configuration: TLS 1.2 and 1.3, h2 and http/1.1, grid client verifier.
 pub fn server_config(
     host: HostCredential,
