@@ -78,13 +78,11 @@ pub async fn run(
         path: proxy_dir.clone(),
         source,
     })?;
-    let service = Arc::new(Service::new(
-        Arc::new(store),
-        auth.clone(),
-        config.roles.clone(),
-        server_dn,
-        proxy_dir,
-    ));
+    let mut settings = service::Settings::new(server_dn, proxy_dir);
+    settings.roles = config.roles.clone();
+    let service = Arc::new(
+        Service::new(Arc::new(store), auth.clone(), settings).map_err(server::ServerError::Io)?,
+    );
     let server = Server {
         tls: tls_config,
         auth,

@@ -14,6 +14,12 @@ pub const NOT_FOUND_MESSAGE: &str = "The requested URL was not found on the serv
 /// werkzeug's default description for 405.
 pub const METHOD_NOT_ALLOWED_MESSAGE: &str = "The method is not allowed for the requested URL.";
 
+/// 419, which FTS3 clients read as "delegate first" (not a registered HTTP status).
+pub const AUTHENTICATION_TIMEOUT: StatusCode = match StatusCode::from_u16(419) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 /// An error answer: status and message.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -69,6 +75,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             ServiceError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
             ServiceError::NotImplemented(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
+            ServiceError::MethodNotAllowed(m) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, m),
+            ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            ServiceError::NeedDelegation(m) => ApiError::new(AUTHENTICATION_TIMEOUT, m),
             ServiceError::Store(_) | ServiceError::Task(_) | ServiceError::Io(_) => {
                 // The detail goes to the log, not to the client: it may name files and paths.
                 tracing::error!(error = %e, "internal error");

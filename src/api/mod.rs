@@ -8,6 +8,8 @@
 mod body;
 mod delegation;
 pub mod error;
+mod input;
+pub mod jobs;
 mod root;
 pub mod routes;
 mod whoami;
@@ -21,7 +23,11 @@ use warp::{
     reply::Response,
 };
 
-use crate::{auth::CertIdentity, model::identity::User, service::Service};
+use crate::{
+    auth::CertIdentity,
+    model::identity::User,
+    service::{self, Service},
+};
 use error::{ApiError, respond};
 
 /// The certificate identity of the connection a request came on.
@@ -92,6 +98,7 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("delegation" / String / "voms"))
         .and(ctx.clone())
         .map(|id: String, ctx: Ctx| respond(delegation::voms(&ctx, &id)));
+    let jobs = job_routes(ctx.clone());
     let fallback = warp::method()
         .and(warp::path::full())
         .map(|method: Method, path: warp::path::FullPath| routes::fallback(&method, path.as_str()));
@@ -109,7 +116,182 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(delegation_voms)
         .unify()
+        .or(jobs)
+        .unify()
         .or(fallback)
+        .unify()
+        .boxed()
+}
+
+type Query = std::collections::HashMap<String, String>;
+
+/// Bounded body read for handlers that take one.
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    body::read(body, limit).await
+}
+
+/// `/jobs...`, `/files`, `/admin/force-start`, `/api-docs/schema/submit`.
+fn job_routes(
+    ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
+) -> BoxedFilter<(Response,)> {
+    let content_type = || warp::header::optional::<String>("content-type");
+    let query = || warp::query::<Query>();
+    let take = |q: &mut Query, k: &str| q.remove(k);
+    let schema = warp::get()
+        .and(warp::path!("api-docs" / "schema" / "submit"))
+        .map(jobs::schema);
+    let submit = warp::post()
+        .or(warp::put())
+        .unify()
+        .and(warp::path("jobs"))
+        .and(warp::path::end())
+        .and(ctx.clone())
+        .and(warp::method())
+        .and(content_type())
+        .and(body::stream())
+        .then(
+            |ctx: Ctx, method: Method, ct: Option<String>, body| async move {
+                let result = match read_body(body, jobs::MAX_SUBMIT_BODY).await {
+                    Ok(body) => jobs::submit(ctx, method, ct, body).await,
+                    Err(e) => Err(e),
+                };
+                respond(result)
+            },
+        );
+    let list = warp::get()
+        .and(warp::path("jobs"))
+        .and(warp::path::end())
+        .and(ctx.clone())
+        .and(query())
+        .map(move |ctx: Ctx, mut q: Query| {
+            let fields = take(&mut q, "fields");
+            let query = service::jobs::ListQuery {
+                user_dn: take(&mut q, "user_dn"),
+                vo_name: take(&mut q, "vo_name"),
+                dlg_id: take(&mut q, "dlg_id"),
+                state_in: take(&mut q, "state_in"),
+                source_se: take(&mut q, "source_se"),
+                dest_se: take(&mut q, "dest_se"),
+                limit: take(&mut q, "limit"),
+                time_window: take(&mut q, "time_window"),
+            };
+            respond(jobs::list(&ctx, query, fields))
+        });
+    let cancel_all = warp::delete()
+        .and(warp::path!("jobs" / "all"))
+        .and(ctx.clone())
+        .map(|ctx: Ctx| respond(jobs::cancel_all(&ctx, None)));
+    let cancel_vo = warp::delete()
+        .and(warp::path!("jobs" / "vo" / String))
+        .and(ctx.clone())
+        .map(|vo: String, ctx: Ctx| respond(jobs::cancel_all(&ctx, Some(&vo))));
+    let job_files = warp::get()
+        .and(warp::path!("jobs" / String / "files"))
+        .and(ctx.clone())
+        .map(|id: String, ctx: Ctx| respond(jobs::files(&ctx, &id)));
+    let job_dm = warp::get()
+        .and(warp::path!("jobs" / String / "dm"))
+        .and(ctx.clone())
+        .map(|id: String, ctx: Ctx| respond(jobs::empty_sub_list(&ctx, &id)));
+    let retries = warp::get()
+        .and(warp::path!("jobs" / String / "files" / String / "retries"))
+        .and(ctx.clone())
+        .map(|id: String, _file: String, ctx: Ctx| respond(jobs::empty_sub_list(&ctx, &id)));
+    let cancel_files = warp::delete()
+        .and(warp::path!("jobs" / String / "files" / String))
+        .and(ctx.clone())
+        .map(|id: String, files: String, ctx: Ctx| respond(jobs::cancel_files(&ctx, &id, &files)));
+    let field = warp::get()
+        .and(warp::path!("jobs" / String / String))
+        .and(ctx.clone())
+        .map(|id: String, field: String, ctx: Ctx| respond(jobs::field(&ctx, &id, &field)));
+    let get = warp::get()
+        .and(warp::path!("jobs" / String))
+        .and(ctx.clone())
+        .and(query())
+        .map(move |ids: String, ctx: Ctx, mut q: Query| {
+            let files = take(&mut q, "files");
+            respond(jobs::get(&ctx, &ids, files))
+        });
+    let cancel = warp::delete()
+        .and(warp::path!("jobs" / String))
+        .and(ctx.clone())
+        .map(|ids: String, ctx: Ctx| respond(jobs::cancel(&ctx, &ids)));
+    let modify = warp::post()
+        .and(warp::path!("jobs" / String))
+        .and(ctx.clone())
+        .and(content_type())
+        .and(body::stream())
+        .then(
+            |ids: String, ctx: Ctx, ct: Option<String>, body| async move {
+                let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
+                    Ok(body) => jobs::modify(&ctx, &ids, ct.as_deref(), &body),
+                    Err(e) => Err(e),
+                };
+                respond(result)
+            },
+        );
+    let files = warp::get()
+        .and(warp::path("files"))
+        .and(warp::path::end())
+        .and(ctx.clone())
+        .and(query())
+        .map(move |ctx: Ctx, mut q: Query| {
+            let query = service::jobs::FilesQuery {
+                vo_name: take(&mut q, "vo_name"),
+                state_in: take(&mut q, "state_in"),
+                source_se: take(&mut q, "source_se"),
+                dest_se: take(&mut q, "dest_se"),
+                dest_surl: take(&mut q, "dest_surl"),
+                time_window: take(&mut q, "time_window"),
+                limit: take(&mut q, "limit"),
+            };
+            respond(jobs::list_files(&ctx, query))
+        });
+    let force_start = warp::post()
+        .and(warp::path!("admin" / "force-start"))
+        .and(ctx)
+        .and(content_type())
+        .and(body::stream())
+        .then(|ctx: Ctx, ct: Option<String>, body| async move {
+            let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
+                Ok(body) => jobs::force_start(&ctx, ct.as_deref(), &body),
+                Err(e) => Err(e),
+            };
+            respond(result)
+        });
+    schema
+        .or(submit)
+        .unify()
+        .or(list)
+        .unify()
+        .or(cancel_all)
+        .unify()
+        .or(cancel_vo)
+        .unify()
+        .or(retries)
+        .unify()
+        .or(job_files)
+        .unify()
+        .or(job_dm)
+        .unify()
+        .or(cancel_files)
+        .unify()
+        .or(field)
+        .unify()
+        .or(get)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(modify)
+        .unify()
+        .or(files)
+        .unify()
+        .or(force_start)
         .unify()
         .boxed()
 }

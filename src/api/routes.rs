@@ -46,6 +46,42 @@ pub const ROUTES: &[Route] = &[
         pattern: "/delegation/{}/voms",
         methods: &["POST"],
     },
+    Route {
+        pattern: "/api-docs/schema/submit",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/jobs",
+        methods: &["GET", "POST", "PUT"],
+    },
+    Route {
+        pattern: "/jobs/{}",
+        methods: &["GET", "DELETE", "POST"],
+    },
+    Route {
+        pattern: "/jobs/{}/{}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/jobs/{}/files/{}",
+        methods: &["DELETE"],
+    },
+    Route {
+        pattern: "/jobs/{}/files/{}/retries",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/jobs/vo/{}",
+        methods: &["DELETE"],
+    },
+    Route {
+        pattern: "/files",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/admin/force-start",
+        methods: &["POST"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

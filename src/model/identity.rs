@@ -230,6 +230,20 @@ impl User {
         level.get(op.as_str()).or_else(|| level.get("*")).copied()
     }
 
+    /// The reference's `authorized(op, resource_owner, resource_vo)`: may this user act on a
+    /// resource owned by `owner` in `vo`?
+    pub fn authorized(&self, op: Operation, owner: Option<&str>, vo: Option<&str>) -> bool {
+        match self.granted_level_for(op) {
+            Some(Level::All) => true,
+            Some(Level::Vo) => {
+                vo.is_none_or(|vo| self.vos.iter().any(|v| v == vo))
+                    || owner == Some(self.user_dn.as_str())
+            }
+            Some(Level::Private) => owner.is_none_or(|o| o == self.user_dn),
+            None => false,
+        }
+    }
+
     /// `uuid5(BASE_ID, vo)` for each VO, as whoami reports them.
     pub fn vos_id(&self) -> Vec<Uuid> {
         self.vos.iter().map(|vo| vo_id(vo)).collect()

@@ -2,4 +2,7 @@
 //! imported; every other layer may use these.
 
 pub mod identity;
+pub mod job;
+pub mod submit;
+pub mod submit_schema;
 pub mod time;

@@ -25,6 +25,12 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Now, in unix nanoseconds (a fallback source of uniqueness).
+pub fn now_nanos() -> u64 {
+    let t = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    u64::try_from(t).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

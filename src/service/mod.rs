@@ -2,13 +2,18 @@
 //! caller's [`User`]; this layer decides what the caller may do and talks to the store.
 
 pub mod delegation;
+pub mod jobs;
 pub mod whoami;
+pub mod writer;
 
 use std::{path::PathBuf, sync::Arc};
 
 use crate::{
     auth::{Authenticator, CertIdentity},
-    model::identity::{CertificateFacts, RoleGrants, User},
+    model::{
+        identity::{CertificateFacts, RoleGrants, User},
+        submit::SubmitConfig,
+    },
     store::{Store, StoreError},
 };
 
@@ -23,6 +28,13 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     NotImplemented(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller must (re-)delegate a credential first (HTTP 419 for the FTS3 clients).
+    #[error("{0}")]
+    NeedDelegation(String),
     #[error("{0}")]
     Io(String),
     #[error(transparent)]
@@ -40,23 +52,62 @@ pub struct Service {
     server_dn: String,
     /// Where proxy files for transfers are written (0700, emptied at start).
     proxy_dir: PathBuf,
+    /// Name recorded as `submit_host`.
+    host_name: String,
+    submit_config: SubmitConfig,
+    writer: writer::JobWriter,
+}
+
+/// What the service is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub roles: RoleGrants,
+    pub server_dn: String,
+    pub proxy_dir: PathBuf,
+    pub host_name: String,
+    pub submit: SubmitConfig,
+}
+
+impl Settings {
+    /// Defaults for tools and tests: reference roles and submission rules.
+    pub fn new(server_dn: String, proxy_dir: PathBuf) -> Settings {
+        Settings {
+            roles: RoleGrants::reference_default(),
+            server_dn,
+            proxy_dir,
+            host_name: host_name(),
+            submit: SubmitConfig::default(),
+        }
+    }
+}
+
+/// This machine's name (for `submit_host`), as the kernel knows it.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 impl Service {
+    /// Start the service (and its job writer thread).
     pub fn new(
         store: Arc<Store>,
         auth: Arc<Authenticator>,
-        roles: RoleGrants,
-        server_dn: String,
-        proxy_dir: PathBuf,
-    ) -> Service {
-        Service {
+        settings: Settings,
+    ) -> std::io::Result<Service> {
+        let writer = writer::JobWriter::start(store.clone())?;
+        Ok(Service {
             store,
             auth,
-            roles,
-            server_dn,
-            proxy_dir,
-        }
+            roles: settings.roles,
+            server_dn: settings.server_dn,
+            proxy_dir: settings.proxy_dir,
+            host_name: settings.host_name,
+            submit_config: settings.submit,
+            writer,
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {

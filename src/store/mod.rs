@@ -15,6 +15,7 @@ pub mod authz;
 pub mod codec;
 pub mod credentials;
 pub mod index;
+pub mod jobs;
 pub mod schema;
 pub mod seal;
 
@@ -142,6 +143,9 @@ impl Store {
             tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
             tx.open_table(schema::CREDENTIAL_REQUESTS)?;
             tx.open_table(schema::CREDENTIALS)?;
+            tx.open_table(schema::JOBS)?;
+            tx.open_table(schema::FILES)?;
+            index::JobIndexes::open(tx)?;
             Ok(())
         })
     }

@@ -31,3 +31,47 @@ pub const CREDENTIAL_REQUESTS: TableDefinition<(&str, &str), &[u8]> =
 /// [`crate::store::credentials::CredentialRow`]; the private key inside is sealed.
 pub const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("credentials_v1");
+
+/// Jobs: `job_id` → [`crate::model::job::Job`] (codec).
+pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs_v1");
+/// Files: `file_id` → [`crate::model::job::File`] (codec).
+pub const FILES: TableDefinition<u64, &[u8]> = TableDefinition::new("files_v1");
+/// Next file id to hand out (ids are never reused).
+pub const META_NEXT_FILE_ID: &str = "next_file_id";
+
+// Job indexes (keys only). The submit time in the key orders listings; the job id makes the key
+// unique.
+/// `(job_state, submit_time, job_id)`.
+pub const JOBS_BY_STATE: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("jobs_by_state_v1");
+/// `(user_dn, submit_time, job_id)`.
+pub const JOBS_BY_DN: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("jobs_by_dn_v1");
+/// `(vo_name, submit_time, job_id)`.
+pub const JOBS_BY_VO: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("jobs_by_vo_v1");
+/// `(cred_id, submit_time, job_id)`.
+pub const JOBS_BY_DLG: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("jobs_by_dlg_v1");
+/// `(source_se, dest_se, submit_time, job_id)` (empty strings for jobs without a common SE).
+pub const JOBS_BY_LINK: TableDefinition<(&str, &str, i64, &str), ()> =
+    TableDefinition::new("jobs_by_link_v1");
+/// `(submit_time, job_id)`.
+pub const JOBS_BY_SUBMIT_TIME: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("jobs_by_submit_time_v1");
+/// `(job_finished, job_id)` for terminal jobs.
+pub const JOBS_BY_FINISHED: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("jobs_by_finished_v1");
+
+// File indexes.
+/// `(job_id, file_id)`: the files of a job.
+pub const FILES_BY_JOB: TableDefinition<(&str, u64), ()> = TableDefinition::new("files_by_job_v1");
+/// `(file_state, source_se, dest_se, vo_name, file_id)`: queues per link and VO.
+pub const FILES_BY_STATE: TableDefinition<(&str, &str, &str, &str, u64), ()> =
+    TableDefinition::new("files_by_state_v1");
+/// `(dest_surl, file_id)`: "is this destination already queued?".
+pub const FILES_BY_DEST_SURL: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("files_by_dest_surl_v1");
+/// `dest_surl_uuid` → `file_id`: unique, for CheckDuplicates.
+pub const FILES_BY_DEST_UUID: TableDefinition<&str, u64> =
+    TableDefinition::new("files_by_dest_uuid_v1");

@@ -82,7 +82,7 @@ fn sign_proxy_with(
 }
 
 /// Delegate as the owner of `credential` (a user certificate + key file): request, sign, put.
-fn delegate(client: &Client, pki: &TestPki, credential: &str, dlg_id: &str) -> (u16, String) {
+pub fn delegate(client: &Client, pki: &TestPki, credential: &str, dlg_id: &str) -> (u16, String) {
     let path = pki.path(credential);
     let csr = client
         .get(&format!("/delegation/{dlg_id}/request"))
@@ -579,10 +579,9 @@ fn proxy_files_for_transfers_are_private_usable_and_removed() {
     let service = ftsd::service::Service::new(
         std::sync::Arc::new(ftsd::store::Store::open(dir.path()).unwrap()),
         auth,
-        ftsd::model::identity::RoleGrants::reference_default(),
-        String::new(),
-        proxies.path().to_path_buf(),
-    );
+        ftsd::service::Settings::new(String::new(), proxies.path().to_path_buf()),
+    )
+    .unwrap();
     let file = service
         .proxy_file(&id, RC_USER_DN)
         .unwrap()

@@ -1,9 +1,11 @@
 //! ftsd integration tests: one binary, one file per area. Each test starts the real server
 //! in-process on an ephemeral port with a throwaway PKI and talks HTTPS to it.
 
+mod check_config;
 mod common;
 mod delegation;
 mod http_conventions;
 mod interop;
+mod jobs;
 mod service_binary;
 mod tls_auth;

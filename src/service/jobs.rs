@@ -1,0 +1,572 @@
+//! Jobs: submission (delegation checks, schema and semantic validation, group-committed
+//! insert), status, listing, cancellation and priority changes, with the reference's
+//! authorization rules applied to every job touched (owner, VO, level).
+
+use std::sync::Arc;
+
+use super::{Service, ServiceError};
+use crate::{
+    model::{
+        identity::{AuthMethod, Operation, User},
+        job::{CANCEL_REASON, File, FileState, Job, JobState, JobType},
+        submit::{self, SubmitContext, SubmitError},
+        submit_schema, time,
+    },
+    store::jobs::{FileFilter, InsertConflict, JobFilter},
+};
+
+/// Delegated credentials must outlive a submission by this much (the reference's one hour).
+pub const MIN_CREDENTIAL_LIFETIME: i64 = 3600;
+/// `GET /jobs?limit=` upper bound (the reference's).
+pub const MAX_LIST_LIMIT: usize = 500;
+/// `GET /files` returns at most this many files.
+pub const MAX_FILES_LIMIT: usize = 1000;
+
+/// Why one job of a multi-job request was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    NotFound(String),
+    Forbidden(String),
+}
+
+impl JobError {
+    pub fn job_id(&self) -> &str {
+        match self {
+            JobError::NotFound(id) | JobError::Forbidden(id) => id,
+        }
+    }
+}
+
+/// A job with its files (empty unless asked for), or why the caller cannot have it.
+pub type JobLookup = Result<(Job, Vec<File>), JobError>;
+
+/// Outcome of a cancel or modify on one job.
+#[derive(Debug, Clone)]
+pub enum JobChange {
+    Changed(Job),
+    /// Already terminal: returned unchanged ("304 Not Modified" in the body).
+    Terminal(Job),
+}
+
+/// `GET /jobs` query parameters, as received.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub user_dn: Option<String>,
+    pub vo_name: Option<String>,
+    pub dlg_id: Option<String>,
+    pub state_in: Option<String>,
+    pub source_se: Option<String>,
+    pub dest_se: Option<String>,
+    pub limit: Option<String>,
+    pub time_window: Option<String>,
+}
+
+/// `GET /files` query parameters.
+#[derive(Debug, Clone, Default)]
+pub struct FilesQuery {
+    pub vo_name: Option<String>,
+    pub state_in: Option<String>,
+    pub source_se: Option<String>,
+    pub dest_se: Option<String>,
+    pub dest_surl: Option<String>,
+    pub time_window: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Counts of `DELETE /jobs/all`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CancelAllCounts {
+    pub affected_files: usize,
+    pub affected_dm: usize,
+    pub affected_jobs: usize,
+}
+
+fn forbidden(m: &str) -> ServiceError {
+    ServiceError::Forbidden(m.to_string())
+}
+
+/// `hours[:minutes]` → seconds; unparsable → None (ignored, as the reference does).
+fn parse_time_window(s: &str) -> Option<i64> {
+    let (h, m) = match s.split_once(':') {
+        Some((h, m)) => (h.trim().parse::<f64>().ok()?, m.trim().parse::<f64>().ok()?),
+        None => (s.trim().parse::<f64>().ok()?, 0.0),
+    };
+    Some((h * 3600.0 + m * 60.0) as i64)
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty())
+}
+
+impl Service {
+    fn require_transfer(&self, user: &User) -> Result<(), ServiceError> {
+        if user.granted_level_for(Operation::Transfer).is_none() {
+            return Err(forbidden("Not enough permissions"));
+        }
+        Ok(())
+    }
+
+    /// The reference's `_get_job`: the job, if it exists and the caller may see it.
+    fn check_job(&self, user: &User, job: Option<Job>, id: &str) -> Result<Job, JobError> {
+        let job = job.ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        if !user.authorized(Operation::Transfer, Some(&job.user_dn), Some(&job.vo_name)) {
+            return Err(JobError::Forbidden(id.to_string()));
+        }
+        Ok(job)
+    }
+
+    /// `POST /jobs`: returns the new job id.
+    pub async fn submit(
+        self: &Arc<Self>,
+        user: &User,
+        body: serde_json::Value,
+    ) -> Result<String, ServiceError> {
+        self.require_transfer(user)?;
+        let delegation_id = user.delegation_id.clone().unwrap_or_default();
+        if user.method == AuthMethod::Certificate {
+            let credential = self.store.credential(&delegation_id, &user.user_dn)?;
+            let Some(credential) = credential else {
+                return Err(ServiceError::NeedDelegation(format!(
+                    "No delegation found for \"{}\"",
+                    user.user_dn
+                )));
+            };
+            let left = credential.termination_time - time::now();
+            if left < 0 {
+                return Err(ServiceError::NeedDelegation(format!(
+                    "The delegated credentials expired {} seconds ago ({delegation_id})",
+                    -left
+                )));
+            }
+            if left < MIN_CREDENTIAL_LIFETIME {
+                return Err(ServiceError::NeedDelegation(format!(
+                    "The delegated credentials has less than one hour left ({delegation_id})"
+                )));
+            }
+        }
+        submit_schema::validate(&body).map_err(ServiceError::BadRequest)?;
+        let serde_json::Value::Object(map) = body else {
+            return Err(ServiceError::BadRequest("Expecting a dictionary".into()));
+        };
+        let vo = user.vos.first().cloned().unwrap_or_default();
+        let store = self.store.clone();
+        let queued = move |src: &str, dst: &str, vo: &str| {
+            store
+                .count_files(FileState::Submitted, src, dst, vo)
+                .unwrap_or(0)
+        };
+        let mut random = || {
+            let mut b = [0u8; 8];
+            // If the system RNG fails we still need distinct ids: fall back to the clock.
+            if aws_lc_rs::rand::fill(&mut b).is_err() {
+                return time::now_nanos();
+            }
+            u64::from_le_bytes(b)
+        };
+        let mut ctx = SubmitContext {
+            user_dn: &user.user_dn,
+            delegation_id: &delegation_id,
+            vo: &vo,
+            voms_cred: &user.voms_cred,
+            auth_method: "certificate",
+            submit_host: &self.host_name,
+            now: time::now(),
+            config: &self.submit_config,
+            queued: &queued,
+            random: &mut random,
+        };
+        let submission = submit::build(&map, &mut ctx).map_err(|e| match e {
+            SubmitError::BadRequest(m) => ServiceError::BadRequest(m),
+            SubmitError::MethodNotAllowed(m) => ServiceError::MethodNotAllowed(m),
+            SubmitError::Forbidden(m) => ServiceError::Forbidden(m),
+        })?;
+        let job_id = submission.job.job_id.clone();
+        match self.writer.insert(submission.job, submission.files).await? {
+            Ok(()) => Ok(job_id),
+            Err(InsertConflict::DuplicateJob) => Err(ServiceError::Conflict(
+                "The sid provided by the user is duplicated".into(),
+            )),
+            Err(InsertConflict::DuplicateDestination(dest)) => Err(ServiceError::Conflict(
+                format!("The submission is duplicated (destination {dest} is already queued)"),
+            )),
+        }
+    }
+
+    /// `GET /jobs/{ids}`: each job (with its files if asked) or why not.
+    pub fn get_jobs(
+        &self,
+        user: &User,
+        ids: &[String],
+        with_files: bool,
+    ) -> Result<Vec<JobLookup>, ServiceError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let found = if with_files {
+                self.store.job_with_files(id)?
+            } else {
+                self.store.job(id)?.map(|j| (j, Vec::new()))
+            };
+            let (job, files) = match found {
+                Some((j, f)) => (Some(j), f),
+                None => (None, Vec::new()),
+            };
+            out.push(self.check_job(user, job, id).map(|j| (j, files)));
+        }
+        Ok(out)
+    }
+
+    /// One job with its files, for the `/jobs/{id}/...` sub-resources.
+    pub fn job_detail(
+        &self,
+        user: &User,
+        id: &str,
+    ) -> Result<Result<(Job, Vec<File>), JobError>, ServiceError> {
+        let found = self.store.job_with_files(id)?;
+        let (job, files) = match found {
+            Some((j, f)) => (Some(j), f),
+            None => (None, Vec::new()),
+        };
+        Ok(self.check_job(user, job, id).map(|j| (j, files)))
+    }
+
+    /// `GET /jobs`.
+    pub fn list_jobs(&self, user: &User, q: &ListQuery) -> Result<Vec<Job>, ServiceError> {
+        self.require_transfer(user)?;
+        if let Some(dn) = &q.user_dn {
+            if *dn != user.user_dn {
+                return Err(ServiceError::BadRequest(
+                    "The provided DN and delegation id do not correspond to the same user".into(),
+                ));
+            }
+        }
+        if let Some(dlg) = &q.dlg_id {
+            if Some(dlg) != user.delegation_id.as_ref() {
+                return Err(forbidden(
+                    "The provided delegation id does not match your delegation id",
+                ));
+            }
+        }
+        let limit = match q.limit.as_deref().map(|l| l.trim().parse::<i64>()) {
+            Some(Ok(l)) if !(0..=MAX_LIST_LIMIT as i64).contains(&l) => {
+                return Err(ServiceError::BadRequest(
+                    "The limit must be positive and less or equal than 500".into(),
+                ));
+            }
+            Some(Ok(l)) if l > 0 => Some(l as usize),
+            _ => None,
+        };
+        let states = q.state_in.as_deref().map(|s| {
+            split_list(s)
+                .filter_map(JobState::parse)
+                .collect::<Vec<_>>()
+        });
+        let window = q.time_window.as_deref().and_then(parse_time_window);
+        let mut filter = JobFilter {
+            user_dn: q.user_dn.clone(),
+            vo_name: q.vo_name.clone(),
+            cred_id: q.dlg_id.clone(),
+            states: states.clone(),
+            source_se: q.source_se.clone(),
+            dest_se: q.dest_se.clone(),
+            limit,
+            ..JobFilter::default()
+        };
+        match user.granted_level_for(Operation::Transfer) {
+            Some(crate::model::identity::Level::Private) => {
+                filter.cred_id = user.delegation_id.clone()
+            }
+            Some(crate::model::identity::Level::Vo) => filter.vo_name = user.vos.first().cloned(),
+            Some(crate::model::identity::Level::All) => {}
+            None => return Err(forbidden("User not allowed to list jobs")),
+        }
+        // Terminal jobs only with a limit or a time window, as the reference.
+        match (states.is_some(), limit, window) {
+            (false, _, _) => filter.unfinished_only = true,
+            (true, None, Some(w)) => filter.finished_since = Some(time::now() - w),
+            (true, None, None) => filter.unfinished_only = true,
+            (true, Some(_), _) => {}
+        }
+        if filter.finished_since.is_some() {
+            // Unfinished jobs pass the window too (NULL job_finished is not >= anything in SQL,
+            // but the reference's query ORs "job_finished IS NULL" for active states).
+            filter.finished_since = None;
+            filter.unfinished_only = false;
+            let since = time::now() - window.unwrap_or(0);
+            let jobs = self.store.list_jobs(&filter)?;
+            return Ok(jobs
+                .into_iter()
+                .filter(|j| j.job_finished.is_none_or(|f| f >= since))
+                .collect());
+        }
+        Ok(self.store.list_jobs(&filter)?)
+    }
+
+    /// `GET /files`.
+    pub fn list_files(&self, user: &User, q: &FilesQuery) -> Result<Vec<File>, ServiceError> {
+        self.require_transfer(user)?;
+        let mut filter = FileFilter {
+            vo_name: q.vo_name.clone(),
+            states: q
+                .state_in
+                .as_deref()
+                .map(|s| split_list(s).filter_map(FileState::parse).collect()),
+            source_se: q.source_se.clone(),
+            dest_se: q.dest_se.clone(),
+            dest_surl: q.dest_surl.clone(),
+            limit: q
+                .limit
+                .as_deref()
+                .and_then(|l| l.trim().parse::<i64>().ok())
+                .map(|l| l.clamp(1, MAX_FILES_LIMIT as i64) as usize)
+                .unwrap_or(MAX_FILES_LIMIT),
+            ..FileFilter::default()
+        };
+        if filter.dest_se.is_none() {
+            if let Some(surl) = &filter.dest_surl {
+                filter.dest_se = submit::storage_element(surl);
+            }
+        }
+        match user.granted_level_for(Operation::Transfer) {
+            Some(crate::model::identity::Level::All) => {}
+            _ => filter.vo_name = user.vos.first().cloned(),
+        }
+        match q.time_window.as_deref().and_then(parse_time_window) {
+            Some(w) => filter.finished_since = Some(time::now() - w),
+            None => filter.unfinished_only = true,
+        }
+        Ok(self.store.list_files(&filter)?)
+    }
+
+    /// `DELETE /jobs/{ids}`.
+    pub fn cancel_jobs(
+        &self,
+        user: &User,
+        ids: &[String],
+    ) -> Result<Vec<Result<JobChange, JobError>>, ServiceError> {
+        self.change_jobs(user, ids, |job, files, now| {
+            if job.job_state.is_terminal() {
+                return false;
+            }
+            job.cancel(now, CANCEL_REASON);
+            for f in files.iter_mut() {
+                f.cancel(now, CANCEL_REASON);
+            }
+            true
+        })
+    }
+
+    /// `POST /jobs/{ids}` with `{"params": {"priority": n}}`.
+    pub fn set_priority(
+        &self,
+        user: &User,
+        ids: &[String],
+        body: &serde_json::Value,
+    ) -> Result<Vec<Result<JobChange, JobError>>, ServiceError> {
+        let priority = match body.get("params").and_then(|p| p.get("priority")) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                submit::python_int(v)
+                    .ok_or_else(|| ServiceError::BadRequest("Invalid priority value".into()))?,
+            ),
+        };
+        self.change_jobs(user, ids, move |job, files, _now| {
+            if job.job_state.is_terminal() {
+                return false;
+            }
+            if let Some(p) = priority.filter(|p| *p != 0) {
+                let p = p.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+                job.priority = p;
+                for f in files.iter_mut() {
+                    f.priority = p;
+                }
+            }
+            true
+        })
+    }
+
+    /// Authorize each id, then apply `change` (which returns false for a terminal job) in one
+    /// transaction.
+    fn change_jobs(
+        &self,
+        user: &User,
+        ids: &[String],
+        mut change: impl FnMut(&mut Job, &mut Vec<File>, i64) -> bool,
+    ) -> Result<Vec<Result<JobChange, JobError>>, ServiceError> {
+        let mut allowed = Vec::new();
+        let mut out: Vec<Option<Result<JobChange, JobError>>> = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.check_job(user, self.store.job(id)?, id) {
+                Ok(_) => {
+                    allowed.push(id.clone());
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let now = time::now();
+        let results = self.store.update_jobs(&allowed, |job, files| {
+            let changed = change(job, files, now);
+            if changed {
+                JobChange::Changed(job.clone())
+            } else {
+                JobChange::Terminal(job.clone())
+            }
+        })?;
+        let mut results = results.into_iter();
+        Ok(out
+            .into_iter()
+            .zip(ids)
+            .map(|(slot, id)| match slot {
+                Some(r) => r,
+                // A job deleted between the check and the update reads as not found.
+                None => results
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| JobError::NotFound(id.clone())),
+            })
+            .collect())
+    }
+
+    /// `DELETE /jobs/{id}/files/{file_ids}`: one entry per file id (a state or a message).
+    pub fn cancel_files(
+        &self,
+        user: &User,
+        job_id: &str,
+        file_ids: &[String],
+    ) -> Result<Result<Vec<String>, JobError>, ServiceError> {
+        let job = match self.check_job(user, self.store.job(job_id)?, job_id) {
+            Ok(j) => j,
+            Err(e) => return Ok(Err(e)),
+        };
+        if job.job_type != JobType::Normal {
+            return Err(ServiceError::BadRequest(format!(
+                "Multihop or reuse jobs must be cancelled at once ({})",
+                job.job_type.as_str()
+            )));
+        }
+        let now = time::now();
+        let wanted: Vec<Option<u64>> = file_ids.iter().map(|f| f.trim().parse().ok()).collect();
+        let result = self
+            .store
+            .update_jobs(&[job_id.to_string()], |job, files| {
+                let mut entries = Vec::with_capacity(wanted.len());
+                for want in &wanted {
+                    let file = want.and_then(|id| files.iter_mut().find(|f| f.file_id == id));
+                    match file {
+                        None => entries.push("File does not belong to the job".to_string()),
+                        Some(f) if !f.file_state.is_active() => {
+                            entries.push(f.file_state.as_str().to_string())
+                        }
+                        Some(f) => {
+                            f.file_state = FileState::Canceled;
+                            f.finish_time = Some(now);
+                            f.dest_surl_uuid = None;
+                            entries.push(FileState::Canceled.as_str().to_string());
+                        }
+                    }
+                }
+                if !files.iter().any(|f| f.file_state.is_active()) && !job.job_state.is_terminal() {
+                    job.job_state = JobState::Canceled;
+                    job.cancel_job = true;
+                    job.job_finished = Some(now);
+                }
+                entries
+            })?;
+        Ok(result
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| JobError::NotFound(job_id.to_string())))
+    }
+
+    /// `DELETE /jobs/all`, `DELETE /jobs/vo/{vo}`: root only.
+    pub fn cancel_all(
+        &self,
+        user: &User,
+        vo: Option<&str>,
+    ) -> Result<CancelAllCounts, ServiceError> {
+        if !user.is_root {
+            return Err(forbidden("User does not have root privileges"));
+        }
+        let active: Vec<JobState> = JobState::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect();
+        let ids = self.store.job_ids_in_states(&active, vo)?;
+        let now = time::now();
+        let mut counts = CancelAllCounts::default();
+        for chunk in ids.chunks(1000) {
+            let results = self.store.update_jobs(chunk, |job, files| {
+                let mut n = 0;
+                for f in files.iter_mut() {
+                    if f.file_state.is_active() {
+                        f.file_state = FileState::Canceled;
+                        f.reason = Some(CANCEL_REASON.to_string());
+                        f.dest_surl_uuid = None;
+                        f.finish_time = None;
+                        n += 1;
+                    }
+                }
+                (n, job.cancel(now, CANCEL_REASON))
+            })?;
+            for (files, job) in results.into_iter().flatten() {
+                counts.affected_files += files;
+                counts.affected_jobs += usize::from(job);
+            }
+        }
+        tracing::warn!(
+            vo = vo.unwrap_or("*"),
+            jobs = counts.affected_jobs,
+            "all jobs canceled by root"
+        );
+        Ok(counts)
+    }
+
+    /// `POST /admin/force-start`: SUBMITTED files → FORCE_START. Returns the problems.
+    pub fn force_start(
+        &self,
+        user: &User,
+        file_ids: &[u64],
+    ) -> Result<Vec<(u64, &'static str)>, ServiceError> {
+        if user.method != AuthMethod::Certificate {
+            return Err(forbidden("Certificate required"));
+        }
+        if user.granted_level_for(Operation::Admin).is_none() {
+            return Err(forbidden("Not enough permissions"));
+        }
+        let mut problems = Vec::new();
+        for &id in file_ids {
+            let Some(file) = self.store.file(id)? else {
+                problems.push((id, "File does not exist"));
+                continue;
+            };
+            let changed = self.store.update_jobs(
+                std::slice::from_ref(&file.job_id),
+                |_, files| match files.iter_mut().find(|f| f.file_id == id) {
+                    Some(f) if f.file_state == FileState::Submitted => {
+                        f.file_state = FileState::ForceStart;
+                        true
+                    }
+                    _ => false,
+                },
+            )?;
+            if changed.into_iter().next().flatten() != Some(true) {
+                problems.push((id, "File is not in SUBMITTED state"));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_windows_are_hours_and_minutes() {
+        assert_eq!(parse_time_window("1"), Some(3600));
+        assert_eq!(parse_time_window("0:30"), Some(1800));
+        assert_eq!(parse_time_window("1.5"), Some(5400));
+        assert_eq!(parse_time_window("x"), None);
+    }
+}
