@@ -397,6 +397,34 @@ fn listing_filters_and_level_forced_filters() {
         "The provided DN and delegation id do not correspond to the same user"
     );
 
+    // vo_name filters for callers whose level is "all" (root); others are forced to their VO.
+    let joined = pki.dir.join("host_and_key_list.pem");
+    std::fs::write(
+        &joined,
+        [
+            std::fs::read(pki.path("hostcert.pem")).unwrap(),
+            std::fs::read(pki.path("hostkey.pem")).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let root = server.client(pki, Some("host_and_key_list.pem"));
+    assert_eq!(
+        ids(root.get(&format!("/jobs?vo_name={dlg}")).unwrap()).len(),
+        2
+    );
+    assert!(ids(root.get("/jobs?vo_name=atlas").unwrap()).is_empty());
+    assert_eq!(
+        ids(client.get("/jobs?vo_name=atlas").unwrap()).len(),
+        2,
+        "VO level: own VO forced"
+    );
+    // /files: limit clamped to 1..1000.
+    let files = client.get("/files?limit=0").unwrap().json();
+    assert_eq!(files.as_array().unwrap().len(), 1);
+    let files = client.get("/files?limit=5000").unwrap().json();
+    assert_eq!(files.as_array().unwrap().len(), 2);
+
     // Canceled jobs leave the default listing; with a state filter and a time window they show.
     assert_eq!(client.delete(&format!("/jobs/{a}")).unwrap().status, 200);
     assert_eq!(ids(client.get("/jobs").unwrap()), vec![b.clone()]);
