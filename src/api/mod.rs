@@ -317,5 +317,3 @@ pub fn normalize<B>(req: &mut Request<B>) {
     }
 }
 
-/// Errors never escape as rejections: every path ends in a response.
-pub type Never = Infallible;

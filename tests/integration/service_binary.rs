@@ -96,14 +96,18 @@ fn serve_without_configuration_prints_a_working_curl_command() {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim_start().starts_with("curl ") {
-                let _ = tx.send(line.trim().to_string());
+            let line = line.trim();
+            if line.starts_with("curl ") || line.starts_with("fts-rest-whoami ") {
+                let _ = tx.send(line.to_string());
             }
         }
     });
     let curl = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("ftsd serve prints a curl command");
+    let fts_whoami = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("ftsd serve prints an fts-rest-whoami command");
     assert!(cwd.path().join("ftsd-data/dev-pki/ca.pem").is_file());
     let out = Command::new("sh")
         .arg("-c")
@@ -119,6 +123,28 @@ fn serve_without_configuration_prints_a_working_curl_command() {
     assert_eq!(who["user_dn"], ftsd::devpki::DEV_USER_DN);
     assert_eq!(who["method"], "certificate");
     assert!(cwd.path().join("ftsd-data/ftsd.redb").is_file());
+
+    // The printed fts3 CLI command works too (when the client is installed; CI has it).
+    match std::env::var_os("FTS3_CLIENT_BIN") {
+        Some(bin) => {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{}/{fts_whoami}", bin.to_string_lossy()))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{fts_whoami}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                text.contains(&format!("User DN: {}", ftsd::devpki::DEV_USER_DN)),
+                "{text}"
+            );
+        }
+        None => assert!(!crate::common::in_ci(), "FTS3_CLIENT_BIN must be set in CI"),
+    }
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
