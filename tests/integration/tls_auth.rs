@@ -31,6 +31,7 @@ fn accepted_chains_report_the_user_certificate_identity() {
         "proxy_limited.pem",
         "proxy_legacy.pem",
         "proxy_legacy_limited.pem",
+        "proxy_gt3.pem",
         "proxy_openssl.pem",
     ] {
         let reply = server

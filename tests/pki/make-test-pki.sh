@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make-test-pki.sh DIR  -- throwaway grid PKI for testing an FTS3 REST server.
 # (From ../shared/tools/make-test-pki.sh, plus proxy_rfc2.pem, proxy_limited.pem and
-#  proxy_legacy_limited.pem for the ftsd integration tests.)
+#  proxy_legacy_limited.pem, proxy_gt3.pem (GT3 draft) for the ftsd integration tests.)
 #
 # Creates in DIR (all PEM, unencrypted RSA-2048 keys, mode 0600):
 #   ca.pem ca.key                    test CA  /DC=org/DC=example/CN=Test CA (10 years)
@@ -131,6 +131,7 @@ if command -v grid-proxy-init >/dev/null; then
   grid-proxy-init -q -rfc -valid "$((HOURS / 2)):00" -cert proxy_rfc.pem -key proxy_rfc.pem -out proxy_rfc2.pem >>"$LOG" 2>&1
   grid-proxy-init -q -rfc -limited -valid "$HOURS:00" -cert usercert.pem -key userkey.pem -out proxy_limited.pem >>"$LOG" 2>&1
   grid-proxy-init -q -old -limited -valid "$HOURS:00" -cert usercert.pem -key userkey.pem -out proxy_legacy_limited.pem >>"$LOG" 2>&1
+  grid-proxy-init -q -draft -valid "$HOURS:00" -cert usercert.pem -key userkey.pem -out proxy_gt3.pem >>"$LOG" 2>&1
 else
   echo "NOTE: grid-proxy-init missing (apt-get install -y globus-proxy-utils); proxy_rfc.pem = openssl-made proxy" >&2
   cp proxy_openssl.pem proxy_rfc.pem
