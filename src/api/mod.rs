@@ -5,6 +5,7 @@
 //! Every request carries a [`Peer`] extension (set by `server`): the verified certificate
 //! identity of the connection, or none for anonymous TLS clients.
 
+mod bans;
 mod body;
 mod delegation;
 pub mod error;
@@ -99,6 +100,7 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(ctx.clone())
         .map(|id: String, ctx: Ctx| respond(delegation::voms(&ctx, &id)));
     let jobs = job_routes(ctx.clone());
+    let bans = ban_routes(ctx.clone());
     let fallback = warp::method()
         .and(warp::path::full())
         .map(|method: Method, path: warp::path::FullPath| routes::fallback(&method, path.as_str()));
@@ -118,6 +120,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(jobs)
         .unify()
+        .or(bans)
+        .unify()
         .or(fallback)
         .unify()
         .boxed()
@@ -132,6 +136,74 @@ where
     B: bytes::Buf,
 {
     body::read(body, limit).await
+}
+
+/// `/ban/se`, `/ban/dn`, `/config/audit`.
+fn ban_routes(
+    ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
+) -> BoxedFilter<(Response,)> {
+    let content_type = || warp::header::optional::<String>("content-type");
+    let query = || warp::query::<Query>();
+    let post = |path: &'static str| {
+        warp::post()
+            .and(warp::path("ban"))
+            .and(warp::path(path))
+            .and(warp::path::end())
+            .and(ctx.clone())
+            .and(content_type())
+            .and(query())
+            .and(body::stream())
+    };
+    let ban_se = post("se").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
+        let result = match read_body(body, bans::MAX_BAN_BODY).await {
+            Ok(body) => bans::ban_se(&ctx, ct.as_deref(), q, &body),
+            Err(e) => Err(e),
+        };
+        respond(result)
+    });
+    let ban_dn = post("dn").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
+        let result = match read_body(body, bans::MAX_BAN_BODY).await {
+            Ok(body) => bans::ban_dn(&ctx, ct.as_deref(), q, &body),
+            Err(e) => Err(e),
+        };
+        respond(result)
+    });
+    let unban_se = warp::delete()
+        .and(warp::path!("ban" / "se"))
+        .and(ctx.clone())
+        .and(query())
+        .map(|ctx: Ctx, q: Query| respond(bans::unban_se(&ctx, q)));
+    let unban_dn = warp::delete()
+        .and(warp::path!("ban" / "dn"))
+        .and(ctx.clone())
+        .and(query())
+        .map(|ctx: Ctx, q: Query| respond(bans::unban_dn(&ctx, q)));
+    let list_se = warp::get()
+        .and(warp::path!("ban" / "se"))
+        .and(ctx.clone())
+        .map(|ctx: Ctx| respond(bans::list_se(&ctx)));
+    let list_dn = warp::get()
+        .and(warp::path!("ban" / "dn"))
+        .and(ctx.clone())
+        .map(|ctx: Ctx| respond(bans::list_dn(&ctx)));
+    let audit = warp::get()
+        .and(warp::path!("config" / "audit"))
+        .and(ctx)
+        .map(|ctx: Ctx| respond(bans::config_audit(&ctx)));
+    ban_se
+        .or(ban_dn)
+        .unify()
+        .or(unban_se)
+        .unify()
+        .or(unban_dn)
+        .unify()
+        .or(list_se)
+        .unify()
+        .or(list_dn)
+        .unify()
+        .or(audit)
+        .unify()
+        .boxed()
 }
 
 /// `/jobs...`, `/files`, `/admin/force-start`, `/api-docs/schema/submit`.
@@ -316,4 +388,3 @@ pub fn normalize<B>(req: &mut Request<B>) {
         }
     }
 }
-

@@ -82,6 +82,18 @@ pub const ROUTES: &[Route] = &[
         pattern: "/admin/force-start",
         methods: &["POST"],
     },
+    Route {
+        pattern: "/ban/se",
+        methods: &["GET", "POST", "DELETE"],
+    },
+    Route {
+        pattern: "/ban/dn",
+        methods: &["GET", "POST", "DELETE"],
+    },
+    Route {
+        pattern: "/config/audit",
+        methods: &["GET"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

@@ -1,6 +1,8 @@
 //! Pure domain types: identities, the authorization vocabulary, FTS3 timestamps. No I/O, nothing internal
 //! imported; every other layer may use these.
 
+pub mod audit;
+pub mod ban;
 pub mod identity;
 pub mod job;
 pub mod submit;

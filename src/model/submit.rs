@@ -26,7 +26,8 @@
 //! are refused with a 400; echoed values in messages are clipped to [`MAX_ECHO_LEN`].
 //!
 //! Not here yet: token submissions (§4.9: `source_tokens`/`destination_tokens` are ignored, no
-//! `TOKEN_PREP`) and storage-element bans ([`SubmitError::Forbidden`], `ON_HOLD`).
+//! `TOKEN_PREP`). Storage-element bans are applied to the built files by the service
+//! ([`super::ban::apply_to_submission`]), which reads them from the store.
 
 use std::collections::HashMap;
 
@@ -1196,6 +1197,11 @@ pub fn storage_element(url: &str) -> Option<String> {
 /// Python would raise or the result does not fit an i64.
 pub fn python_int(value: &Value) -> Option<i64> {
     py_int("", value).ok()
+}
+
+/// Python truthiness of a JSON value (`"false"` is true, `0`, `""`, `null` are false).
+pub fn python_truthy(value: &Value) -> bool {
+    py_truthy(value)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Service, ServiceError};
 use crate::{
     model::{
+        ban,
         identity::{AuthMethod, Operation, User},
         job::{CANCEL_REASON, File, FileState, Job, JobState, JobType},
         submit::{self, SubmitContext, SubmitError},
@@ -175,11 +176,18 @@ impl Service {
             queued: &queued,
             random: &mut random,
         };
-        let submission = submit::build(&map, &mut ctx).map_err(|e| match e {
+        let mut submission = submit::build(&map, &mut ctx).map_err(|e| match e {
             SubmitError::BadRequest(m) => ServiceError::BadRequest(m),
             SubmitError::MethodNotAllowed(m) => ServiceError::MethodNotAllowed(m),
             SubmitError::Forbidden(m) => ServiceError::Forbidden(m),
         })?;
+        // Bans apply last, as in the reference, on the built files: the builder stays pure and
+        // the bans of the submitter's VO are read once per submission.
+        let bans = self.store.se_bans_for_vo(&vo)?;
+        if !bans.is_empty() {
+            ban::apply_to_submission(&mut submission.files, |se| bans.get(se).copied())
+                .map_err(ServiceError::Forbidden)?;
+        }
         let job_id = submission.job.job_id.clone();
         match self.writer.insert(submission.job, submission.files).await? {
             Ok(()) => Ok(job_id),

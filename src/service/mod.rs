@@ -1,6 +1,7 @@
 //! Use cases and authorization, one file per resource. Handlers in `api` call these with the
 //! caller's [`User`]; this layer decides what the caller may do and talks to the store.
 
+pub mod bans;
 pub mod delegation;
 pub mod jobs;
 pub mod whoami;
@@ -117,6 +118,13 @@ impl Service {
     /// The FTS3 user behind a connection: anonymous without a certificate, otherwise derived
     /// from the verified chain, the role configuration and the stored DN grants.
     pub fn user(&self, peer: Option<&CertIdentity>) -> Result<User, ServiceError> {
+        let dn = peer.map_or(crate::model::identity::ANONYMOUS_DN, |p| p.user_dn.as_str());
+        // The reference refuses banned DNs in its authentication middleware, with an HTML page;
+        // the Python client reads either shape, so the usual JSON error is given here, where
+        // every handler that identifies its caller passes.
+        if self.store.dn_banned(dn)? {
+            return Err(ServiceError::Forbidden("The user has been banned".into()));
+        }
         let Some(peer) = peer else {
             return Ok(User::anonymous());
         };

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::{Store, StoreError, codec, index::JobIndexes, schema};
 use crate::model::job::{File, FileState, Job, JobState};
@@ -240,50 +240,9 @@ impl Store {
     pub fn update_jobs<R>(
         &self,
         job_ids: &[String],
-        mut change: impl FnMut(&mut Job, &mut Vec<File>) -> R,
+        change: impl FnMut(&mut Job, &mut Vec<File>) -> R,
     ) -> Result<Vec<Option<R>>, StoreError> {
-        self.write(|tx| {
-            let mut results = Vec::with_capacity(job_ids.len());
-            let mut jobs = tx.open_table(schema::JOBS)?;
-            let mut files_table = tx.open_table(schema::FILES)?;
-            let mut indexes = JobIndexes::open(tx)?;
-            for id in job_ids {
-                let old_job: Job = match jobs.get(id.as_str())? {
-                    Some(v) => codec::decode(v.value())?,
-                    None => {
-                        results.push(None);
-                        continue;
-                    }
-                };
-                let file_ids = indexes.file_ids_of_job(id)?;
-                let mut old_files = Vec::with_capacity(file_ids.len());
-                for fid in file_ids {
-                    if let Some(v) = files_table.get(fid)? {
-                        old_files.push(codec::decode::<File>(v.value())?);
-                    }
-                }
-                let mut job = old_job.clone();
-                let mut files = old_files.clone();
-                let result = change(&mut job, &mut files);
-                if job != old_job {
-                    jobs.insert(id.as_str(), codec::encode(&job).as_slice())?;
-                    indexes.apply_job(Some(&old_job), Some(&job))?;
-                }
-                let old_by_id: BTreeMap<u64, &File> =
-                    old_files.iter().map(|f| (f.file_id, f)).collect();
-                for f in &files {
-                    match old_by_id.get(&f.file_id) {
-                        Some(old) if *old == f => {}
-                        old => {
-                            files_table.insert(f.file_id, codec::encode(f).as_slice())?;
-                            indexes.apply_file(old.copied(), Some(f))?;
-                        }
-                    }
-                }
-                results.push(Some(result));
-            }
-            Ok(results)
-        })
+        self.write(|tx| update_jobs_in(tx, job_ids, change))
     }
 
     /// Ids of jobs in any of `states` (optionally of one VO), oldest first.
@@ -314,6 +273,54 @@ impl Store {
         }
         Ok(ids)
     }
+}
+
+/// [`Store::update_jobs`] inside a caller's write transaction (for operations that change jobs
+/// together with other tables, such as bans).
+pub(crate) fn update_jobs_in<R>(
+    tx: &WriteTransaction,
+    job_ids: &[String],
+    mut change: impl FnMut(&mut Job, &mut Vec<File>) -> R,
+) -> Result<Vec<Option<R>>, StoreError> {
+    let mut results = Vec::with_capacity(job_ids.len());
+    let mut jobs = tx.open_table(schema::JOBS)?;
+    let mut files_table = tx.open_table(schema::FILES)?;
+    let mut indexes = JobIndexes::open(tx)?;
+    for id in job_ids {
+        let old_job: Job = match jobs.get(id.as_str())? {
+            Some(v) => codec::decode(v.value())?,
+            None => {
+                results.push(None);
+                continue;
+            }
+        };
+        let file_ids = indexes.file_ids_of_job(id)?;
+        let mut old_files = Vec::with_capacity(file_ids.len());
+        for fid in file_ids {
+            if let Some(v) = files_table.get(fid)? {
+                old_files.push(codec::decode::<File>(v.value())?);
+            }
+        }
+        let mut job = old_job.clone();
+        let mut files = old_files.clone();
+        let result = change(&mut job, &mut files);
+        if job != old_job {
+            jobs.insert(id.as_str(), codec::encode(&job).as_slice())?;
+            indexes.apply_job(Some(&old_job), Some(&job))?;
+        }
+        let old_by_id: BTreeMap<u64, &File> = old_files.iter().map(|f| (f.file_id, f)).collect();
+        for f in &files {
+            match old_by_id.get(&f.file_id) {
+                Some(old) if *old == f => {}
+                old => {
+                    files_table.insert(f.file_id, codec::encode(f).as_slice())?;
+                    indexes.apply_file(old.copied(), Some(f))?;
+                }
+            }
+        }
+        results.push(Some(result));
+    }
+    Ok(results)
 }
 
 fn read_job(tx: &ReadTransaction, job_id: &str) -> Result<Option<Job>, StoreError> {

@@ -12,6 +12,7 @@
 //! same transaction as their row. redb is synchronous: async callers use `spawn_blocking`.
 
 pub mod authz;
+pub mod bans;
 pub mod codec;
 pub mod credentials;
 pub mod index;
@@ -146,6 +147,9 @@ impl Store {
             tx.open_table(schema::JOBS)?;
             tx.open_table(schema::FILES)?;
             index::JobIndexes::open(tx)?;
+            tx.open_table(schema::SE_BANS)?;
+            tx.open_table(schema::DN_BANS)?;
+            tx.open_table(schema::CONFIG_AUDIT)?;
             Ok(())
         })
     }

@@ -75,3 +75,13 @@ pub const FILES_BY_DEST_SURL: TableDefinition<(&str, u64), ()> =
 /// `dest_surl_uuid` → `file_id`: unique, for CheckDuplicates.
 pub const FILES_BY_DEST_UUID: TableDefinition<&str, u64> =
     TableDefinition::new("files_by_dest_uuid_v1");
+
+/// Banned storage elements (the reference's `t_bad_ses`): `(se, vo)` →
+/// [`crate::model::ban::SeBan`] (codec). `vo` is `*` for a ban of every VO.
+pub const SE_BANS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("se_bans_v1");
+/// Banned users (the reference's `t_bad_dns`): `dn` → [`crate::model::ban::DnBan`] (codec).
+pub const DN_BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("dn_bans_v1");
+/// Configuration audit (the reference's `t_config_audit`): a sequence number that only grows →
+/// [`crate::model::audit::AuditEntry`] (codec). Reading backwards from the end gives the newest
+/// entries without a scan.
+pub const CONFIG_AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("config_audit_v1");

@@ -1,6 +1,7 @@
 //! ftsd integration tests: one binary, one file per area. Each test starts the real server
 //! in-process on an ephemeral port with a throwaway PKI and talks HTTPS to it.
 
+mod bans;
 mod check_config;
 mod common;
 mod delegation;
