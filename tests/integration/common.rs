@@ -68,6 +68,9 @@ impl TestPki {
     }
 }
 
+/// The host certificate and key in one file: a client presenting it is root.
+pub const ROOT: &str = "host_and_key.pem";
+
 /// Names of the chains built by `build_extra_chains`.
 pub const RC_USER_DN: &str = "/O=Example/CN=Rc User";
 pub const RC_OTHER_DN: &str = "/O=Example/CN=Rc Other";
@@ -115,6 +118,12 @@ fn write_chain(dir: &Path, name: &str, certs: &[&[u8]], key_pem: &str) {
 
 /// Chains the grid tools cannot make: a second trusted CA (with a CRL), and the refusal cases.
 fn build_extra_chains(dir: &Path) {
+    let host = [
+        std::fs::read(dir.join("hostcert.pem")).unwrap(),
+        std::fs::read(dir.join("hostkey.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join(ROOT), host).unwrap();
     let now = OffsetDateTime::now_utc();
     let (from, to) = (now - Duration::hours(1), now + Duration::days(30));
     let ca = Credential::issue("/O=Example/CN=Rc CA", Kind::Ca, None, from, to, 1).unwrap();

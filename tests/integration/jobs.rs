@@ -7,7 +7,7 @@ use std::process::Command;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, TestPki, TestServer, in_ci, pki};
+use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, in_ci, pki};
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
@@ -398,17 +398,7 @@ fn listing_filters_and_level_forced_filters() {
     );
 
     // vo_name filters for callers whose level is "all" (root); others are forced to their VO.
-    let joined = pki.dir.join("host_and_key_list.pem");
-    std::fs::write(
-        &joined,
-        [
-            std::fs::read(pki.path("hostcert.pem")).unwrap(),
-            std::fs::read(pki.path("hostkey.pem")).unwrap(),
-        ]
-        .concat(),
-    )
-    .unwrap();
-    let root = server.client(pki, Some("host_and_key_list.pem"));
+    let root = server.client(pki, Some(ROOT));
     assert_eq!(
         ids(root.get(&format!("/jobs?vo_name={dlg}")).unwrap()).len(),
         2
@@ -608,17 +598,7 @@ fn cancel_all_and_force_start_are_for_root_and_admins() {
         .unwrap();
     assert_eq!(reply.status, 403);
 
-    let joined = pki.dir.join("host_and_key_jobs.pem");
-    std::fs::write(
-        &joined,
-        [
-            std::fs::read(pki.path("hostcert.pem")).unwrap(),
-            std::fs::read(pki.path("hostkey.pem")).unwrap(),
-        ]
-        .concat(),
-    )
-    .unwrap();
-    let root = server.client(pki, Some("host_and_key_jobs.pem"));
+    let root = server.client(pki, Some(ROOT));
     let reply = root
         .request(
             "POST",

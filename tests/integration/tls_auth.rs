@@ -3,7 +3,7 @@
 
 use rustls::pki_types::pem::PemObject;
 
-use crate::common::{RC_USER_DN, TestServer, pki};
+use crate::common::{RC_USER_DN, ROOT, TestServer, pki};
 
 /// Delegation id computed without ftsd's code: sha1 of DN ‖ FQANs with `sha1sum`, 16 hex digits.
 pub fn independent_delegation_id(dn: &str, fqans: &[&str]) -> String {
@@ -177,18 +177,8 @@ fn bad_chains_fail_the_handshake_for_the_right_reason() {
 fn the_host_certificate_is_root() {
     let Some(pki) = pki() else { return };
     let server = TestServer::start(pki);
-    let joined = pki.dir.join("host_and_key.pem");
-    std::fs::write(
-        &joined,
-        [
-            std::fs::read(pki.path("hostcert.pem")).unwrap(),
-            std::fs::read(pki.path("hostkey.pem")).unwrap(),
-        ]
-        .concat(),
-    )
-    .unwrap();
     let who = server
-        .client(pki, Some("host_and_key.pem"))
+        .client(pki, Some(ROOT))
         .get("/whoami")
         .unwrap()
         .json();
