@@ -291,6 +291,42 @@ fn build_extra_chains(dir: &Path) {
     );
 }
 
+/// Run the `ftsd` binary (a real process, for kill -9 tests) on `data_dir` with the test PKI;
+/// returns once it answers `GET /`.
+pub fn spawn_ftsd(pki: &TestPki, data_dir: &Path) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--host-cert")
+        .arg(pki.path("hostcert.pem"))
+        .arg("--host-key")
+        .arg(pki.path("hostkey.pem"))
+        .arg("--ca-dir")
+        .arg(pki.ca_dir())
+        .arg("--voms-dir")
+        .arg(pki.voms_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = Client::new(port, &pki.path("ca.pem"), None);
+    for _ in 0..200 {
+        if client.get("/").is_ok() {
+            return (child, port);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("ftsd did not start");
+}
+
 /// An ftsd running in-process on an ephemeral port, on its own runtime thread.
 pub struct TestServer {
     pub port: u16,

@@ -8,7 +8,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, TestPki, TestServer, in_ci, pki};
+use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, TestPki, TestServer, in_ci, pki, spawn_ftsd};
 use crate::tls_auth::independent_delegation_id;
 
 /// proxyCertInfo with the inheritAll policy, as the fts3 client writes it.
@@ -626,36 +626,9 @@ fn delegation_survives_kill_9() {
     let Some(pki) = pki() else { return };
     let data = tempfile::tempdir().unwrap();
     let start = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--host-cert")
-            .arg(pki.path("hostcert.pem"))
-            .arg("--host-key")
-            .arg(pki.path("hostkey.pem"))
-            .arg("--ca-dir")
-            .arg(pki.ca_dir())
-            .arg("--voms-dir")
-            .arg(pki.voms_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let (child, port) = spawn_ftsd(pki, data.path());
         let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
-        for _ in 0..200 {
-            if client.get("/").is_ok() {
-                return (child, client);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("ftsd did not start");
+        (child, client)
     };
     let id = rc_dlg_id();
     let (mut child, client) = start();

@@ -7,7 +7,9 @@ use std::process::Command;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, in_ci, pki};
+use crate::common::{
+    Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, in_ci, pki, spawn_ftsd,
+};
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
@@ -652,40 +654,7 @@ fn cancel_all_and_force_start_are_for_root_and_admins() {
 fn acknowledged_jobs_survive_kill_9() {
     let Some(pki) = pki() else { return };
     let data = tempfile::tempdir().unwrap();
-    let spawn = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--host-cert")
-            .arg(pki.path("hostcert.pem"))
-            .arg("--host-key")
-            .arg(pki.path("hostkey.pem"))
-            .arg("--ca-dir")
-            .arg(pki.ca_dir())
-            .arg("--voms-dir")
-            .arg(pki.voms_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
-        for _ in 0..200 {
-            if client.get("/").is_ok() {
-                return (child, port);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("ftsd did not start");
-    };
+    let spawn = || spawn_ftsd(pki, data.path());
     let (mut child, port) = spawn();
     let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
     let (status, body) = delegate(
