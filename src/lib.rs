@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod devpki;
+pub mod engine;
 pub mod model;
 pub mod server;
 pub mod service;

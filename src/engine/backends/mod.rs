@@ -1,0 +1,118 @@
+//! Storage backends: one file per protocol behind one trait, [`Backend`].
+//!
+//! A backend offers the primitive operations the transfer agent (`engine::agent`) composes into
+//! the reference's execution steps (stat, checksum, existence, delete, parent creation, copy,
+//! bring-online). The agent, not the backend, decides what to check and which message to write,
+//! so every protocol fails with the same words.
+//!
+//! A [`Session`] is opened per transfer (or per session-reuse job): the `mock://` backend keeps
+//! the gfal2 mock plugin's per-process stat state machine in it.
+//!
+//! Cancellation and timeouts drop the future returned by [`Session::copy`]; backends must leave
+//! nothing running when that happens (the agent then cleans up a partial destination).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+/// An error of one storage operation: an errno (positive, Linux numbering) and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(errno: i32, message: impl Into<String>) -> OpError {
+        OpError {
+            errno,
+            message: message.into(),
+        }
+    }
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+/// Progress of a running copy, updated by the backend, read by the engine.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes written to the destination so far.
+    pub transferred: std::sync::atomic::AtomicU64,
+}
+
+/// What a copy needs besides the two URLs.
+#[derive(Debug, Clone)]
+pub struct CopyParams {
+    /// Source size as the agent determined it (stat, or the user's size in strict mode).
+    pub filesize: u64,
+    pub nostreams: u32,
+}
+
+/// A per-transfer session with a storage backend.
+pub trait Session: Send {
+    /// Size of the file at `url`.
+    fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>>;
+    /// Checksum of `url` with `algorithm` (upper-case `ADLER32`, `MD5`, `CRC32C`), as the
+    /// storage reports it (hex, no prefix).
+    fn checksum(&mut self, url: &str, algorithm: &str) -> BoxFuture<'_, OpResult<String>>;
+    /// Whether `url` exists (`access(F_OK)`): `Ok(false)` for ENOENT, errors otherwise.
+    fn exists(&mut self, url: &str) -> BoxFuture<'_, OpResult<bool>>;
+    /// Remove the file at `url`.
+    fn delete(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>>;
+    /// Create the parent directories of `url` (`mkdir -p`; existing ones are fine).
+    fn make_parent(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>>;
+    /// Copy `source` to `destination` (which does not exist), reporting bytes to `progress`.
+    fn copy<'a>(
+        &'a mut self,
+        source: &'a str,
+        destination: &'a str,
+        params: &'a CopyParams,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, OpResult<()>>;
+    /// Bring `url` online (staging); resolves when staged.
+    fn bring_online(&mut self, url: &str, pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
+        let _ = (url, pin_lifetime);
+        Box::pin(async { Ok(()) })
+    }
+    /// Poll the archive state of `url` until it is on tape (archive monitoring).
+    fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+        let _ = url;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A protocol implementation.
+pub trait Backend: Send + Sync {
+    /// URL schemes served (lower case, without `://`).
+    fn schemes(&self) -> &'static [&'static str];
+    /// Open a session for one transfer.
+    fn session(&self) -> Box<dyn Session>;
+}
+
+/// The backends of this instance, by scheme.
+#[derive(Clone, Default)]
+pub struct Registry {
+    backends: Vec<Arc<dyn Backend>>,
+}
+
+impl Registry {
+    pub fn new(backends: Vec<Arc<dyn Backend>>) -> Registry {
+        Registry { backends }
+    }
+
+    /// The backend serving `url`'s scheme.
+    pub fn for_url(&self, url: &str) -> Option<&Arc<dyn Backend>> {
+        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+        self.backends
+            .iter()
+            .find(|b| b.schemes().iter().any(|s| *s == scheme))
+    }
+
+    /// Every scheme some backend serves.
+    pub fn schemes(&self) -> Vec<&'static str> {
+        self.backends
+            .iter()
+            .flat_map(|b| b.schemes().iter().copied())
+            .collect()
+    }
+}

@@ -1,0 +1,3 @@
+//! The transfer engine: scheduler, transfer agent and storage backends.
+
+pub mod backends;
