@@ -88,9 +88,60 @@ pub struct Config {
     pub voms_dir: Option<PathBuf>,
     /// Most connections served at once; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// The transfer engine (`[engine]`).
+    pub engine: EngineConfig,
     /// Role grants, as the reference's `[roles]` section: `role = "level:operation;..."`.
     /// `public` applies to every authenticated user. Default `public = "vo:transfer;all:datamanagement"`.
     pub roles: BTreeMap<String, String>,
+}
+
+/// The `[engine]` section: how many transfers run and where they may write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Run transfers at all. `false` makes an API-only service (jobs stay queued).
+    pub enabled: bool,
+    /// Transfers running at once on this host (the reference's `MaxUrlCopyProcesses`, 400).
+    pub max_active: usize,
+    /// Transfers per link until the optimizer decides (the reference's 2).
+    pub default_link_active: usize,
+    /// Transfers in and out of one storage element when `/config/se` sets nothing (200).
+    pub default_se_active: usize,
+    /// Bring-online requests in flight at once.
+    pub max_staging: usize,
+    /// Seconds between scheduling cycles (`SchedulingInterval`, 2); submissions and finished
+    /// transfers also start a cycle.
+    pub scheduling_interval: u64,
+    /// Seconds between queue-timeout checks (`QueueTimeoutCheckInterval`, 300).
+    pub queue_check_interval: u64,
+    /// Seconds without progress after which a transfer is stopped (`CheckStalledTimeout`, 900).
+    pub stall_timeout: u64,
+    /// Per-transfer logs. Default `<data_dir>/transfer-logs`.
+    pub log_dir: Option<PathBuf>,
+    /// Directories `file://` transfers may read and write (none by default: `file://` URLs are
+    /// refused at submission).
+    pub file_roots: Vec<PathBuf>,
+    /// Seconds a `mock://` copy takes when its destination URL has no `time=` (the gfal2 mock
+    /// plugin's shipped configuration, 5).
+    pub mock_transfer_time: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            enabled: true,
+            max_active: 400,
+            default_link_active: 2,
+            default_se_active: 200,
+            max_staging: 1000,
+            scheduling_interval: 2,
+            queue_check_interval: 300,
+            stall_timeout: 900,
+            log_dir: None,
+            file_roots: Vec::new(),
+            mock_transfer_time: 5,
+        }
+    }
 }
 
 /// Default connection limit: generous for a small site, small enough that a connection flood
@@ -107,6 +158,7 @@ impl Default for Config {
             ca_dir: None,
             voms_dir: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            engine: EngineConfig::default(),
             roles: BTreeMap::from([(
                 "public".to_string(),
                 "vo:transfer;all:datamanagement".to_string(),
@@ -126,6 +178,9 @@ pub struct Resolved {
     pub voms_dir: PathBuf,
     pub max_connections: usize,
     pub roles: RoleGrants,
+    pub engine: EngineConfig,
+    /// Where per-transfer logs go.
+    pub log_dir: PathBuf,
 }
 
 impl Config {
@@ -172,6 +227,12 @@ impl Config {
             voms_dir: paths.voms_dir,
             max_connections: self.max_connections.max(1),
             roles,
+            engine: self.engine.clone(),
+            log_dir: self
+                .engine
+                .log_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("transfer-logs")),
         })
     }
 

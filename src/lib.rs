@@ -22,7 +22,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
@@ -79,11 +79,36 @@ pub async fn run(
         path: proxy_dir.clone(),
         source,
     })?;
+    let store = Arc::new(store);
     let mut settings = service::Settings::new(server_dn, proxy_dir);
     settings.roles = config.roles.clone();
+    let wake = settings.wake.clone();
+    let host_name = settings.host_name.clone();
     let service = Arc::new(
-        Service::new(Arc::new(store), auth.clone(), settings).map_err(server::ServerError::Io)?,
+        Service::new(store.clone(), auth.clone(), settings).map_err(server::ServerError::Io)?,
     );
+    let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
+    let engine = config.engine.enabled.then(|| {
+        let settings = engine::Settings {
+            max_active: config.engine.max_active.max(1),
+            default_link_active: config.engine.default_link_active.max(1),
+            default_se_active: config.engine.default_se_active.max(1),
+            max_staging: config.engine.max_staging,
+            scheduling_interval: Duration::from_secs(config.engine.scheduling_interval.max(1)),
+            queue_check_interval: Duration::from_secs(config.engine.queue_check_interval.max(1)),
+            stall_timeout: Duration::from_secs(config.engine.stall_timeout.max(1)),
+            log_dir: config.log_dir.clone(),
+            host: host_name,
+        };
+        let registry = engine::backends::Registry::new(Vec::new());
+        tokio::spawn(engine::Engine::run(
+            store.clone(),
+            registry,
+            settings,
+            wake,
+            engine_stopping,
+        ))
+    });
     let server = Server {
         tls: tls_config,
         auth,
@@ -91,6 +116,15 @@ pub async fn run(
         max_connections: config.max_connections,
     };
     tracing::info!(address = %listener.local_addr().map_err(server::ServerError::Io)?, "listening");
-    server.run(listener, shutdown).await?;
+    let served = server.run(listener, shutdown).await;
+    let _ = stop_engine.send(true);
+    if let Some(engine) = engine {
+        match engine.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the transfer engine stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the transfer engine task failed"),
+        }
+    }
+    served?;
     Ok(())
 }

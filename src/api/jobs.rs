@@ -346,7 +346,35 @@ pub fn files(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &out))
 }
 
-/// Retries and data-management rows: empty until the transfer engine records them.
+/// `GET /jobs/{id}/files/{file_id}/retries`: the failed attempts that were retried.
+/// Unlike the reference (whose file check never fails), the file must belong to the job: a
+/// job's owner must not read another job's history through their own job id.
+pub fn file_retries(ctx: &Ctx, id: &str, file_id: &str) -> Result<Response, ApiError> {
+    let user = ctx.user()?;
+    let (_, files) = ctx.service.job_detail(&user, id)?.map_err(job_error)?;
+    let file = file_id
+        .parse::<u64>()
+        .ok()
+        .filter(|fid| files.iter().any(|f| f.file_id == *fid))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("No file with the id \"{file_id}\" has been found"),
+            )
+        })?;
+    let rows: Vec<Value> = ctx
+        .service
+        .file_retries(file)?
+        .into_iter()
+        .map(|r| {
+            json!({"file_id": file, "attempt": r.attempt, "datetime": fts_datetime(r.datetime),
+                   "reason": r.reason, "transfer_host": r.transfer_host, "log_file": r.log_file})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &rows))
+}
+
+/// Data-management rows: deletion jobs are no longer supported, so always empty.
 pub fn empty_sub_list(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
     let user = ctx.user()?;
     ctx.service.job_detail(&user, id)?.map_err(job_error)?;

@@ -272,7 +272,7 @@ fn job_routes(
     let retries = warp::get()
         .and(warp::path!("jobs" / String / "files" / String / "retries"))
         .and(ctx.clone())
-        .map(|id: String, _file: String, ctx: Ctx| respond(jobs::empty_sub_list(&ctx, &id)));
+        .map(|id: String, file: String, ctx: Ctx| respond(jobs::file_retries(&ctx, &id, &file)));
     let cancel_files = warp::delete()
         .and(warp::path!("jobs" / String / "files" / String))
         .and(ctx.clone())

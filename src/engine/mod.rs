@@ -1,3 +1,630 @@
-//! The transfer engine: scheduler, transfer agent and storage backends.
+//! The transfer engine: scheduler, transfer agent and storage backends, in-process.
+//!
+//! - [`Engine::run`] owns every task: the scheduler loop (woken by submissions and finished
+//!   transfers, plus a periodic tick), one task per running transfer (or per session-reuse job,
+//!   or per staging / archive-monitoring request), the event writer that records what happened
+//!   in batches (one durable transaction per batch), the watcher that stops canceled or stalled
+//!   transfers, and the queue-timeout sweep.
+//! - The store is the only source of truth: a file runs only after the store moved it
+//!   SUBMITTED → READY (a compare-and-swap), so a crash never runs a file twice unknowingly;
+//!   at start, files left READY/ACTIVE are recovered (`recover`).
+//! - What runs right now is also kept in memory ([`Running`]), which is exact because only this
+//!   process runs transfers; link, SE and global caps are counted there.
 
+pub mod agent;
 pub mod backends;
+pub mod scheduler;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    model::{
+        job::{File, FileState, Job},
+        lifecycle::{Failure, Success},
+        time,
+    },
+    store::{
+        Store, StoreError,
+        engine::{Event, Outcome},
+    },
+};
+use backends::{Progress, Registry};
+
+/// Errors of the engine's own work (transfers report their failures as events, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("engine task failed: {0}")]
+    Task(String),
+}
+
+/// Engine settings (the `[engine]` section of the configuration, resolved).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Transfers running at once on this host (`MaxUrlCopyProcesses`).
+    pub max_active: usize,
+    /// Transfers per link when the optimizer has no decision for it yet.
+    pub default_link_active: usize,
+    /// Transfers per storage element, in and out, when `/config/se` sets nothing.
+    pub default_se_active: usize,
+    /// Bring-online requests in flight at once.
+    pub max_staging: usize,
+    /// Scheduler tick (`SchedulingInterval`); submissions and finished transfers also wake it.
+    pub scheduling_interval: Duration,
+    /// How often queue deadlines are checked (`QueueTimeoutCheckInterval`).
+    pub queue_check_interval: Duration,
+    /// A transfer whose byte count has not moved for this long is stopped (`CheckStalledTimeout`).
+    pub stall_timeout: Duration,
+    /// Per-transfer log files go under this directory.
+    pub log_dir: PathBuf,
+    /// This host's name (`transfer_host`).
+    pub host: String,
+}
+
+/// How often running transfers are checked for cancellation: the issue asks for a canceled
+/// transfer to stop within a second.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Events waiting to be written; senders wait when it is full (transfers finish no faster than
+/// the store records them).
+const EVENT_QUEUE: usize = 8192;
+/// Events written per transaction.
+const EVENT_BATCH: usize = 1024;
+/// How long shutdown waits for running transfers to hand their files back.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The reason of a transfer found running at start (the service died under it).
+pub const INTERRUPTED_MESSAGE: &str =
+    "Transfer interrupted: the service stopped while the transfer was running";
+/// The reason of a transfer stopped for lack of progress.
+pub const STALLED_MESSAGE: &str = "Transfer has been forced-killed because it was stalled";
+
+/// A transfer (or staging/archive request) running now.
+pub struct Running {
+    pub job_id: String,
+    pub source_se: String,
+    pub dest_se: String,
+    pub vo_name: String,
+    /// Counted against link and SE caps (staging and archive monitoring are not).
+    pub counts: bool,
+    pub cancel: CancellationToken,
+    pub progress: Arc<Progress>,
+    /// Set by the watcher when it stops the transfer for lack of progress.
+    pub stalled: Arc<AtomicBool>,
+    last_bytes: u64,
+    last_change: Instant,
+}
+
+/// Shared state of the engine's tasks.
+pub struct Engine {
+    store: Arc<Store>,
+    registry: Registry,
+    settings: Settings,
+    wake: Arc<Notify>,
+    running: Mutex<HashMap<u64, Running>>,
+    events: mpsc::Sender<Event>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Engine {
+    /// Recover what a previous run left behind, then run until `stop` turns true; then hand the
+    /// running transfers back to the queue and return once every event is written.
+    pub async fn run(
+        store: Arc<Store>,
+        registry: Registry,
+        settings: Settings,
+        wake: Arc<Notify>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), EngineError> {
+        recover(&store, &settings).await?;
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let engine = Arc::new(Engine {
+            store,
+            registry,
+            settings,
+            wake,
+            running: Mutex::new(HashMap::new()),
+            events: events_tx,
+            stopping: stop.clone(),
+        });
+        engine.resume_archiving().await?;
+        let writer = tokio::spawn(event_writer(engine.clone(), events_rx));
+        let watcher = tokio::spawn(watcher(engine.clone()));
+        let timeouts = tokio::spawn(queue_timeouts(engine.clone()));
+        scheduler::run(engine.clone()).await;
+        // Stopping: the running transfers hand their files back.
+        for r in engine.running().values() {
+            r.cancel.cancel();
+        }
+        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        while !engine.running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        watcher.abort();
+        timeouts.abort();
+        drop(engine);
+        // The writer ends when every sender (the engine and its tasks) is gone.
+        match tokio::time::timeout(SHUTDOWN_DEADLINE, writer).await {
+            Ok(Ok(result)) => result,
+            _ => {
+                tracing::warn!("event writer did not finish before the shutdown deadline");
+                Ok(())
+            }
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+        // A panic while holding this lock would be a bug in a few lines of map code; keep
+        // going with the data as it is rather than poisoning the whole engine.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    async fn send(&self, event: Event) {
+        if self.events.send(event).await.is_err() {
+            tracing::error!("event writer is gone; an engine event was not recorded");
+        }
+    }
+
+    /// Files left ARCHIVING by a previous run are watched again.
+    async fn resume_archiving(self: &Arc<Self>) -> Result<(), EngineError> {
+        let store = self.store.clone();
+        let files =
+            blocking(move || store.files_in_state(FileState::Archiving, usize::MAX)).await?;
+        for (job, file) in files {
+            self.spawn_archive(job, file);
+        }
+        Ok(())
+    }
+
+    fn track(&self, job: &Job, file: &File, counts: bool) -> (CancellationToken, Arc<Progress>) {
+        let cancel = CancellationToken::new();
+        let progress = Arc::new(Progress::default());
+        self.running().insert(
+            file.file_id,
+            Running {
+                job_id: job.job_id.clone(),
+                source_se: file.source_se.clone(),
+                dest_se: file.dest_se.clone(),
+                vo_name: file.vo_name.clone(),
+                counts,
+                cancel: cancel.clone(),
+                progress: progress.clone(),
+                stalled: Arc::new(AtomicBool::new(false)),
+                last_bytes: 0,
+                last_change: Instant::now(),
+            },
+        );
+        (cancel, progress)
+    }
+
+    fn untrack(&self, file_id: u64) -> Option<Running> {
+        let r = self.running().remove(&file_id);
+        self.wake.notify_one();
+        r
+    }
+
+    /// Run one claimed transfer (READY) to its end.
+    fn spawn_transfer(self: &Arc<Self>, job: Job, file: File) {
+        let (cancel, progress) = self.track(&job, &file, true);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let event = engine.transfer(&job, &file, &cancel, &progress).await;
+            let stalled = engine
+                .untrack(file.file_id)
+                .is_some_and(|r| r.stalled.load(Ordering::Relaxed));
+            let event = match event {
+                Event::Aborted { file_id } if stalled => Event::Failed {
+                    file_id,
+                    failure: failure("TRANSFER", "TRANSFER", libc_etimedout(), STALLED_MESSAGE),
+                },
+                e => e,
+            };
+            engine.send(event).await;
+        });
+    }
+
+    /// Run the files of a session-reuse job one after the other in one task.
+    fn spawn_reuse(self: &Arc<Self>, job: Job, files: Vec<File>) {
+        let tokens: Vec<_> = files
+            .iter()
+            .map(|f| (f.file_id, self.track(&job, f, false)))
+            .collect();
+        // The job holds one slot of its link, as the reference's single process per job.
+        if let Some((id, _)) = tokens.first() {
+            if let Some(r) = self.running().get_mut(id) {
+                r.counts = true;
+            }
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            for (file, (file_id, (cancel, progress))) in files.iter().zip(tokens) {
+                let event = if engine.is_stopping() {
+                    Event::Interrupted { file_id }
+                } else {
+                    engine.transfer(&job, file, &cancel, &progress).await
+                };
+                engine.untrack(file_id);
+                engine.send(event).await;
+            }
+        });
+    }
+
+    /// One transfer: log file, ACTIVE, the agent's steps, the event describing the end.
+    async fn transfer(
+        &self,
+        job: &Job,
+        file: &File,
+        cancel: &CancellationToken,
+        progress: &Progress,
+    ) -> Event {
+        let file_id = file.file_id;
+        let link = format!("{}→{}", file.source_se, file.dest_se);
+        let (log_path, mut log) = self.open_log(job, file);
+        self.send(Event::Started {
+            file_id,
+            log_file: log_path.map(|p| p.display().to_string()),
+        })
+        .await;
+        tracing::info!(job_id = %job.job_id, file_id, %link, "transfer started");
+        let spec = scheduler::transfer_spec(job, file);
+        let result = agent::run(&spec, &self.registry, progress, cancel, &mut log).await;
+        match result {
+            Ok(report) => {
+                tracing::info!(job_id = %job.job_id, file_id, %link, bytes = report.filesize, "transfer finished");
+                Event::Finished {
+                    file_id,
+                    success: Success {
+                        filesize: report.filesize,
+                        duration: report.duration,
+                        throughput: report.throughput,
+                    },
+                }
+            }
+            Err(_) if cancel.is_cancelled() && self.is_stopping() => {
+                tracing::info!(job_id = %job.job_id, file_id, %link, "transfer handed back to the queue (service stopping)");
+                Event::Interrupted { file_id }
+            }
+            Err(_) if cancel.is_cancelled() => {
+                tracing::info!(job_id = %job.job_id, file_id, %link, "transfer stopped");
+                Event::Aborted { file_id }
+            }
+            Err(f) => {
+                let failure = Failure {
+                    reason: f.reason(),
+                    scope: f.scope_name().to_string(),
+                    phase: f.phase_name().to_string(),
+                    class: f.errno_class(),
+                    recoverable: f.recoverable(),
+                };
+                tracing::info!(job_id = %job.job_id, file_id, %link, reason = %failure.reason, "transfer failed");
+                Event::Failed { file_id, failure }
+            }
+        }
+    }
+
+    /// Bring a file online (STARTED), then report.
+    fn spawn_staging(self: &Arc<Self>, job: Job, file: File) {
+        let (cancel, _) = self.track(&job, &file, false);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let file_id = file.file_id;
+            let (_, mut log) = engine.open_log(&job, &file);
+            let timeout = if job.bring_online > 0 {
+                job.bring_online
+            } else {
+                scheduler::DEFAULT_BRING_ONLINE_TIMEOUT
+            };
+            let result = agent::bring_online(
+                &file.source_surl,
+                job.copy_pin_lifetime,
+                timeout,
+                &engine.registry,
+                &cancel,
+                &mut log,
+            )
+            .await;
+            engine.untrack(file_id);
+            let event = match result {
+                Ok(()) => Event::Staged { file_id },
+                Err(_) if cancel.is_cancelled() && engine.is_stopping() => {
+                    // Left STARTED: recovery puts it back to STAGING at the next start.
+                    return;
+                }
+                Err(_) if cancel.is_cancelled() => Event::Aborted { file_id },
+                Err(f) => Event::StagingFailed {
+                    file_id,
+                    failure: Failure {
+                        reason: f.reason(),
+                        scope: f.scope_name().to_string(),
+                        phase: f.phase_name().to_string(),
+                        class: f.errno_class(),
+                        recoverable: f.recoverable(),
+                    },
+                },
+            };
+            engine.send(event).await;
+        });
+    }
+
+    /// Watch a file's destination until it is archived (ARCHIVING), then report.
+    fn spawn_archive(self: &Arc<Self>, job: Job, file: File) {
+        let (cancel, _) = self.track(&job, &file, false);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let file_id = file.file_id;
+            let mut log = agent::TransferLog::sink();
+            let result = agent::archive_monitor(
+                &file.dest_surl,
+                job.archive_timeout,
+                &engine.registry,
+                &cancel,
+                &mut log,
+            )
+            .await;
+            engine.untrack(file_id);
+            let event = match result {
+                Ok(()) => Event::Archived { file_id },
+                Err(_) if cancel.is_cancelled() => return,
+                Err(f) => Event::ArchiveFailed {
+                    file_id,
+                    failure: Failure {
+                        reason: f.reason(),
+                        scope: "ARCHIVING".to_string(),
+                        phase: f.phase_name().to_string(),
+                        class: f.errno_class(),
+                        recoverable: false,
+                    },
+                },
+            };
+            engine.send(event).await;
+        });
+    }
+
+    /// The per-transfer log: `<log_dir>/<date>/<src host>__<dst host>/<date-time>__<src
+    /// host>__<dst host>__<file id>__<job id>` (the reference's name). A log that cannot be
+    /// created is reported once and the transfer runs without it.
+    fn open_log(&self, job: &Job, file: &File) -> (Option<PathBuf>, agent::TransferLog) {
+        let host = |se: &str| {
+            se.split_once("://")
+                .map_or(se, |(_, h)| h)
+                .replace(['/', ':'], "_")
+        };
+        let (src, dst) = (host(&file.source_se), host(&file.dest_se));
+        let now = time::now();
+        let (day, minute) = log_stamps(now);
+        let dir = self
+            .settings
+            .log_dir
+            .join(&day)
+            .join(format!("{src}__{dst}"));
+        let path = dir.join(format!(
+            "{minute}__{src}__{dst}__{}__{}",
+            file.file_id, job.job_id
+        ));
+        let created = std::fs::create_dir_all(&dir).and_then(|_| agent::TransferLog::create(&path));
+        match created {
+            Ok(log) => (Some(path), log),
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, path = %path.display(), error = %e, "cannot create the transfer log");
+                (None, agent::TransferLog::sink())
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DD` and `YYYY-MM-DD-HHMM` (UTC) of a unix time.
+fn log_stamps(unix: i64) -> (String, String) {
+    let t = ::time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
+    let day = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+    let minute = format!("{day}-{:02}{:02}", t.hour(), t.minute());
+    (day, minute)
+}
+
+fn libc_etimedout() -> i32 {
+    110
+}
+
+fn failure(scope: &str, phase: &str, errno: i32, message: &str) -> Failure {
+    Failure {
+        reason: format!("{scope} [{errno}] {message}"),
+        scope: scope.to_string(),
+        phase: phase.to_string(),
+        class: "CONNECTION_TIMED_OUT".to_string(),
+        recoverable: true,
+    }
+}
+
+/// Run blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, EngineError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(EngineError::Task(e.to_string())),
+    }
+}
+
+/// Start-up recovery (one log line per file).
+async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineError> {
+    let store = store.clone();
+    let host = settings.host.clone();
+    let failure = Failure {
+        reason: format!("GENERAL_FAILURE [4] {INTERRUPTED_MESSAGE}"),
+        scope: "GENERAL_FAILURE".to_string(),
+        phase: "TRANSFER_SERVICE".to_string(),
+        class: "INTERRUPTED_SYSTEM_CALL".to_string(),
+        recoverable: true,
+    };
+    let applied = blocking(move || {
+        store.recover_interrupted(&failure, &host, time::now(), &scheduler::vo_retry)
+    })
+    .await?;
+    for a in applied {
+        match a.outcome {
+            Outcome::Retried(attempt) => {
+                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, attempt, "transfer interrupted by the last stop: queued again")
+            }
+            Outcome::Moved(FileState::Staging) => {
+                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, "staging interrupted by the last stop: staging again")
+            }
+            Outcome::Moved(state) => {
+                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, state = state.as_str(), "transfer interrupted by the last stop: no retry left")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Write events in batches; wake the scheduler after each batch.
+async fn event_writer(
+    engine: Arc<Engine>,
+    mut rx: mpsc::Receiver<Event>,
+) -> Result<(), EngineError> {
+    let store = engine.store.clone();
+    let host = engine.settings.host.clone();
+    let weak = Arc::downgrade(&engine);
+    drop(engine);
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    while rx.recv_many(&mut batch, EVENT_BATCH).await > 0 {
+        let events = std::mem::take(&mut batch);
+        let (s, h) = (store.clone(), host.clone());
+        let written = blocking(move || {
+            let applied = s.apply_events(&events, &h, time::now(), &scheduler::vo_retry)?;
+            Ok((events, applied))
+        })
+        .await;
+        let (_, applied) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                // The events are lost from memory but the files stay READY/ACTIVE in the
+                // store: the next start recovers them. Say so loudly.
+                tracing::error!(error = %e, "cannot record transfer events");
+                continue;
+            }
+        };
+        let Some(engine) = weak.upgrade() else {
+            continue;
+        };
+        let mut archiving = Vec::new();
+        for a in &applied {
+            if let Outcome::Moved(FileState::Archiving) = a.outcome {
+                archiving.push(a.file_id);
+            }
+        }
+        if !archiving.is_empty() && !engine.is_stopping() {
+            let s = store.clone();
+            let ids = archiving.clone();
+            if let Ok(rows) = blocking(move || {
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(f) = s.file(id)? {
+                        if let Some(j) = s.job(&f.job_id)? {
+                            out.push((j, f));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            {
+                for (j, f) in rows {
+                    engine.spawn_archive(j, f);
+                }
+            }
+        }
+        engine.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Stop transfers whose file was canceled (user, ban, queue timeout) or that stalled.
+async fn watcher(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(CANCEL_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ids: Vec<u64> = {
+            let mut running = engine.running();
+            let now = Instant::now();
+            for r in running.values_mut() {
+                let bytes = r.progress.transferred.load(Ordering::Relaxed);
+                if bytes != r.last_bytes {
+                    r.last_bytes = bytes;
+                    r.last_change = now;
+                } else if r.counts
+                    && now.duration_since(r.last_change) > engine.settings.stall_timeout
+                    && !r.cancel.is_cancelled()
+                {
+                    tracing::warn!(job_id = %r.job_id, "transfer stalled: stopping it");
+                    r.stalled.store(true, Ordering::Relaxed);
+                    r.cancel.cancel();
+                }
+            }
+            running.keys().copied().collect()
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        let store = engine.store.clone();
+        let Ok(states) = blocking(move || store.file_states(&ids)).await else {
+            continue;
+        };
+        let running = engine.running();
+        for (id, state) in states {
+            let stop = match state {
+                None => true,
+                Some(s) => s.is_terminal() || s == FileState::OnHold,
+            };
+            if stop {
+                if let Some(r) = running.get(&id) {
+                    if !r.cancel.is_cancelled() {
+                        tracing::info!(job_id = %r.job_id, file_id = id, "file canceled: stopping its transfer");
+                        r.cancel.cancel();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queue deadlines: per-job `max_time_in_queue` and the VO's global `max_time_queue`.
+async fn queue_timeouts(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(engine.settings.queue_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = engine.store.clone();
+        let result = blocking(move || {
+            let now = time::now();
+            let mut canceled = store.expire_queued(now)?;
+            canceled.extend(scheduler::expire_global(&store, now)?);
+            Ok(canceled)
+        })
+        .await;
+        match result {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::info!(job_id = %id, "queue timeout: waiting files canceled");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "queue timeout check failed"),
+        }
+    }
+}

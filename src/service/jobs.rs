@@ -237,6 +237,14 @@ impl Service {
         Ok(self.check_job(user, job, id).map(|j| (j, files)))
     }
 
+    /// The retried attempts of a file (the caller checked the job).
+    pub fn file_retries(
+        &self,
+        file_id: u64,
+    ) -> Result<Vec<crate::store::engine::RetryRow>, ServiceError> {
+        Ok(self.store.file_retries(file_id)?)
+    }
+
     /// `GET /jobs`.
     pub fn list_jobs(&self, user: &User, q: &ListQuery) -> Result<Vec<Job>, ServiceError> {
         self.require_transfer(user)?;

@@ -67,6 +67,8 @@ pub struct Settings {
     pub proxy_dir: PathBuf,
     pub host_name: String,
     pub submit: SubmitConfig,
+    /// Woken after every stored submission: the transfer engine's scheduler waits on it.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             proxy_dir,
             host_name: host_name(),
             submit: SubmitConfig::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -98,7 +101,7 @@ impl Service {
         auth: Arc<Authenticator>,
         settings: Settings,
     ) -> std::io::Result<Service> {
-        let writer = writer::JobWriter::start(store.clone())?;
+        let writer = writer::JobWriter::start(store.clone(), settings.wake.clone())?;
         Ok(Service {
             store,
             auth,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::ServiceError;
 use crate::{
@@ -46,11 +46,11 @@ impl Drop for JobWriter {
 }
 
 impl JobWriter {
-    pub fn start(store: Arc<Store>) -> std::io::Result<JobWriter> {
+    pub fn start(store: Arc<Store>, wake: Arc<Notify>) -> std::io::Result<JobWriter> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("ftsd-job-writer".into())
-            .spawn(move || run(store, rx))?;
+            .spawn(move || run(store, rx, wake))?;
         Ok(JobWriter {
             queue: Some(queue),
             thread: Some(thread),
@@ -79,7 +79,7 @@ impl JobWriter {
     }
 }
 
-fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>) {
+fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, wake: Arc<Notify>) {
     while let Some(first) = rx.blocking_recv() {
         let mut files = first.files.len();
         let mut batch = vec![first];
@@ -115,6 +115,7 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>) {
                     }
                     let _ = reply.send(Ok(result));
                 }
+                wake.notify_one();
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = rows.len(), "storing submissions failed");

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::{StoreError, codec, schema};
-use crate::model::job::{File, Job};
+use crate::model::job::{File, FileState, Job};
 
 /// Key of an `AUTHZ_DN` row.
 pub(crate) struct AuthzKey<'a> {
@@ -46,6 +46,8 @@ pub(crate) struct JobIndexes<'txn> {
     files_by_state: Table<'txn, (&'static str, &'static str, &'static str, &'static str, u64), ()>,
     files_by_dest: Table<'txn, (&'static str, u64), ()>,
     files_by_uuid: Table<'txn, &'static str, u64>,
+    files_queued: Table<'txn, (&'static str, &'static str, &'static str, i32, u64), ()>,
+    jobs_by_expiry: Table<'txn, (i64, &'static str), ()>,
 }
 
 impl<'txn> JobIndexes<'txn> {
@@ -62,6 +64,8 @@ impl<'txn> JobIndexes<'txn> {
             files_by_state: tx.open_table(schema::FILES_BY_STATE)?,
             files_by_dest: tx.open_table(schema::FILES_BY_DEST_SURL)?,
             files_by_uuid: tx.open_table(schema::FILES_BY_DEST_UUID)?,
+            files_queued: tx.open_table(schema::FILES_QUEUED)?,
+            jobs_by_expiry: tx.open_table(schema::JOBS_BY_EXPIRY)?,
         })
     }
 
@@ -85,6 +89,9 @@ impl<'txn> JobIndexes<'txn> {
             if let Some(t) = j.job_finished {
                 self.by_finished.remove((t, id))?;
             }
+            if let Some(t) = expiry(j) {
+                self.jobs_by_expiry.remove((t, id))?;
+            }
         }
         if let Some(j) = new {
             let id = j.job_id.as_str();
@@ -104,6 +111,9 @@ impl<'txn> JobIndexes<'txn> {
             if let Some(t) = j.job_finished {
                 self.by_finished.insert((t, id), ())?;
             }
+            if let Some(t) = expiry(j) {
+                self.jobs_by_expiry.insert((t, id), ())?;
+            }
         }
         Ok(())
     }
@@ -122,6 +132,9 @@ impl<'txn> JobIndexes<'txn> {
             if let Some(uuid) = &f.dest_surl_uuid {
                 self.files_by_uuid.remove(uuid.as_str())?;
             }
+            if let Some(key) = queued_key(f) {
+                self.files_queued.remove(key)?;
+            }
         }
         if let Some(f) = new {
             self.files_by_job
@@ -131,6 +144,9 @@ impl<'txn> JobIndexes<'txn> {
                 .insert((f.dest_surl.as_str(), f.file_id), ())?;
             if let Some(uuid) = &f.dest_surl_uuid {
                 self.files_by_uuid.insert(uuid.as_str(), f.file_id)?;
+            }
+            if let Some(key) = queued_key(f) {
+                self.files_queued.insert(key, ())?;
             }
         }
         Ok(())
@@ -156,6 +172,41 @@ impl<'txn> JobIndexes<'txn> {
 
 fn link(se: &Option<String>) -> &str {
     se.as_deref().unwrap_or("")
+}
+
+/// Migration to schema 2: add the engine's index entries of every existing row.
+pub(crate) fn fill_engine_indexes(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut queued = tx.open_table(schema::FILES_QUEUED)?;
+    for row in tx.open_table(schema::FILES)?.iter()? {
+        let f: File = codec::decode(row?.1.value())?;
+        if let Some(key) = queued_key(&f) {
+            queued.insert(key, ())?;
+        }
+    }
+    let mut by_expiry = tx.open_table(schema::JOBS_BY_EXPIRY)?;
+    for row in tx.open_table(schema::JOBS)?.iter()? {
+        let j: Job = codec::decode(row?.1.value())?;
+        if let Some(t) = expiry(&j) {
+            by_expiry.insert((t, j.job_id.as_str()), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Queue deadline of an unfinished job.
+fn expiry(j: &Job) -> Option<i64> {
+    j.max_time_in_queue.filter(|_| j.job_finished.is_none())
+}
+
+/// The scheduler's queue entry of a SUBMITTED file.
+fn queued_key(f: &File) -> Option<(&str, &str, &str, i32, u64)> {
+    (f.file_state == FileState::Submitted).then_some((
+        f.source_se.as_str(),
+        f.dest_se.as_str(),
+        f.vo_name.as_str(),
+        f.priority.saturating_neg(),
+        f.file_id,
+    ))
 }
 
 fn file_state_key(f: &File) -> (&str, &str, &str, &str, u64) {
@@ -211,7 +262,7 @@ macro_rules! index_keys {
 fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), StoreError> {
     let s = |x: &str| x.to_string();
     let n = |x: i64| x.to_string();
-    let mut want: [Set; 7] = Default::default();
+    let mut want: [Set; 8] = Default::default();
     for row in tx.open_table(schema::JOBS)?.iter()? {
         let (_, value) = row?;
         let j: Job = codec::decode(value.value())?;
@@ -229,10 +280,13 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
         ]);
         want[5].insert(vec![t, id.clone()]);
         if let Some(f) = j.job_finished {
-            want[6].insert(vec![n(f), id]);
+            want[6].insert(vec![n(f), id.clone()]);
+        }
+        if let Some(t) = expiry(&j) {
+            want[7].insert(vec![n(t), id]);
         }
     }
-    let have: [Set; 7] = [
+    let have: [Set; 8] = [
         index_keys!(tx, schema::JOBS_BY_STATE, |k| vec![s(k.0), n(k.1), s(k.2)]),
         index_keys!(tx, schema::JOBS_BY_DN, |k| vec![s(k.0), n(k.1), s(k.2)]),
         index_keys!(tx, schema::JOBS_BY_VO, |k| vec![s(k.0), n(k.1), s(k.2)]),
@@ -245,6 +299,7 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
         ]),
         index_keys!(tx, schema::JOBS_BY_SUBMIT_TIME, |k| vec![n(k.0), s(k.1)]),
         index_keys!(tx, schema::JOBS_BY_FINISHED, |k| vec![n(k.0), s(k.1)]),
+        index_keys!(tx, schema::JOBS_BY_EXPIRY, |k| vec![n(k.0), s(k.1)]),
     ];
     let names = [
         "jobs_by_state",
@@ -254,13 +309,14 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
         "jobs_by_link",
         "jobs_by_submit_time",
         "jobs_by_finished",
+        "jobs_by_expiry",
     ];
-    for i in 0..7 {
+    for i in 0..8 {
         compare(names[i], &want[i], &have[i], problems);
     }
 
     let u = |x: u64| x.to_string();
-    let mut want: [Set; 4] = Default::default();
+    let mut want: [Set; 5] = Default::default();
     for row in tx.open_table(schema::FILES)?.iter()? {
         let (_, value) = row?;
         let f: File = codec::decode(value.value())?;
@@ -275,7 +331,10 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
         ]);
         want[2].insert(vec![f.dest_surl.clone(), id.clone()]);
         if let Some(uuid) = &f.dest_surl_uuid {
-            want[3].insert(vec![uuid.clone(), id]);
+            want[3].insert(vec![uuid.clone(), id.clone()]);
+        }
+        if let Some(k) = queued_key(&f) {
+            want[4].insert(vec![s(k.0), s(k.1), s(k.2), k.3.to_string(), id]);
         }
     }
     let mut by_uuid = Set::new();
@@ -283,7 +342,7 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
         let (k, v) = row?;
         by_uuid.insert(vec![k.value().to_string(), u(v.value())]);
     }
-    let have: [Set; 4] = [
+    let have: [Set; 5] = [
         index_keys!(tx, schema::FILES_BY_JOB, |k| vec![s(k.0), u(k.1)]),
         index_keys!(tx, schema::FILES_BY_STATE, |k| vec![
             s(k.0),
@@ -294,14 +353,22 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
         ]),
         index_keys!(tx, schema::FILES_BY_DEST_SURL, |k| vec![s(k.0), u(k.1)]),
         by_uuid,
+        index_keys!(tx, schema::FILES_QUEUED, |k| vec![
+            s(k.0),
+            s(k.1),
+            s(k.2),
+            k.3.to_string(),
+            u(k.4)
+        ]),
     ];
     let names = [
         "files_by_job",
         "files_by_state",
         "files_by_dest_surl",
         "files_by_dest_uuid",
+        "files_queued",
     ];
-    for i in 0..4 {
+    for i in 0..5 {
         compare(names[i], &want[i], &have[i], problems);
     }
     Ok(())

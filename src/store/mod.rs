@@ -15,6 +15,7 @@ pub mod authz;
 pub mod bans;
 pub mod codec;
 pub mod credentials;
+pub mod engine;
 pub mod index;
 pub mod jobs;
 pub mod schema;
@@ -136,9 +137,14 @@ impl Store {
                         supported: schema::SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {
-                    // Older layouts migrate here when the schema changes (none yet).
+                Some(v) if v < schema::SCHEMA_VERSION => {
+                    // Version 2 added the engine's indexes; fill them from the rows.
+                    drop(meta);
+                    index::fill_engine_indexes(tx)?;
+                    let mut meta = tx.open_table(schema::META)?;
+                    meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
                 }
+                Some(_) => {}
             }
             tx.open_table(schema::AUTHZ_DN)?;
             tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
@@ -150,6 +156,7 @@ impl Store {
             tx.open_table(schema::SE_BANS)?;
             tx.open_table(schema::DN_BANS)?;
             tx.open_table(schema::CONFIG_AUDIT)?;
+            tx.open_table(schema::FILE_RETRIES)?;
             Ok(())
         })
     }

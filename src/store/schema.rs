@@ -8,7 +8,8 @@
 use redb::{MultimapTableDefinition, TableDefinition};
 
 /// Version of the table layout as a whole, recorded in [`META`] under [`META_SCHEMA_VERSION`].
-pub const SCHEMA_VERSION: u64 = 1;
+/// 2: the engine's indexes (`files_queued_v1`, `jobs_by_expiry_v1`) and `file_retries_v1`.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Database-wide facts: `schema_version`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -85,3 +86,16 @@ pub const DN_BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("dn_bans_
 /// [`crate::model::audit::AuditEntry`] (codec). Reading backwards from the end gives the newest
 /// entries without a scan.
 pub const CONFIG_AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("config_audit_v1");
+
+// The transfer engine's tables.
+/// The scheduler's queues: `(source_se, dest_se, vo_name, -priority, file_id)` for every
+/// SUBMITTED file, so the first entries of a queue are its highest priority in FIFO order.
+pub const FILES_QUEUED: TableDefinition<(&str, &str, &str, i32, u64), ()> =
+    TableDefinition::new("files_queued_v1");
+/// `(max_time_in_queue, job_id)` for unfinished jobs with a queue deadline.
+pub const JOBS_BY_EXPIRY: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("jobs_by_expiry_v1");
+/// Failed attempts that were retried (the reference's `t_file_retry_errors`):
+/// `(file_id, attempt)` → [`crate::store::engine::RetryRow`] (codec).
+pub const FILE_RETRIES: TableDefinition<(u64, u32), &[u8]> =
+    TableDefinition::new("file_retries_v1");

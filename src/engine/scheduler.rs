@@ -1,0 +1,467 @@
+//! The scheduler: which queued files start now.
+//!
+//! One cycle (on every wake-up, at least every `scheduling_interval`):
+//! 1. queues = every (link, VO) with SUBMITTED files (`Store::submitted_queues`);
+//! 2. per link, the free slots (the optimizer's decision, or the default, minus what runs) are
+//!    dealt to its VOs by smooth weighted round-robin over the VO shares of `/config/shares`
+//!    (weight 1 each when the link has none), so shares hold over successive cycles;
+//! 3. per (link, VO) the highest-priority files, oldest first (`Store::queue_candidates`);
+//! 4. dispatch round-robin over VOs, and over the links of each VO, one file at a time, within
+//!    the per-SE inbound/outbound caps and the global cap;
+//! 5. the chosen files are claimed in one transaction (SUBMITTED → READY) and started.
+//!
+//! Staging requests (STAGING → STARTED) are started the same way under their own cap.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{Engine, EngineError, agent, blocking};
+use crate::{
+    model::{
+        job::{File, Job, JobType},
+        time,
+    },
+    store::{Store, StoreError, engine::QueueKey},
+};
+
+/// `DefaultBringOnlineTimeout`: seconds a bring-online request may take when the job gives no
+/// `bring_online`.
+pub const DEFAULT_BRING_ONLINE_TIMEOUT: i64 = 604_800;
+
+/// A short pause after a wake-up so a burst of finishing transfers costs one cycle, not one each.
+const WAKE_DEBOUNCE: Duration = Duration::from_millis(10);
+
+type Link = (String, String);
+
+/// What the scheduler remembers between cycles: the smooth weighted round-robin credits of the
+/// VOs of each link.
+#[derive(Default)]
+struct Memory {
+    credits: HashMap<Link, HashMap<String, i64>>,
+    /// Rotates the order links are served in, so no link always goes first.
+    cycle: usize,
+}
+
+/// The scheduler loop; returns when the engine stops.
+pub(super) async fn run(engine: Arc<Engine>) {
+    let mut stopping = engine.stopping.clone();
+    let mut memory = Memory::default();
+    loop {
+        if engine.is_stopping() {
+            return;
+        }
+        if let Err(e) = cycle(&engine, &mut memory).await {
+            tracing::error!(error = %e, "scheduling cycle failed");
+        }
+        tokio::select! {
+            _ = engine.wake.notified() => tokio::time::sleep(WAKE_DEBOUNCE).await,
+            _ = tokio::time::sleep(engine.settings.scheduling_interval) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+/// One unit of work to start: a file, or all the queued files of a session-reuse job.
+enum Pick {
+    One(File),
+    Reuse(Vec<File>),
+}
+
+impl Pick {
+    fn file(&self) -> &File {
+        match self {
+            Pick::One(f) => f,
+            Pick::Reuse(files) => &files[0],
+        }
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        match self {
+            Pick::One(f) => vec![f.file_id],
+            Pick::Reuse(files) => files.iter().map(|f| f.file_id).collect(),
+        }
+    }
+}
+
+/// Counts of what runs now.
+#[derive(Default)]
+struct Load {
+    total: usize,
+    staging: usize,
+    per_link: HashMap<Link, usize>,
+    outbound: HashMap<String, usize>,
+    inbound: HashMap<String, usize>,
+}
+
+fn load(engine: &Engine) -> Load {
+    let mut l = Load::default();
+    for r in engine.running().values() {
+        if !r.counts {
+            // Staging, archive monitoring, and the queued files of a reuse job.
+            l.staging += 1;
+            continue;
+        }
+        l.total += 1;
+        *l.per_link
+            .entry((r.source_se.clone(), r.dest_se.clone()))
+            .or_default() += 1;
+        *l.outbound.entry(r.source_se.clone()).or_default() += 1;
+        *l.inbound.entry(r.dest_se.clone()).or_default() += 1;
+    }
+    l
+}
+
+async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineError> {
+    let store = engine.store.clone();
+    let host = engine.settings.host.clone();
+    if blocking({
+        let (s, h) = (store.clone(), host.clone());
+        move || draining(&s, &h)
+    })
+    .await?
+    {
+        return Ok(());
+    }
+    let mut load = load(engine);
+    start_staging(engine, &load).await?;
+    let free_global = engine.settings.max_active.saturating_sub(load.total);
+    if free_global == 0 {
+        return Ok(());
+    }
+    let queues = blocking({
+        let s = store.clone();
+        move || s.submitted_queues()
+    })
+    .await?;
+    if queues.is_empty() {
+        return Ok(());
+    }
+    let mut links: BTreeMap<Link, Vec<String>> = BTreeMap::new();
+    for q in queues {
+        links
+            .entry((q.source_se, q.dest_se))
+            .or_default()
+            .push(q.vo_name);
+    }
+    let policy = {
+        let s = store.clone();
+        let keys: Vec<Link> = links.keys().cloned().collect();
+        let defaults = (
+            engine.settings.default_link_active,
+            engine.settings.default_se_active,
+        );
+        blocking(move || Policy::load(&s, &keys, defaults)).await?
+    };
+
+    // 2-3: per link, deal the free slots to VOs and fetch their files.
+    let mut link_order: Vec<Link> = links.keys().cloned().collect();
+    let n = link_order.len();
+    link_order.rotate_left(memory.cycle % n);
+    memory.cycle = memory.cycle.wrapping_add(1);
+    let now = time::now();
+    // VO → link → picks, in FIFO order.
+    let mut by_vo: BTreeMap<String, Vec<VecDeque<Pick>>> = BTreeMap::new();
+    for link in link_order {
+        let vos = &links[&link];
+        let cap = policy.link_cap(&link);
+        let running = load.per_link.get(&link).copied().unwrap_or(0);
+        let free = cap.saturating_sub(running).min(free_global);
+        if free == 0 {
+            continue;
+        }
+        let weights = policy.vo_weights(&link, vos);
+        let credits = memory.credits.entry(link.clone()).or_default();
+        let dealt = deal(free, &weights, credits);
+        for (vo, slots) in dealt {
+            if slots == 0 {
+                continue;
+            }
+            let key = QueueKey {
+                source_se: link.0.clone(),
+                dest_se: link.1.clone(),
+                vo_name: vo.clone(),
+            };
+            let s = store.clone();
+            let picks = blocking(move || fetch(&s, &key, slots, now)).await?;
+            if !picks.is_empty() {
+                by_vo.entry(vo).or_default().push(picks.into());
+            }
+        }
+    }
+
+    // 4: round-robin over VOs, and over each VO's links, one pick at a time.
+    let mut chosen: Vec<Pick> = Vec::new();
+    let mut budget = free_global;
+    let mut link_left: HashMap<Link, usize> = HashMap::new();
+    loop {
+        let mut progressed = false;
+        for lists in by_vo.values_mut() {
+            // The first list with something left; rotate so the next round takes the next link.
+            while let Some(mut list) = lists.first_mut().map(std::mem::take) {
+                lists.remove(0);
+                let Some(pick) = list.pop_front() else {
+                    continue;
+                };
+                if !list.is_empty() {
+                    lists.push(list);
+                }
+                let f = pick.file();
+                let link = (f.source_se.clone(), f.dest_se.clone());
+                let left = link_left.entry(link.clone()).or_insert_with(|| {
+                    policy
+                        .link_cap(&link)
+                        .saturating_sub(load.per_link.get(&link).copied().unwrap_or(0))
+                });
+                let out = load.outbound.get(&link.0).copied().unwrap_or(0);
+                let inb = load.inbound.get(&link.1).copied().unwrap_or(0);
+                if budget == 0
+                    || *left == 0
+                    || out >= policy.se_outbound(&link.0)
+                    || inb >= policy.se_inbound(&link.1)
+                {
+                    continue;
+                }
+                *left -= 1;
+                budget -= 1;
+                *load.outbound.entry(link.0.clone()).or_default() += 1;
+                *load.inbound.entry(link.1.clone()).or_default() += 1;
+                *load.per_link.entry(link).or_default() += 1;
+                chosen.push(pick);
+                progressed = true;
+                break;
+            }
+        }
+        if !progressed || budget == 0 {
+            break;
+        }
+    }
+    if chosen.is_empty() {
+        return Ok(());
+    }
+
+    // 5: claim and start.
+    let ids: Vec<u64> = chosen.iter().flat_map(Pick::ids).collect();
+    let won = blocking({
+        let (s, h) = (store.clone(), host.clone());
+        move || s.claim(&ids, &h, time::now())
+    })
+    .await?;
+    let mut reuse: BTreeMap<String, (Job, Vec<File>)> = BTreeMap::new();
+    for (job, file) in won {
+        if job.job_type == JobType::SessionReuse {
+            reuse
+                .entry(job.job_id.clone())
+                .or_insert_with(|| (job, Vec::new()))
+                .1
+                .push(file);
+        } else {
+            engine.spawn_transfer(job, file);
+        }
+    }
+    for (_, (job, mut files)) in reuse {
+        files.sort_by_key(|f| f.file_id);
+        engine.spawn_reuse(job, files);
+    }
+    Ok(())
+}
+
+/// Up to `slots` picks of a queue: plain files first-come first-served with session-reuse
+/// jobs taking one slot each for all their queued files.
+fn fetch(store: &Store, key: &QueueKey, slots: usize, now: i64) -> Result<Vec<Pick>, StoreError> {
+    let mut picks: Vec<Pick> = store
+        .queue_candidates(key, slots, now, false)?
+        .into_iter()
+        .map(|(_, f)| Pick::One(f))
+        .collect();
+    if picks.len() < slots {
+        let mut jobs: BTreeMap<String, Vec<File>> = BTreeMap::new();
+        for (job, file) in store.queue_candidates(key, MAX_REUSE_FILES, now, true)? {
+            jobs.entry(job.job_id).or_default().push(file);
+        }
+        let mut reuse: Vec<Pick> = jobs.into_values().map(Pick::Reuse).collect();
+        reuse.sort_by_key(|p| p.file().file_id);
+        picks.extend(reuse.into_iter().take(slots - picks.len()));
+        picks.sort_by_key(|p| p.file().file_id);
+    }
+    Ok(picks)
+}
+
+/// Files of session-reuse jobs read per queue and cycle (the reference's bound on a reuse job).
+const MAX_REUSE_FILES: usize = 1000;
+
+/// Smooth weighted round-robin: deal `slots` among `weights` (VO, weight > 0), carrying each
+/// VO's credit over to the next cycle so the shares hold over time.
+fn deal(
+    slots: usize,
+    weights: &[(String, i64)],
+    credits: &mut HashMap<String, i64>,
+) -> Vec<(String, usize)> {
+    let total: i64 = weights.iter().map(|(_, w)| *w).sum();
+    let mut dealt: Vec<(String, usize)> = weights.iter().map(|(v, _)| (v.clone(), 0)).collect();
+    if total <= 0 {
+        return dealt;
+    }
+    credits.retain(|vo, _| weights.iter().any(|(v, _)| v == vo));
+    for _ in 0..slots {
+        for (vo, w) in weights {
+            *credits.entry(vo.clone()).or_default() += w;
+        }
+        let Some((best, _)) = weights
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (vo, _))| (credits[vo], std::cmp::Reverse(*i)))
+        else {
+            break;
+        };
+        *credits.entry(weights[best].0.clone()).or_default() -= total;
+        dealt[best].1 += 1;
+    }
+    dealt
+}
+
+/// Limits read once per cycle.
+struct Policy {
+    link_caps: HashMap<Link, usize>,
+    default_se: usize,
+}
+
+impl Policy {
+    fn load(
+        _store: &Store,
+        links: &[Link],
+        defaults: (usize, usize),
+    ) -> Result<Policy, StoreError> {
+        let link_caps = links.iter().map(|l| (l.clone(), defaults.0)).collect();
+        Ok(Policy {
+            link_caps,
+            default_se: defaults.1,
+        })
+    }
+
+    fn link_cap(&self, link: &Link) -> usize {
+        self.link_caps.get(link).copied().unwrap_or(0)
+    }
+
+    fn vo_weights(&self, _link: &Link, vos: &[String]) -> Vec<(String, i64)> {
+        vos.iter().map(|v| (v.clone(), 1)).collect()
+    }
+
+    fn se_outbound(&self, _se: &str) -> usize {
+        self.default_se
+    }
+
+    fn se_inbound(&self, _se: &str) -> usize {
+        self.default_se
+    }
+}
+
+/// Is this host draining (`POST /config/drain`)?
+fn draining(_store: &Store, _host: &str) -> Result<bool, StoreError> {
+    Ok(false)
+}
+
+/// The VO's default retry count (`/config/global`).
+pub(super) fn vo_retry(_vo: &str) -> i64 {
+    0
+}
+
+/// The global queue timeout (`/config/global` `max_time_queue`, hours per VO).
+pub(super) fn expire_global(_store: &Store, _now: i64) -> Result<Vec<String>, StoreError> {
+    Ok(Vec::new())
+}
+
+/// What the agent needs to know about one transfer.
+pub(super) fn transfer_spec(job: &Job, file: &File) -> agent::TransferSpec {
+    let params = job.internal_job_params.as_deref().unwrap_or("");
+    let param = |name: &str| {
+        params
+            .split(',')
+            .filter_map(|p| p.split_once(':'))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    };
+    let strict = params.split(',').any(|p| p == "strict");
+    // The last hop ends at the job's destination storage; earlier ones are intermediate.
+    let last_hop = job.dest_se.as_deref() == Some(file.dest_se.as_str());
+    let overwrite = match job.overwrite_flag.as_deref() {
+        Some("Y") => true,
+        Some("R") => file.retry > 0,
+        Some("M") | Some("Q") => job.job_type == JobType::Multihop && !last_hop,
+        _ => false,
+    };
+    agent::TransferSpec {
+        job_id: job.job_id.clone(),
+        file_id: file.file_id,
+        source: file.source_surl.clone(),
+        destination: file.dest_surl.clone(),
+        user_filesize: if file.user_filesize > 0.0 {
+            file.user_filesize as u64
+        } else {
+            0
+        },
+        checksum: file.checksum.clone(),
+        checksum_mode: agent::ChecksumMode::from_method(job.checksum_method.as_deref()),
+        overwrite,
+        strict_copy: strict,
+        timeout: param("timeout").unwrap_or(0),
+        sec_per_mb: 0,
+        nostreams: param("nostreams").unwrap_or(0) as u32,
+    }
+}
+
+/// Start bring-online requests for STAGING files, within `max_staging`.
+async fn start_staging(engine: &Arc<Engine>, load: &Load) -> Result<(), EngineError> {
+    let free = engine.settings.max_staging.saturating_sub(load.staging);
+    if free == 0 {
+        return Ok(());
+    }
+    let store = engine.store.clone();
+    let host = engine.settings.host.clone();
+    let won = blocking(move || {
+        let ids: Vec<u64> = store
+            .staging_candidates(free)?
+            .into_iter()
+            .map(|(_, f)| f.file_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        store.claim(&ids, &host, time::now())
+    })
+    .await?;
+    for (job, file) in won {
+        engine.spawn_staging(job, file);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_shares_over_cycles() {
+        let weights = vec![("atlas".to_string(), 3), ("cms".to_string(), 1)];
+        let mut credits = HashMap::new();
+        let mut totals = HashMap::<String, usize>::new();
+        for _ in 0..40 {
+            for (vo, n) in deal(1, &weights, &mut credits) {
+                *totals.entry(vo).or_default() += n;
+            }
+        }
+        assert_eq!(totals["atlas"], 30);
+        assert_eq!(totals["cms"], 10);
+        let dealt = deal(8, &weights, &mut HashMap::new());
+        assert_eq!(dealt, vec![("atlas".into(), 6), ("cms".into(), 2)]);
+    }
+
+    #[test]
+    fn a_zero_share_gets_nothing() {
+        let weights = vec![("atlas".to_string(), 1), ("cms".to_string(), 0)];
+        let dealt = deal(5, &weights, &mut HashMap::new());
+        assert_eq!(dealt, vec![("atlas".into(), 5), ("cms".into(), 0)]);
+    }
+}

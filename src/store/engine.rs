@@ -1,0 +1,754 @@
+//! The transfer engine's operations on jobs and files: queue discovery and selection through
+//! `files_queued_v1`, claims (compare-and-swap of the file state, like the reference's guarded
+//! updates), batches of transfer events applied in one durable transaction with the job-state
+//! derivation, retries with their history, restart recovery and queue timeouts.
+//!
+//! Every function here goes through the model's transition methods, so a late or duplicate
+//! event finds the file elsewhere and changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, codec, jobs::update_jobs_in, schema};
+use crate::model::{
+    job::{File, FileState, Job, JobState, JobType},
+    lifecycle::{self, Failure, Success},
+};
+
+/// One retried attempt (`t_file_retry_errors`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRow {
+    pub attempt: u32,
+    pub datetime: i64,
+    pub reason: String,
+    pub transfer_host: Option<String>,
+    pub log_file: Option<String>,
+}
+
+impl codec::Record for RetryRow {
+    const NAME: &'static str = "file retry";
+    const VERSION: u8 = 1;
+}
+
+/// A scheduler queue: a link and a VO.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    pub source_se: String,
+    pub dest_se: String,
+    pub vo_name: String,
+}
+
+/// Something that happened to a file, reported by the engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// READY → ACTIVE, writing its log to `log_file`.
+    Started {
+        file_id: u64,
+        log_file: Option<String>,
+    },
+    Finished {
+        file_id: u64,
+        success: Success,
+    },
+    /// The attempt failed; the store decides between a retry and FAILED.
+    Failed {
+        file_id: u64,
+        failure: Failure,
+    },
+    /// The transfer was stopped because the file was canceled meanwhile.
+    Aborted {
+        file_id: u64,
+    },
+    /// The service is stopping: the transfer goes back to the queue, no attempt counted.
+    Interrupted {
+        file_id: u64,
+    },
+    /// STAGING → STARTED.
+    StagingStarted {
+        file_id: u64,
+    },
+    /// STARTED → SUBMITTED or FINISHED.
+    Staged {
+        file_id: u64,
+    },
+    StagingFailed {
+        file_id: u64,
+        failure: Failure,
+    },
+    /// ARCHIVING → FINISHED.
+    Archived {
+        file_id: u64,
+    },
+    ArchiveFailed {
+        file_id: u64,
+        failure: Failure,
+    },
+}
+
+impl Event {
+    pub fn file_id(&self) -> u64 {
+        match self {
+            Event::Started { file_id, .. }
+            | Event::Finished { file_id, .. }
+            | Event::Failed { file_id, .. }
+            | Event::Aborted { file_id }
+            | Event::Interrupted { file_id }
+            | Event::StagingStarted { file_id }
+            | Event::Staged { file_id }
+            | Event::StagingFailed { file_id, .. }
+            | Event::Archived { file_id }
+            | Event::ArchiveFailed { file_id, .. } => *file_id,
+        }
+    }
+}
+
+/// What an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file is now in this state.
+    Moved(FileState),
+    /// The attempt failed and the file is queued again (attempt number).
+    Retried(u32),
+    /// The file was not where the event expected it (late report, lost race): nothing changed.
+    Ignored(FileState),
+    /// No such file.
+    Missing,
+}
+
+/// The result of applying one event, with the job it touched.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub file_id: u64,
+    pub job_id: String,
+    pub outcome: Outcome,
+    /// The job's state after the batch.
+    pub job_state: JobState,
+    /// Files the event queued (next replica, next hop).
+    pub promoted: Vec<u64>,
+}
+
+/// Per-VO settings the engine needs inside a transaction.
+pub trait VoSettings {
+    /// Default retry count of the VO (`t_server_config.retry`).
+    fn retry(&self, vo: &str) -> i64;
+}
+
+impl<F: Fn(&str) -> i64> VoSettings for F {
+    fn retry(&self, vo: &str) -> i64 {
+        self(vo)
+    }
+}
+
+impl Store {
+    /// Every (link, VO) with queued (SUBMITTED) files. One index seek per queue, not per file.
+    pub fn submitted_queues(&self) -> Result<Vec<QueueKey>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(schema::FILES_QUEUED)?;
+        let mut out = Vec::new();
+        let mut range = table.range::<(&str, &str, &str, i32, u64)>(..)?;
+        while let Some(row) = range.next() {
+            let key = row?.0;
+            let (s, d, v, _, _) = key.value();
+            let q = QueueKey {
+                source_se: s.to_string(),
+                dest_se: d.to_string(),
+                vo_name: v.to_string(),
+            };
+            // Skip the rest of this queue.
+            range = table.range((
+                std::ops::Bound::Excluded((
+                    q.source_se.as_str(),
+                    q.dest_se.as_str(),
+                    q.vo_name.as_str(),
+                    i32::MAX,
+                    u64::MAX,
+                )),
+                std::ops::Bound::Unbounded,
+            ))?;
+            out.push(q);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` files of a queue that may start now: only its highest priority (strict
+    /// priority, as the reference), oldest first, skipping retries whose delay has not passed
+    /// and files of session-reuse jobs (`reuse` true selects only those instead). Each file
+    /// comes with its job.
+    pub fn queue_candidates(
+        &self,
+        queue: &QueueKey,
+        limit: usize,
+        now: i64,
+        reuse: bool,
+    ) -> Result<Vec<(Job, File)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let index = tx.open_table(schema::FILES_QUEUED)?;
+        let files = tx.open_table(schema::FILES)?;
+        let jobs = tx.open_table(schema::JOBS)?;
+        let (s, d, v) = (
+            queue.source_se.as_str(),
+            queue.dest_se.as_str(),
+            queue.vo_name.as_str(),
+        );
+        let mut job_cache: HashMap<String, Job> = HashMap::new();
+        let mut out = Vec::new();
+        let mut top_priority = None;
+        let mut seen = 0usize;
+        for row in index.range((s, d, v, i32::MIN, 0u64)..=(s, d, v, i32::MAX, u64::MAX))? {
+            let (neg_priority, file_id) = {
+                let k = row?.0;
+                let k = k.value();
+                (k.3, k.4)
+            };
+            if *top_priority.get_or_insert(neg_priority) != neg_priority || out.len() >= limit {
+                break;
+            }
+            seen += 1;
+            if seen > super::jobs::MAX_SCAN {
+                break;
+            }
+            let Some(value) = files.get(file_id)? else {
+                continue;
+            };
+            let file: File = codec::decode(value.value())?;
+            if file.retry_timestamp.is_some_and(|t| t > now) {
+                continue;
+            }
+            let job = match job_cache.get(&file.job_id) {
+                Some(j) => j.clone(),
+                None => {
+                    let Some(value) = jobs.get(file.job_id.as_str())? else {
+                        continue;
+                    };
+                    let j: Job = codec::decode(value.value())?;
+                    job_cache.insert(j.job_id.clone(), j.clone());
+                    j
+                }
+            };
+            if (job.job_type == JobType::SessionReuse) != reuse {
+                continue;
+            }
+            out.push((job, file));
+        }
+        Ok(out)
+    }
+
+    /// Files waiting for bring-online (STAGING), oldest first, at most `limit`.
+    pub fn staging_candidates(&self, limit: usize) -> Result<Vec<(Job, File)>, StoreError> {
+        self.files_in_state(FileState::Staging, limit)
+    }
+
+    /// Files in `state`, oldest first, at most `limit`, with their jobs.
+    pub fn files_in_state(
+        &self,
+        state: FileState,
+        limit: usize,
+    ) -> Result<Vec<(Job, File)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let index = tx.open_table(schema::FILES_BY_STATE)?;
+        let files = tx.open_table(schema::FILES)?;
+        let jobs = tx.open_table(schema::JOBS)?;
+        let st = state.as_str();
+        let mut ids = Vec::new();
+        for row in index.range((st, "", "", "", 0u64)..)? {
+            let k = row?.0;
+            let k = k.value();
+            if k.0 != st {
+                break;
+            }
+            ids.push(k.4);
+        }
+        ids.sort_unstable();
+        let mut out = Vec::new();
+        for id in ids.into_iter().take(limit) {
+            let Some(value) = files.get(id)? else {
+                continue;
+            };
+            let file: File = codec::decode(value.value())?;
+            let Some(value) = jobs.get(file.job_id.as_str())? else {
+                continue;
+            };
+            out.push((codec::decode(value.value())?, file));
+        }
+        Ok(out)
+    }
+
+    /// Claim files for transfer (SUBMITTED/FORCE_START → READY) or for staging (STAGING →
+    /// STARTED) in one transaction. Returns the files won, with their jobs as updated; a file
+    /// that moved meanwhile is left out.
+    pub fn claim(
+        &self,
+        file_ids: &[u64],
+        host: &str,
+        now: i64,
+    ) -> Result<Vec<(Job, File)>, StoreError> {
+        self.write(|tx| {
+            let by_job = group_by_job(tx, file_ids)?;
+            let job_ids: Vec<String> = by_job.keys().cloned().collect();
+            let mut won = Vec::new();
+            update_jobs_in(tx, &job_ids, |job, files| {
+                let wanted = &by_job[&job.job_id];
+                let mut claimed = Vec::new();
+                let mut staging = false;
+                for f in files.iter_mut().filter(|f| wanted.contains(&f.file_id)) {
+                    let ok = match f.file_state {
+                        FileState::Staging => {
+                            staging = true;
+                            f.start_staging(now, host)
+                        }
+                        _ => f.claim(now, host),
+                    };
+                    if ok {
+                        claimed.push(f.file_id);
+                    }
+                }
+                if !claimed.is_empty() {
+                    let hint = if staging {
+                        FileState::Started
+                    } else {
+                        FileState::Active
+                    };
+                    lifecycle::derive_job_state(job, files, hint, now);
+                    for f in files.iter().filter(|f| claimed.contains(&f.file_id)) {
+                        won.push((job.clone(), f.clone()));
+                    }
+                }
+            })?;
+            Ok(won)
+        })
+    }
+
+    /// Apply a batch of engine events in one durable transaction.
+    pub fn apply_events(
+        &self,
+        events: &[Event],
+        host: &str,
+        now: i64,
+        vo: &dyn VoSettings,
+    ) -> Result<Vec<Applied>, StoreError> {
+        self.write(|tx| apply_events_in(tx, events, host, now, vo))
+    }
+
+    /// Current states of files (None for a missing file).
+    pub fn file_states(&self, ids: &[u64]) -> Result<Vec<(u64, Option<FileState>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let files = tx.open_table(schema::FILES)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let state = match files.get(*id)? {
+                Some(v) => Some(codec::decode::<File>(v.value())?.file_state),
+                None => None,
+            };
+            out.push((*id, state));
+        }
+        Ok(out)
+    }
+
+    /// The retried attempts of a file, oldest first.
+    pub fn file_retries(&self, file_id: u64) -> Result<Vec<RetryRow>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(schema::FILE_RETRIES)?;
+        let mut out = Vec::new();
+        for row in table.range((file_id, 0u32)..=(file_id, u32::MAX))? {
+            out.push(codec::decode(row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Jobs whose `max_time_in_queue` passed: their waiting files are canceled (running
+    /// transfers are left alone, as the reference). Returns the ids of jobs changed.
+    pub fn expire_queued(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let expired: Vec<String> = {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(schema::JOBS_BY_EXPIRY)?;
+            let mut ids = Vec::new();
+            for row in table.range((i64::MIN, "")..(now, ""))? {
+                ids.push(row?.0.value().1.to_string());
+                if ids.len() >= MAX_EXPIRE_BATCH {
+                    break;
+                }
+            }
+            ids
+        };
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.cancel_waiting(&expired, lifecycle::QUEUE_TIMEOUT_REASON, now, |job| {
+            matches!(
+                job.job_state,
+                JobState::Submitted | JobState::Active | JobState::Staging
+            ) && job.max_time_in_queue.is_some_and(|t| t < now)
+        })
+    }
+
+    /// The global queue timeout: jobs of `vo` (or of every VO without its own setting when
+    /// `vo` is `*`) SUBMITTED or STAGING since before `cutoff` are canceled.
+    pub fn expire_global(
+        &self,
+        cutoff: i64,
+        now: i64,
+        applies: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let candidates: Vec<String> = {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(schema::JOBS_BY_STATE)?;
+            let mut ids = Vec::new();
+            for state in [JobState::Submitted, JobState::Staging] {
+                let s = state.as_str();
+                for row in table.range((s, i64::MIN, "")..(s, cutoff, ""))? {
+                    ids.push(row?.0.value().2.to_string());
+                    if ids.len() >= MAX_EXPIRE_BATCH {
+                        break;
+                    }
+                }
+            }
+            ids
+        };
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.cancel_waiting(
+            &candidates,
+            lifecycle::GLOBAL_QUEUE_TIMEOUT_REASON,
+            now,
+            |job| {
+                matches!(job.job_state, JobState::Submitted | JobState::Staging)
+                    && job.submit_time < cutoff
+                    && applies(&job.vo_name)
+            },
+        )
+    }
+
+    fn cancel_waiting(
+        &self,
+        job_ids: &[String],
+        reason: &str,
+        now: i64,
+        eligible: impl Fn(&Job) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(|tx| {
+            let mut changed = Vec::new();
+            update_jobs_in(tx, job_ids, |job, files| {
+                if !eligible(job) {
+                    return;
+                }
+                let multihop = job.job_type == JobType::Multihop;
+                let mut any = false;
+                for f in files.iter_mut() {
+                    let waiting = match f.file_state {
+                        FileState::Submitted
+                        | FileState::Staging
+                        | FileState::OnHold
+                        | FileState::OnHoldStaging => true,
+                        FileState::NotUsed => !multihop,
+                        _ => false,
+                    };
+                    if waiting {
+                        f.file_state = FileState::Canceled;
+                        f.reason = Some(reason.to_string());
+                        f.finish_time = Some(now);
+                        f.dest_surl_uuid = None;
+                        any = true;
+                    }
+                }
+                if any {
+                    job.reason = Some(reason.to_string());
+                    lifecycle::derive_job_state(job, files, FileState::Canceled, now);
+                    if !job.job_state.is_terminal() {
+                        // Running transfers finish later; the reason applies to the job's end.
+                        job.reason = None;
+                    }
+                    changed.push(job.job_id.clone());
+                }
+            })?;
+            Ok(changed)
+        })
+    }
+
+    /// Restart recovery: files left READY/ACTIVE (a transfer that was running when the service
+    /// stopped) fail with `failure` — retried when the job has attempts left — and STARTED
+    /// staging goes back to STAGING; canceled transfers still waiting for their end get it.
+    /// Returns one entry per file touched.
+    pub fn recover_interrupted(
+        &self,
+        failure: &Failure,
+        host: &str,
+        now: i64,
+        vo: &dyn VoSettings,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut events = Vec::new();
+        for state in [FileState::Ready, FileState::Active] {
+            for (_, f) in self.files_in_state(state, usize::MAX)? {
+                events.push(Event::Failed {
+                    file_id: f.file_id,
+                    failure: failure.clone(),
+                });
+            }
+        }
+        let started: Vec<u64> = self
+            .files_in_state(FileState::Started, usize::MAX)?
+            .into_iter()
+            .map(|(_, f)| f.file_id)
+            .collect();
+        let mut applied = Vec::new();
+        for chunk in events.chunks(RECOVERY_BATCH) {
+            applied.extend(self.apply_events(chunk, host, now, vo)?);
+        }
+        for chunk in started.chunks(RECOVERY_BATCH) {
+            applied.extend(self.write(|tx| {
+                let by_job = group_by_job(tx, chunk)?;
+                let job_ids: Vec<String> = by_job.keys().cloned().collect();
+                let mut out = Vec::new();
+                update_jobs_in(tx, &job_ids, |job, files| {
+                    for f in files.iter_mut() {
+                        if by_job[&job.job_id].contains(&f.file_id) && f.restage() {
+                            out.push(Applied {
+                                file_id: f.file_id,
+                                job_id: job.job_id.clone(),
+                                outcome: Outcome::Moved(FileState::Staging),
+                                job_state: job.job_state,
+                                promoted: Vec::new(),
+                            });
+                        }
+                    }
+                })?;
+                Ok(out)
+            })?);
+        }
+        Ok(applied)
+    }
+}
+
+/// Expired jobs canceled per pass; the next pass takes the rest.
+const MAX_EXPIRE_BATCH: usize = 10_000;
+/// Files recovered per transaction at start-up.
+const RECOVERY_BATCH: usize = 1_000;
+
+/// The file ids grouped by their job.
+fn group_by_job(
+    tx: &WriteTransaction,
+    file_ids: &[u64],
+) -> Result<BTreeMap<String, Vec<u64>>, StoreError> {
+    let files = tx.open_table(schema::FILES)?;
+    let mut by_job: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for id in file_ids {
+        if let Some(v) = files.get(*id)? {
+            let f: File = codec::decode(v.value())?;
+            by_job.entry(f.job_id).or_default().push(*id);
+        }
+    }
+    Ok(by_job)
+}
+
+fn apply_events_in(
+    tx: &WriteTransaction,
+    events: &[Event],
+    host: &str,
+    now: i64,
+    vo: &dyn VoSettings,
+) -> Result<Vec<Applied>, StoreError> {
+    let ids: Vec<u64> = events.iter().map(Event::file_id).collect();
+    let by_job = group_by_job(tx, &ids)?;
+    let mut job_of: HashMap<u64, String> = HashMap::new();
+    for (job, ids) in &by_job {
+        for id in ids {
+            job_of.insert(*id, job.clone());
+        }
+    }
+    let mut events_by_job: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for e in events {
+        match job_of.get(&e.file_id()) {
+            Some(job) => events_by_job.entry(job.clone()).or_default().push(e),
+            None => missing.push(e.file_id()),
+        }
+    }
+    let job_ids: Vec<String> = events_by_job.keys().cloned().collect();
+    let mut retries: Vec<((u64, u32), RetryRow)> = Vec::new();
+    let mut applied = Vec::new();
+    update_jobs_in(tx, &job_ids, |job, files| {
+        let mut results = Vec::new();
+        for event in &events_by_job[&job.job_id] {
+            let Some(pos) = files.iter().position(|f| f.file_id == event.file_id()) else {
+                continue;
+            };
+            let (outcome, hint, promoted) =
+                apply_one(job, files, pos, event, now, vo, &mut retries);
+            if let Some(hint) = hint {
+                lifecycle::derive_job_state(job, files, hint, now);
+            }
+            results.push((event.file_id(), outcome, promoted));
+        }
+        for (file_id, outcome, promoted) in results {
+            applied.push(Applied {
+                file_id,
+                job_id: job.job_id.clone(),
+                outcome,
+                job_state: job.job_state,
+                promoted,
+            });
+        }
+    })?;
+    let _ = host;
+    if !retries.is_empty() {
+        let mut table = tx.open_table(schema::FILE_RETRIES)?;
+        for (key, row) in retries {
+            table.insert(key, codec::encode(&row).as_slice())?;
+        }
+    }
+    for file_id in missing {
+        applied.push(Applied {
+            file_id,
+            job_id: String::new(),
+            outcome: Outcome::Missing,
+            job_state: JobState::Failed,
+            promoted: Vec::new(),
+        });
+    }
+    Ok(applied)
+}
+
+/// One event on `files[pos]`: the outcome, the hint for the job derivation (None when nothing
+/// changed) and the files promoted.
+fn apply_one(
+    job: &mut Job,
+    files: &mut [File],
+    pos: usize,
+    event: &Event,
+    now: i64,
+    vo: &dyn VoSettings,
+    retries: &mut Vec<((u64, u32), RetryRow)>,
+) -> (Outcome, Option<FileState>, Vec<u64>) {
+    let before = files[pos].file_state;
+    let ignored = (Outcome::Ignored(before), None, Vec::new());
+    match event {
+        Event::Started { log_file, .. } => {
+            if !files[pos].activate(now, log_file.clone()) {
+                return ignored;
+            }
+            (
+                Outcome::Moved(FileState::Active),
+                Some(FileState::Active),
+                Vec::new(),
+            )
+        }
+        Event::Finished { success, .. } => {
+            let archive = job.archive_timeout > -1;
+            if !files[pos].finish(now, success, archive) {
+                return ignored;
+            }
+            let state = files[pos].file_state;
+            let promoted = if state == FileState::Finished {
+                lifecycle::next_hop(job, files)
+            } else {
+                Vec::new()
+            };
+            (Outcome::Moved(state), Some(state), promoted)
+        }
+        Event::Failed { failure, .. } => {
+            let f = &mut files[pos];
+            if !matches!(f.file_state, FileState::Ready | FileState::Active) {
+                if f.file_state == FileState::Canceled && f.finish_time.is_none() {
+                    f.finish_time = Some(now);
+                }
+                return ignored;
+            }
+            let max = lifecycle::max_retries(job, vo.retry(&job.vo_name));
+            if failure.recoverable && max > 0 && f.retry < max {
+                let row = RetryRow {
+                    attempt: f.retry + 1,
+                    datetime: now,
+                    reason: failure.reason.clone(),
+                    transfer_host: f.transfer_host.clone(),
+                    log_file: f.log_file.clone(),
+                };
+                retries.push(((f.file_id, row.attempt), row));
+                f.requeue(now, lifecycle::retry_delay(job), failure);
+                return (Outcome::Retried(f.retry), None, Vec::new());
+            }
+            f.fail(now, failure);
+            let index = f.file_index;
+            let promoted = lifecycle::fail_over(job, files, index);
+            (
+                Outcome::Moved(FileState::Failed),
+                Some(FileState::Failed),
+                promoted,
+            )
+        }
+        Event::Aborted { .. } => {
+            let f = &mut files[pos];
+            if f.file_state.is_terminal() {
+                if f.finish_time.is_none() {
+                    f.finish_time = Some(now);
+                }
+                let index = f.file_index;
+                let promoted = if f.file_state == FileState::Canceled {
+                    lifecycle::fail_over(job, files, index)
+                } else {
+                    Vec::new()
+                };
+                return (Outcome::Moved(before), Some(FileState::Canceled), promoted);
+            }
+            ignored
+        }
+        Event::Interrupted { .. } => {
+            if !files[pos].unclaim() {
+                return ignored;
+            }
+            (Outcome::Moved(FileState::Submitted), None, Vec::new())
+        }
+        Event::StagingStarted { .. } => {
+            // Claims move STAGING → STARTED; this event only exists for symmetry of reports.
+            ignored
+        }
+        Event::Staged { .. } => {
+            if !files[pos].staged(now) {
+                return ignored;
+            }
+            let state = files[pos].file_state;
+            (Outcome::Moved(state), Some(state), Vec::new())
+        }
+        Event::StagingFailed { failure, .. } => {
+            let f = &mut files[pos];
+            if f.file_state != FileState::Started {
+                return ignored;
+            }
+            f.fail(now, failure);
+            (
+                Outcome::Moved(FileState::Failed),
+                Some(FileState::Failed),
+                Vec::new(),
+            )
+        }
+        Event::Archived { .. } => {
+            let f = &mut files[pos];
+            if f.file_state != FileState::Archiving {
+                return ignored;
+            }
+            f.file_state = FileState::Finished;
+            f.finish_time = Some(now);
+            f.archive_finish_time = Some(now);
+            f.dest_surl_uuid = None;
+            (
+                Outcome::Moved(FileState::Finished),
+                Some(FileState::Finished),
+                Vec::new(),
+            )
+        }
+        Event::ArchiveFailed { failure, .. } => {
+            let f = &mut files[pos];
+            if f.file_state != FileState::Archiving {
+                return ignored;
+            }
+            f.archive_finish_time = Some(now);
+            f.fail(now, failure);
+            (
+                Outcome::Moved(FileState::Failed),
+                Some(FileState::Failed),
+                Vec::new(),
+            )
+        }
+    }
+}
