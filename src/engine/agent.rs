@@ -902,4 +902,740 @@ fn log_outcome(log: &mut TransferLog, what: &str, result: &Result<(), TransferFa
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::engine::backends::{OpResult, file::FileBackend, mock::MockBackend};
+
+    /// The mock backend, recording deletes so tests can see clean-ups.
+    struct Recording {
+        inner: MockBackend,
+        deletes: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct RecordingSession {
+        inner: Box<dyn Session>,
+        deletes: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Backend for Recording {
+        fn schemes(&self) -> &'static [&'static str] {
+            &["mock"]
+        }
+        fn session(&self) -> Box<dyn Session> {
+            Box::new(RecordingSession {
+                inner: self.inner.session(),
+                deletes: self.deletes.clone(),
+            })
+        }
+    }
+
+    impl Session for RecordingSession {
+        fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
+            self.inner.stat(url)
+        }
+        fn checksum(&mut self, url: &str, algorithm: &str) -> BoxFuture<'_, OpResult<String>> {
+            self.inner.checksum(url, algorithm)
+        }
+        fn exists(&mut self, url: &str) -> BoxFuture<'_, OpResult<bool>> {
+            self.inner.exists(url)
+        }
+        fn delete(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+            self.deletes.lock().unwrap().push(url.to_string());
+            self.inner.delete(url)
+        }
+        fn make_parent(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+            self.inner.make_parent(url)
+        }
+        fn copy<'a>(
+            &'a mut self,
+            source: &'a str,
+            destination: &'a str,
+            params: &'a CopyParams,
+            progress: &'a Progress,
+        ) -> BoxFuture<'a, OpResult<()>> {
+            self.inner.copy(source, destination, params, progress)
+        }
+        fn bring_online(&mut self, url: &str, pin: i64) -> BoxFuture<'_, OpResult<()>> {
+            self.inner.bring_online(url, pin)
+        }
+        fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
+            self.inner.release(url, token)
+        }
+        fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+            self.inner.archive_poll(url)
+        }
+    }
+
+    struct Env {
+        registry: Registry,
+        deletes: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn env() -> Env {
+        let deletes = Arc::new(Mutex::new(Vec::new()));
+        let registry = Registry::new(vec![Arc::new(Recording {
+            inner: MockBackend::new(2),
+            deletes: deletes.clone(),
+        })]);
+        Env { registry, deletes }
+    }
+
+    impl Env {
+        fn deletes(&self) -> Vec<String> {
+            self.deletes.lock().unwrap().clone()
+        }
+    }
+
+    fn spec(source: &str, destination: &str) -> TransferSpec {
+        TransferSpec {
+            job_id: "job".into(),
+            file_id: 1,
+            source: source.into(),
+            destination: destination.into(),
+            user_filesize: 0,
+            checksum: None,
+            checksum_mode: ChecksumMode::None,
+            overwrite: false,
+            strict_copy: false,
+            timeout: 0,
+            sec_per_mb: 0,
+            nostreams: 1,
+            bringonline_token: None,
+            skip_evict: false,
+        }
+    }
+
+    async fn go(
+        spec: &TransferSpec,
+        registry: &Registry,
+    ) -> (Result<TransferReport, TransferFailure>, TransferLog) {
+        let mut log = TransferLog::memory();
+        let progress = Progress::default();
+        let result = run(
+            spec,
+            registry,
+            &progress,
+            &CancellationToken::new(),
+            &mut log,
+        )
+        .await;
+        (result, log)
+    }
+
+    fn failure(result: Result<TransferReport, TransferFailure>) -> TransferFailure {
+        result.expect_err("the transfer should fail")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_with_size_and_checksum() {
+        let env = env();
+        let mut s = spec(
+            "mock://a.example/f?size=1048576&checksum=1a2b3c4d",
+            "mock://b.example/f?size_post=1048576&time=2&checksum=1A2B3C4D",
+        );
+        s.checksum = Some("adler32:1a2b3c4d".into());
+        s.checksum_mode = ChecksumMode::Both;
+        let (result, log) = go(&s, &env.registry).await;
+        let report = result.unwrap();
+        assert_eq!(report.filesize, 1 << 20);
+        assert_eq!(report.transferred, 1 << 20);
+        assert_eq!(report.duration, 2.0);
+        assert_eq!(report.throughput, 0.5);
+        assert_eq!(report.timeout, 602);
+        assert!(env.deletes().is_empty());
+        assert!(
+            log.lines()
+                .iter()
+                .any(|l| l.contains("End-to-end checksum match!"))
+        );
+        // URLs are logged without their query strings.
+        assert!(log.lines().iter().all(|l| !l.contains("size_post")));
+        assert!(
+            log.lines()
+                .iter()
+                .any(|l| l.contains("mock://b.example/f?<redacted>"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn size_mismatch_cleans_up() {
+        let env = env();
+        let s = spec("mock://a/f?size=10", "mock://b/f?size_post=9&time=1");
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (
+                Scope::Destination,
+                Phase::TransferFinalization,
+                libc::EINVAL
+            )
+        );
+        assert_eq!(f.message, "Source and destination file size mismatch");
+        assert_eq!(env.deletes(), vec!["mock://b/f?size_post=9&time=1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn source_checksum_mismatch() {
+        let env = env();
+        let mut s = spec(
+            "mock://a/f?size=1&checksum=42",
+            "mock://b/f?size_post=1&time=1",
+        );
+        s.checksum = Some("ADLER32:24".into());
+        s.checksum_mode = ChecksumMode::from_method("source");
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Source, Phase::TransferPreparation, libc::EIO)
+        );
+        assert_eq!(
+            f.message,
+            "Source and user-defined ADLER32 checksum do not match (42 != 00000024)"
+        );
+        assert!(!f.recoverable());
+        // Nothing was written, so nothing is cleaned.
+        assert!(env.deletes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn target_checksum_mismatch() {
+        let env = env();
+        let dst = "mock://b/f?size_post=1&time=1&checksum=42";
+        let mut s = spec("mock://a/f?size=1&checksum=24", dst);
+        s.checksum = Some("adler32:24".into());
+        s.checksum_mode = ChecksumMode::from_method("target");
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Destination, Phase::TransferFinalization, libc::EIO)
+        );
+        assert_eq!(
+            f.message,
+            "User-defined and destination ADLER32 checksum do not match (00000024 != 42)"
+        );
+        assert!(!f.recoverable());
+        assert_eq!(env.deletes(), vec![dst]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_checksum_mismatch() {
+        let env = env();
+        let dst = "mock://b/f?size_post=1&time=1&checksum=42";
+        let mut s = spec("mock://a/f?size=1&checksum=24", dst);
+        s.checksum_mode = ChecksumMode::from_method("both");
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Destination, Phase::TransferFinalization, libc::EIO)
+        );
+        assert_eq!(
+            f.message,
+            "Source and destination ADLER32 checksum do not match (24 != 42)"
+        );
+        assert_eq!(env.deletes(), vec![dst]);
+
+        // With a user value, "both" checks it against the source first.
+        let mut s = spec("mock://a/f?size=1&checksum=24", dst);
+        s.checksum_mode = ChecksumMode::Both;
+        s.checksum = Some("md5:25".into());
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            f.message,
+            "Source and user-defined MD5 checksum do not match (24 != 25)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn destination_exists() {
+        let env = env();
+        let s = spec(
+            "mock://a/f?size=1",
+            "mock://b/f?exists=1&size_post=1&time=1",
+        );
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Destination, Phase::TransferPreparation, libc::EEXIST)
+        );
+        assert_eq!(
+            f.message,
+            "Destination file exists and overwrite is not enabled"
+        );
+        assert!(!f.recoverable());
+
+        // Overwrite: the delete is a stat at DESTINATION_BEFORE, so it needs size_pre > 0.
+        let mut s = spec(
+            "mock://a/f?size=1",
+            "mock://b/f?exists=1&size_pre=1&size_post=1&time=1",
+        );
+        s.overwrite = true;
+        go(&s, &env.registry).await.0.unwrap();
+
+        let mut s = spec(
+            "mock://a/f?size=1",
+            "mock://b/f?exists=1&size_post=1&time=1",
+        );
+        s.overwrite = true;
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Destination, Phase::TransferPreparation, libc::ENOENT)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transfer_errno_fails_the_copy() {
+        let env = env();
+        let dst = "mock://b/f?size_post=1&time=3&transfer_errno=5";
+        let s = spec("mock://a/f?size=1", dst);
+        let start = Instant::now();
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Transfer, Phase::Transfer, libc::EIO)
+        );
+        assert_eq!(f.message, "Input/output error");
+        assert!(f.recoverable());
+        assert_eq!(f.reason(), "TRANSFER [5] Input/output error");
+        assert_eq!(env.deletes(), vec![dst]);
+
+        // EPERM during the copy is final.
+        let s = spec("mock://a/f?size=1", "mock://b/f?time=1&transfer_errno=1");
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(f.errno, libc::EPERM);
+        assert!(!f.recoverable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn source_missing_is_final() {
+        let env = env();
+        let s = spec("mock://a/f?errno=2", "mock://b/f?size_post=1");
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Source, Phase::TransferPreparation, libc::ENOENT)
+        );
+        assert_eq!(f.reason(), "SOURCE [2] No such file or directory");
+        assert!(!f.recoverable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_times_out() {
+        let env = env();
+        let dst = "mock://b/f?size_post=10&time=1000";
+        let mut s = spec("mock://a/f?size=10", dst);
+        s.timeout = 1;
+        let start = Instant::now();
+        let f = failure(go(&s, &env.registry).await.0);
+        assert_eq!(start.elapsed(), Duration::from_secs(61));
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Transfer, Phase::Transfer, libc::ETIMEDOUT)
+        );
+        assert!(f.recoverable());
+        assert_eq!(env.deletes(), vec![dst]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_during_copy() {
+        let env = env();
+        let dst = "mock://b/f?size_post=10&time=5";
+        let s = spec("mock://a/f?size=10", dst);
+        let cancel = CancellationToken::new();
+        let progress = Progress::default();
+        let mut log = TransferLog::memory();
+        let start = Instant::now();
+        let (result, ()) = tokio::join!(
+            run(&s, &env.registry, &progress, &cancel, &mut log),
+            async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                cancel.cancel();
+            }
+        );
+        let f = failure(result);
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        assert_eq!(
+            (f.scope, f.phase, f.errno, f.message.as_str()),
+            (
+                Scope::Transfer,
+                Phase::Transfer,
+                libc::ECANCELED,
+                "Transfer canceled"
+            )
+        );
+        assert!(f.is_cancel() && !f.recoverable());
+        assert_eq!(env.deletes(), vec![dst]);
+        // The copy had progressed by one 1 s step of five.
+        assert_eq!(progress.transferred.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_before_start() {
+        let env = env();
+        let s = spec("mock://a/f?size=10", "mock://b/f?size_post=10&time=5");
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let f = run(
+            &s,
+            &env.registry,
+            &Progress::default(),
+            &cancel,
+            &mut TransferLog::null(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (f.phase, f.errno),
+            (Phase::TransferPreparation, libc::ECANCELED)
+        );
+        assert!(env.deletes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mock_prefix_quirk_reaches_the_agent() {
+        let env = env();
+        // `size` on the source matches the earlier `size_pre=5`.
+        let s = spec(
+            "mock://a/f?size_pre=5&size=10",
+            "mock://b/f?size_post=5&time=0",
+        );
+        let (result, _) = go(&s, &env.registry).await;
+        assert_eq!(result.unwrap().filesize, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn strict_copy_skips_checks() {
+        let env = env();
+        let mut s = spec("mock://a/f?errno=2", "mock://b/f?exists=1&time=1");
+        s.strict_copy = true;
+        s.user_filesize = 77;
+        s.checksum_mode = ChecksumMode::Both;
+        let report = go(&s, &env.registry).await.0.unwrap();
+        assert_eq!(report.filesize, 77);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_failure_is_only_a_warning() {
+        let env = env();
+        let mut s = spec(
+            "mock://a/f?size=1&release_errno=5",
+            "mock://b/f?size_post=1&time=0",
+        );
+        s.bringonline_token = Some("mock-token".into());
+        let (result, log) = go(&s, &env.registry).await;
+        result.unwrap();
+        assert!(log.lines().iter().any(|l| l.contains("RELEASE-PIN")));
+    }
+
+    #[tokio::test]
+    async fn unsupported_protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(vec![
+            Arc::new(MockBackend::new(0)),
+            Arc::new(FileBackend::new(vec![dir.path().to_path_buf()])),
+        ]);
+        let f = failure(go(&spec("gsiftp://a/f", "mock://b/f"), &registry).await.0);
+        assert_eq!((f.scope, f.errno), (Scope::Source, libc::EPROTONOSUPPORT));
+        assert!(!f.recoverable());
+        let f = failure(go(&spec("mock://a/f", "gsiftp://b/f"), &registry).await.0);
+        assert_eq!(f.scope, Scope::Destination);
+        let f = failure(go(&spec("mock://a/f", "file:///tmp/x"), &registry).await.0);
+        assert_eq!((f.scope, f.errno), (Scope::Transfer, libc::EPROTONOSUPPORT));
+    }
+
+    fn file_env() -> (tempfile::TempDir, std::path::PathBuf, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let registry = Registry::new(vec![Arc::new(FileBackend::new(vec![root.clone()]))]);
+        (dir, root, registry)
+    }
+
+    fn file_url(p: &Path) -> String {
+        format!("file://{}", p.display())
+    }
+
+    #[tokio::test]
+    async fn file_copy_verify_and_overwrite() {
+        let (_dir, root, registry) = file_env();
+        let data = b"hello, transfer".repeat(1000);
+        let src = root.join("in/src");
+        std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+        std::fs::write(&src, &data).unwrap();
+        let dst = root.join("out/deep/dst");
+        let adler =
+            crate::engine::checksum::of_bytes(crate::engine::checksum::Algorithm::Adler32, &data);
+        let mut s = spec(&file_url(&src), &file_url(&dst));
+        s.checksum = Some(format!("adler32:{adler}"));
+        s.checksum_mode = ChecksumMode::Both;
+        let report = go(&s, &registry).await.0.unwrap();
+        assert_eq!(report.filesize, data.len() as u64);
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+
+        // Again: exists, no overwrite.
+        let f = failure(go(&s, &registry).await.0);
+        assert_eq!(f.errno, libc::EEXIST);
+        // With overwrite, the old file is replaced.
+        std::fs::write(&dst, b"old").unwrap();
+        s.overwrite = true;
+        go(&s, &registry).await.0.unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn file_checksum_mismatch_removes_destination() {
+        let (_dir, root, registry) = file_env();
+        let src = root.join("src");
+        std::fs::write(&src, b"data").unwrap();
+        let dst = root.join("dst");
+        let mut s = spec(&file_url(&src), &file_url(&dst));
+        s.checksum = Some("crc32c:deadbeef".into());
+        s.checksum_mode = ChecksumMode::Target;
+        let f = failure(go(&s, &registry).await.0);
+        assert!(
+            f.message.starts_with(
+                "User-defined and destination CRC32C checksum do not match (deadbeef != "
+            ),
+            "{}",
+            f.message
+        );
+        assert!(!dst.exists());
+    }
+
+    #[tokio::test]
+    async fn file_cancel_removes_partial_destination() {
+        let (_dir, root, registry) = file_env();
+        let src = root.join("big");
+        std::fs::write(&src, vec![7u8; 32 << 20]).unwrap();
+        let dst = root.join("partial");
+        let s = spec(&file_url(&src), &file_url(&dst));
+        let cancel = CancellationToken::new();
+        let progress = Progress::default();
+        let mut log = TransferLog::null();
+        let (result, ()) = tokio::join!(run(&s, &registry, &progress, &cancel, &mut log), async {
+            while progress.transferred.load(Ordering::Relaxed) == 0 {
+                tokio::task::yield_now().await;
+            }
+            cancel.cancel();
+        });
+        let f = failure(result);
+        assert_eq!((f.phase, f.errno), (Phase::Transfer, libc::ECANCELED));
+        assert!(!dst.exists(), "the partial destination is cleaned up");
+    }
+
+    #[tokio::test]
+    async fn file_outside_roots_is_denied() {
+        let (dir, root, registry) = file_env();
+        let src = root.join("src");
+        std::fs::write(&src, b"data").unwrap();
+        let outside = dir.path().join("elsewhere");
+        let f = failure(
+            go(&spec(&file_url(&src), &file_url(&outside)), &registry)
+                .await
+                .0,
+        );
+        assert_eq!(
+            (f.scope, f.phase, f.errno),
+            (Scope::Destination, Phase::TransferPreparation, libc::EACCES)
+        );
+        assert!(f.message.contains("Permission denied"));
+        assert!(!f.recoverable());
+        let escape = format!("file://{}/../elsewhere", root.display());
+        let f = failure(go(&spec(&file_url(&src), &escape), &registry).await.0);
+        assert_eq!(f.errno, libc::EACCES);
+        assert!(!outside.exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn staging() {
+        let env = env();
+        let cancel = CancellationToken::new();
+        let mut log = TransferLog::memory();
+        let start = Instant::now();
+        bring_online(
+            "mock://a/f?staging_time=30",
+            3600,
+            100,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+
+        let f = bring_online(
+            "mock://a/f?staging_time=30",
+            3600,
+            10,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(f.errno, libc::ETIMEDOUT);
+        assert_eq!(f.message, "bring-online timeout has been exceeded");
+        assert!(f.recoverable());
+
+        let f = bring_online(
+            "mock://a/f?staging_time=5&staging_errno=2",
+            3600,
+            0,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((f.scope, f.errno), (Scope::Source, libc::ENOENT));
+
+        cancel.cancel();
+        let f = bring_online(
+            "mock://a/f?staging_time=5",
+            3600,
+            0,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(f.errno, libc::ECANCELED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn archiving() {
+        let env = env();
+        let cancel = CancellationToken::new();
+        let mut log = TransferLog::null();
+        archive_monitor(
+            "mock://a/f?archiving_time=5",
+            10,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap();
+        let f = archive_monitor(
+            "mock://a/f?archiving_time=50",
+            10,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (f.scope, f.errno, f.message.as_str()),
+            (
+                Scope::Archiving,
+                libc::ETIMEDOUT,
+                "archive timeout has been exceeded"
+            )
+        );
+        let f = archive_monitor(
+            "mock://a/f?archiving_errno=5",
+            10,
+            &env.registry,
+            &cancel,
+            &mut log,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(f.reason(), "ARCHIVING [5] Input/output error");
+    }
+
+    #[test]
+    fn classification_table() {
+        use libc::*;
+        let cases: &[(Scope, i32, &str, bool)] = &[
+            // Retry messages win over everything, ETIMEDOUT and ECANCELED next.
+            (Scope::Source, ENOENT, "performance marker timeout", true),
+            (Scope::Transfer, ECANCELED, "Connection timed out", true),
+            (Scope::Transfer, ETIMEDOUT, "Permission denied", true),
+            (Scope::Transfer, ECANCELED, "Transfer canceled", false),
+            // Final messages, whatever the errno.
+            (Scope::Transfer, EIO, "proxy expired", false),
+            (
+                Scope::Transfer,
+                EIO,
+                "... checksum do not match (1 != 2)",
+                false,
+            ),
+            (
+                Scope::Destination,
+                EIO,
+                "The source file is not ONLINE",
+                false,
+            ),
+            (Scope::Transfer, EAGAIN, "File exists", false),
+            // Per-scope errnos.
+            (Scope::Source, ENOENT, "gone", false),
+            (Scope::Source, ENOTDIR, "x", false),
+            (Scope::Source, EEXIST, "x", true),
+            (Scope::Destination, ENOENT, "x", true),
+            (Scope::Destination, EEXIST, "x", false),
+            (Scope::Destination, EROFS, "x", false),
+            (Scope::Destination, EFAULT, "x", false),
+            (Scope::Destination, ENOTDIR, "x", true),
+            (Scope::Transfer, ENOSPC, "x", false),
+            (Scope::Transfer, EFBIG, "x", false),
+            (Scope::Transfer, ENOENT, "x", true),
+            (Scope::GeneralFailure, EPERM, "x", false),
+            (Scope::Transfer, EIO, "x", true),
+            (Scope::Source, ECONNREFUSED, "x", true),
+        ];
+        for &(scope, errno, message, expected) in cases {
+            assert_eq!(
+                recoverable(scope, errno, message),
+                expected,
+                "{scope} {errno} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn reason_redacts_queries() {
+        let f = TransferFailure::new(
+            Scope::Transfer,
+            Phase::Transfer,
+            libc::EACCES,
+            "Failed on https://s3.example/b/k?X-Amz-Signature=abc&X-Amz-Credential=x: denied (see 'davs://h/p?tok=1')",
+        );
+        assert_eq!(
+            f.reason(),
+            "TRANSFER [13] Failed on https://s3.example/b/k?<redacted> denied (see 'davs://h/p?<redacted>')"
+        );
+        assert_eq!(redact_queries("no url here?a=b"), "no url here?a=b");
+        assert_eq!(redact_queries("mock://h/p"), "mock://h/p");
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(transfer_timeout(100, 5, 1 << 30), 100);
+        assert_eq!(transfer_timeout(0, 0, 0), 600);
+        assert_eq!(transfer_timeout(0, 0, 1), 601);
+        assert_eq!(transfer_timeout(0, 0, 1 << 20), 602);
+        assert_eq!(transfer_timeout(0, 3, 10 << 20), 630);
+        assert_eq!(transfer_timeout(0, 2, u64::MAX), 600 + (1u64 << 45));
+        assert_eq!(errno_name(libc::ENOENT), "ENOENT");
+        assert_eq!(errno_name(9999), "E9999");
+    }
+
+    #[test]
+    fn log_file_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let mut log = TransferLog::create(&path).unwrap();
+        log.line("INFO", "hello");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with(" INFO    hello\n"), "{text}");
+    }
+}
