@@ -82,6 +82,12 @@ pub async fn run(
     let store = Arc::new(store);
     let mut settings = service::Settings::new(server_dn, proxy_dir);
     settings.roles = config.roles.clone();
+    settings.submit.local_roots = config
+        .engine
+        .file_roots
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
     let service = Arc::new(
@@ -100,7 +106,14 @@ pub async fn run(
             log_dir: config.log_dir.clone(),
             host: host_name,
         };
-        let registry = engine::backends::Registry::new(Vec::new());
+        let registry = engine::backends::Registry::new(vec![
+            Arc::new(engine::backends::mock::MockBackend::new(
+                config.engine.mock_transfer_time,
+            )),
+            Arc::new(engine::backends::file::FileBackend::new(
+                config.engine.file_roots.clone(),
+            )),
+        ]);
         tokio::spawn(engine::Engine::run(
             store.clone(),
             registry,

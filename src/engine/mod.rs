@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod backends;
+pub mod checksum;
 pub mod scheduler;
 
 use std::{
@@ -230,7 +231,12 @@ impl Engine {
             let event = match event {
                 Event::Aborted { file_id } if stalled => Event::Failed {
                     file_id,
-                    failure: failure("TRANSFER", "TRANSFER", libc_etimedout(), STALLED_MESSAGE),
+                    failure: to_failure(&agent::TransferFailure::new(
+                        agent::Scope::Transfer,
+                        agent::Phase::Transfer,
+                        libc::ETIMEDOUT,
+                        STALLED_MESSAGE,
+                    )),
                 },
                 e => e,
             };
@@ -304,13 +310,7 @@ impl Engine {
                 Event::Aborted { file_id }
             }
             Err(f) => {
-                let failure = Failure {
-                    reason: f.reason(),
-                    scope: f.scope_name().to_string(),
-                    phase: f.phase_name().to_string(),
-                    class: f.errno_class(),
-                    recoverable: f.recoverable(),
-                };
+                let failure = to_failure(&f);
                 tracing::info!(job_id = %job.job_id, file_id, %link, reason = %failure.reason, "transfer failed");
                 Event::Failed { file_id, failure }
             }
@@ -325,7 +325,7 @@ impl Engine {
             let file_id = file.file_id;
             let (_, mut log) = engine.open_log(&job, &file);
             let timeout = if job.bring_online > 0 {
-                job.bring_online
+                job.bring_online as u64
             } else {
                 scheduler::DEFAULT_BRING_ONLINE_TIMEOUT
             };
@@ -348,13 +348,7 @@ impl Engine {
                 Err(_) if cancel.is_cancelled() => Event::Aborted { file_id },
                 Err(f) => Event::StagingFailed {
                     file_id,
-                    failure: Failure {
-                        reason: f.reason(),
-                        scope: f.scope_name().to_string(),
-                        phase: f.phase_name().to_string(),
-                        class: f.errno_class(),
-                        recoverable: f.recoverable(),
-                    },
+                    failure: to_failure(&f),
                 },
             };
             engine.send(event).await;
@@ -367,10 +361,10 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             let file_id = file.file_id;
-            let mut log = agent::TransferLog::sink();
+            let mut log = agent::TransferLog::null();
             let result = agent::archive_monitor(
                 &file.dest_surl,
-                job.archive_timeout,
+                job.archive_timeout.max(0) as u64,
                 &engine.registry,
                 &cancel,
                 &mut log,
@@ -383,11 +377,8 @@ impl Engine {
                 Err(f) => Event::ArchiveFailed {
                     file_id,
                     failure: Failure {
-                        reason: f.reason(),
-                        scope: "ARCHIVING".to_string(),
-                        phase: f.phase_name().to_string(),
-                        class: f.errno_class(),
                         recoverable: false,
+                        ..to_failure(&f)
                     },
                 },
             };
@@ -421,7 +412,7 @@ impl Engine {
             Ok(log) => (Some(path), log),
             Err(e) => {
                 tracing::warn!(job_id = %job.job_id, file_id = file.file_id, path = %path.display(), error = %e, "cannot create the transfer log");
-                (None, agent::TransferLog::sink())
+                (None, agent::TransferLog::null())
             }
         }
     }
@@ -436,17 +427,17 @@ fn log_stamps(unix: i64) -> (String, String) {
     (day, minute)
 }
 
-fn libc_etimedout() -> i32 {
-    110
-}
-
-fn failure(scope: &str, phase: &str, errno: i32, message: &str) -> Failure {
+/// The store's view of an agent failure; the class is the errno's text as the reference
+/// writes it (`NO_SUCH_FILE_OR_DIRECTORY`).
+fn to_failure(f: &agent::TransferFailure) -> Failure {
     Failure {
-        reason: format!("{scope} [{errno}] {message}"),
-        scope: scope.to_string(),
-        phase: phase.to_string(),
-        class: "CONNECTION_TIMED_OUT".to_string(),
-        recoverable: true,
+        reason: f.reason(),
+        scope: f.scope.as_str().to_string(),
+        phase: f.phase.as_str().to_string(),
+        class: backends::strerror(f.errno)
+            .to_uppercase()
+            .replace([' ', '-'], "_"),
+        recoverable: f.recoverable(),
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use super::{Engine, EngineError, agent, blocking};
+use super::{Engine, EngineError, agent, blocking, checksum::ChecksumMode};
 use crate::{
     model::{
         job::{File, Job, JobType},
@@ -29,7 +29,7 @@ use crate::{
 
 /// `DefaultBringOnlineTimeout`: seconds a bring-online request may take when the job gives no
 /// `bring_online`.
-pub const DEFAULT_BRING_ONLINE_TIMEOUT: i64 = 604_800;
+pub const DEFAULT_BRING_ONLINE_TIMEOUT: u64 = 604_800;
 
 /// A short pause after a wake-up so a burst of finishing transfers costs one cycle, not one each.
 const WAKE_DEBOUNCE: Duration = Duration::from_millis(10);
@@ -403,12 +403,14 @@ pub(super) fn transfer_spec(job: &Job, file: &File) -> agent::TransferSpec {
             0
         },
         checksum: file.checksum.clone(),
-        checksum_mode: agent::ChecksumMode::from_method(job.checksum_method.as_deref()),
+        checksum_mode: ChecksumMode::from_method(job.checksum_method.as_deref().unwrap_or("")),
         overwrite,
         strict_copy: strict,
         timeout: param("timeout").unwrap_or(0),
         sec_per_mb: 0,
         nostreams: param("nostreams").unwrap_or(0) as u32,
+        bringonline_token: file.bringonline_token.clone(),
+        skip_evict: false,
     }
 }
 

@@ -238,6 +238,9 @@ pub struct SubmitConfig {
     pub max_big_file_size: u64,
     /// `AutoSessionReuseMaxBigFiles`.
     pub max_big_files: usize,
+    /// Directories `file://` URLs may name (the engine's `file_roots`); other `file://` URLs
+    /// are refused as the reference refuses all of them.
+    pub local_roots: Vec<String>,
 }
 
 impl Default for SubmitConfig {
@@ -256,6 +259,7 @@ impl Default for SubmitConfig {
             max_small_file_size: 104_857_600,
             max_big_file_size: 1_073_741_824,
             max_big_files: 2,
+            local_roots: Vec::new(),
         }
     }
 }
@@ -673,10 +677,10 @@ fn populate_file(
     let mut pairs: Vec<(pyurl::Url, pyurl::Url)> = Vec::new();
     let mut destinations: Vec<pyurl::Url> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let source = parse_url(source)?;
+        let source = parse_url(source, &config.local_roots)?;
         if i == 0 {
             for destination in url_list(file, "destinations")? {
-                destinations.push(parse_url(destination)?);
+                destinations.push(parse_url(destination, &config.local_roots)?);
             }
         }
         for destination in &destinations {
@@ -836,7 +840,7 @@ fn url_list<'a>(file: &'a Map<String, Value>, key: &str) -> Result<Vec<&'a str>>
 }
 
 /// Strip, parse and validate one URL (`validate_url`), in the reference's order of checks.
-fn parse_url(raw: &str) -> Result<pyurl::Url> {
+fn parse_url(raw: &str, local_roots: &[String]) -> Result<pyurl::Url> {
     let stripped = py_strip(raw);
     if stripped.len() > MAX_URL_LEN {
         return Err(SubmitError::invalid(&msg::url_too_long()));
@@ -846,6 +850,9 @@ fn parse_url(raw: &str) -> Result<pyurl::Url> {
         return Err(SubmitError::invalid(&msg::missing_scheme(&url.geturl())));
     }
     if url.scheme == "file" {
+        if under_local_root(&url, local_roots) {
+            return Ok(url);
+        }
         return Err(SubmitError::invalid(&msg::local_file(&url.geturl())));
     }
     if url.path.is_empty() || (url.path == "/" && url.query.is_empty()) {
@@ -855,6 +862,27 @@ fn parse_url(raw: &str) -> Result<pyurl::Url> {
         return Err(SubmitError::invalid(&msg::missing_host(&url.geturl())));
     }
     Ok(url)
+}
+
+/// Is a `file://` URL (no host, or `localhost`) inside one of the allowed directories? Paths
+/// with `.` or `..` segments are refused rather than resolved.
+fn under_local_root(url: &pyurl::Url, roots: &[String]) -> bool {
+    let host_ok = url
+        .hostname()
+        .is_none_or(|h| h.is_empty() || h == "localhost");
+    let path = url.path.as_str();
+    let clean = path.starts_with('/')
+        && path.split('/').all(|seg| seg != ".." && seg != ".")
+        && url.query.is_empty();
+    host_ok
+        && clean
+        && roots.iter().any(|root| {
+            let root = root.trim_end_matches('/');
+            !root.is_empty()
+                && path
+                    .strip_prefix(root)
+                    .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+        })
 }
 
 /// `_validate_overwrite_flag`: `Y` overwrite, `R` on retry, `Q` hop + disk, `M` hop, `D` disk.

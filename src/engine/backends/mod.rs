@@ -11,6 +11,9 @@
 //! Cancellation and timeouts drop the future returned by [`Session::copy`]; backends must leave
 //! nothing running when that happens (the agent then cleans up a partial destination).
 
+pub mod file;
+pub mod mock;
+
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -28,6 +31,31 @@ impl OpError {
             errno,
             message: message.into(),
         }
+    }
+
+    /// An error carrying the system's text for `errno` (`strerror`), as gfal2 plugins report.
+    pub fn from_errno(errno: i32) -> OpError {
+        OpError::new(errno, strerror(errno))
+    }
+
+    /// From an I/O error: its errno (EIO if it has none) and the system text, prefixed by
+    /// `context` (e.g. the path).
+    pub fn from_io(err: &std::io::Error, context: &str) -> OpError {
+        let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        let text = match err.raw_os_error() {
+            Some(e) => strerror(e),
+            None => err.to_string(),
+        };
+        OpError::new(errno, format!("{context}: {text}"))
+    }
+}
+
+/// The system's text for `errno` ("No such file or directory"), without Rust's "(os error N)".
+pub fn strerror(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
@@ -72,6 +100,11 @@ pub trait Session: Send {
     /// Bring `url` online (staging); resolves when staged.
     fn bring_online(&mut self, url: &str, pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
         let _ = (url, pin_lifetime);
+        Box::pin(async { Ok(()) })
+    }
+    /// Release (unpin) `url` after a transfer from a staged source.
+    fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
+        let _ = (url, token);
         Box::pin(async { Ok(()) })
     }
     /// Poll the archive state of `url` until it is on tape (archive monitoring).

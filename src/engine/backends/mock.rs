@@ -1,0 +1,391 @@
+//! `mock://`: the gfal2 mock plugin's behaviour, driven by URL query parameters (spec §6).
+//!
+//! Nothing is stored: sizes, checksums, errors and durations come from the query string of the
+//! URL being operated on. Lookups reproduce the plugin exactly, quirks included: the query is
+//! split on `&` and the **first** argument whose text *starts with* the key and has an `=`
+//! wins, so `size` also matches a preceding `size_pre=…` and `access` matches
+//! `access_errno=…`. Numbers are read like C `atoll` (leading digits; garbage is 0).
+//!
+//! Each [`Session`] keeps the plugin's stat state machine, as fts_url_copy sees it (the plugin
+//! only runs it when the user agent is `fts_url_copy`, which is always the case here):
+//! SOURCE → DESTINATION_BEFORE (`size_pre`, ≤ 0 is ENOENT) → DESTINATION_AFTER (`size_post`) →
+//! SOURCE. A successful or failed (not canceled) copy jumps to DESTINATION_AFTER; `delete`
+//! is a stat, so it consumes a step. An `errno` answer does not move the machine.
+//!
+//! Durations use `tokio::time`, so tests drive them with a paused clock.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::{Backend, CopyParams, OpError, OpResult, Progress, Session};
+
+/// The plugin's copy advances in whole seconds and checks `transfer_errno` after each one.
+const COPY_STEP: Duration = Duration::from_secs(1);
+
+/// The mock backend. `default_time` is the copy duration (seconds) when the destination has no
+/// `time` parameter (the plugin draws one from `[MIN_TRANSFER_TIME, MAX_TRANSFER_TIME)`; a fixed
+/// value keeps runs reproducible).
+#[derive(Debug, Clone)]
+pub struct MockBackend {
+    default_time: u64,
+}
+
+impl MockBackend {
+    pub fn new(default_time: u64) -> MockBackend {
+        MockBackend { default_time }
+    }
+}
+
+impl Backend for MockBackend {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["mock"]
+    }
+
+    fn session(&self) -> Box<dyn Session> {
+        Box::new(MockSession {
+            default_time: self.default_time,
+            stage: StatStage::Source,
+        })
+    }
+}
+
+/// The plugin's stat stages, in the order fts_url_copy stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatStage {
+    Source,
+    DestinationBefore,
+    DestinationAfter,
+}
+
+/// One transfer's view of the mock storage.
+#[derive(Debug)]
+pub struct MockSession {
+    default_time: u64,
+    stage: StatStage,
+}
+
+impl MockSession {
+    /// The current stat stage (for tests and logs).
+    pub fn stage(&self) -> StatStage {
+        self.stage
+    }
+
+    async fn do_stat(&mut self, url: &str) -> OpResult<u64> {
+        let wait = int(url, "wait");
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+        }
+        check_errno(url, "errno")?;
+        let mut size = int(url, "size");
+        match self.stage {
+            StatStage::Source => self.stage = StatStage::DestinationBefore,
+            StatStage::DestinationBefore => {
+                self.stage = StatStage::DestinationAfter;
+                size = int(url, "size_pre");
+                if size <= 0 {
+                    return Err(OpError::from_errno(libc::ENOENT));
+                }
+            }
+            StatStage::DestinationAfter => {
+                self.stage = StatStage::Source;
+                size = int(url, "size_post");
+            }
+        }
+        Ok(size.max(0) as u64)
+    }
+
+    async fn do_copy(
+        &mut self,
+        destination: &str,
+        params: &CopyParams,
+        progress: &Progress,
+    ) -> OpResult<()> {
+        let seconds = match value(destination, "time") {
+            Some(v) if !v.is_empty() => atoll(v).max(0) as u64,
+            _ => self.default_time,
+        };
+        let transfer_errno = int(destination, "transfer_errno");
+        let mut result = Ok(());
+        for elapsed in 1..=seconds {
+            tokio::time::sleep(COPY_STEP).await;
+            let done = params.filesize.saturating_mul(elapsed) / seconds;
+            progress
+                .transferred
+                .store(done, std::sync::atomic::Ordering::Relaxed);
+            if transfer_errno > 0 {
+                result = Err(OpError::from_errno(transfer_errno as i32));
+                break;
+            }
+        }
+        if seconds == 0 {
+            progress
+                .transferred
+                .store(params.filesize, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Canceled copies never get here (the future is dropped), as in the plugin, whose
+        // cancel path returns before the jump.
+        self.stage = StatStage::DestinationAfter;
+        result
+    }
+}
+
+impl Session for MockSession {
+    fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
+        let url = url.to_string();
+        Box::pin(async move { self.do_stat(&url).await })
+    }
+
+    fn checksum(&mut self, url: &str, _algorithm: &str) -> BoxFuture<'_, OpResult<String>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            check_errno(&url, "errno")?;
+            Ok(value(&url, "checksum").unwrap_or_default().to_string())
+        })
+    }
+
+    fn exists(&mut self, url: &str) -> BoxFuture<'_, OpResult<bool>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            if ["access", "exists"]
+                .iter()
+                .any(|key| value(&url, key).is_some_and(|v| atoll(v) > 0))
+            {
+                return Ok(true);
+            }
+            let code = int(&url, "access_errno");
+            if code > 0 && code as i32 != libc::ENOENT {
+                Err(OpError::from_errno(code as i32))
+            } else {
+                Ok(false)
+            }
+        })
+    }
+
+    fn delete(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+        let url = url.to_string();
+        Box::pin(async move { self.do_stat(&url).await.map(|_| ()) })
+    }
+
+    fn make_parent(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            let path = url.split_once('?').map_or(url.as_str(), |(p, _)| p);
+            let parent = path.rsplit_once('/').map_or(path, |(p, _)| p);
+            let read_only = values(&url, "rd_path")
+                .any(|rd| !rd.is_empty() && format!("{parent}/").starts_with(rd));
+            if read_only {
+                Err(OpError::from_errno(libc::EPERM))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn copy<'a>(
+        &'a mut self,
+        _source: &'a str,
+        destination: &'a str,
+        params: &'a CopyParams,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, OpResult<()>> {
+        Box::pin(self.do_copy(destination, params, progress))
+    }
+
+    fn bring_online(&mut self, url: &str, _pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            // The plugin stats first: `errno` fails the request itself.
+            self.do_stat(&url).await?;
+            let staging_time = int(&url, "staging_time");
+            if staging_time > 0 {
+                tokio::time::sleep(Duration::from_secs(staging_time as u64)).await;
+            }
+            check_errno(&url, "staging_errno")
+        })
+    }
+
+    fn release(&mut self, url: &str, _token: &str) -> BoxFuture<'_, OpResult<()>> {
+        let url = url.to_string();
+        Box::pin(async move { check_errno(&url, "release_errno") })
+    }
+
+    fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            // The clock starts at the first poll, i.e. now.
+            let archiving_time = int(&url, "archiving_time");
+            if archiving_time > 0 {
+                tokio::time::sleep(Duration::from_secs(archiving_time as u64)).await;
+            }
+            check_errno(&url, "archiving_errno")
+        })
+    }
+}
+
+/// Fail with the errno in parameter `key`, if it is > 0.
+fn check_errno(url: &str, key: &str) -> OpResult<()> {
+    let code = int(url, key);
+    if code > 0 {
+        Err(OpError::from_errno(code.min(i32::MAX as i64) as i32))
+    } else {
+        Ok(())
+    }
+}
+
+/// Every value of an argument starting with `key` (the query split on `&`, arguments without
+/// `=` skipped), in order.
+fn values<'a>(url: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(move |arg| arg.starts_with(key))
+        .filter_map(|arg| arg.split_once('=').map(|(_, v)| v))
+}
+
+/// The plugin's lookup: the value of the first argument *starting with* `key`.
+pub fn value<'a>(url: &'a str, key: &'a str) -> Option<&'a str> {
+    values(url, key).next()
+}
+
+/// The plugin's integer lookup: absent or garbage is 0.
+fn int(url: &str, key: &str) -> i64 {
+    value(url, key).map_or(0, atoll)
+}
+
+/// C `atoll`: optional leading whitespace and sign, then decimal digits; stops at the first
+/// other character; saturates instead of overflowing.
+fn atoll(s: &str) -> i64 {
+    let s = s.trim_start();
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut n: i64 = 0;
+    for b in digits.bytes().take_while(u8::is_ascii_digit) {
+        n = n.saturating_mul(10).saturating_add(i64::from(b - b'0'));
+    }
+    if negative { -n } else { n }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn session() -> MockSession {
+        MockSession {
+            default_time: 0,
+            stage: StatStage::Source,
+        }
+    }
+
+    #[test]
+    fn prefix_matched_lookup() {
+        // `size` matches a preceding `size_pre`: the plugin's quirk.
+        assert_eq!(value("mock://h/p?size_pre=5&size=10", "size"), Some("5"));
+        assert_eq!(value("mock://h/p?size=10&size_pre=5", "size"), Some("10"));
+        assert_eq!(value("mock://h/p?access_errno=13", "access"), Some("13"));
+        // Arguments without `=` are skipped; `errno` does not match `transfer_errno`.
+        assert_eq!(value("mock://h/p?size&size=3", "size"), Some("3"));
+        assert_eq!(value("mock://h/p?transfer_errno=5", "errno"), None);
+        assert_eq!(value("mock://h/p", "size"), None);
+        assert_eq!(atoll("12abc"), 12);
+        assert_eq!(atoll("abc"), 0);
+        assert_eq!(atoll(" -7"), -7);
+    }
+
+    #[tokio::test]
+    async fn stat_state_machine_cycles() {
+        let mut s = session();
+        let url = "mock://h/p?size=10&size_pre=3&size_post=7";
+        assert_eq!(s.stat(url).await, Ok(10));
+        assert_eq!(s.stat(url).await, Ok(3));
+        assert_eq!(s.stat(url).await, Ok(7));
+        assert_eq!(s.stat(url).await, Ok(10));
+        // DESTINATION_BEFORE without size_pre is ENOENT, and still moves on.
+        assert_eq!(s.stat("mock://h/p").await.unwrap_err().errno, libc::ENOENT);
+        assert_eq!(s.stage(), StatStage::DestinationAfter);
+        // errno does not move the machine.
+        assert_eq!(s.stat("mock://h/p?errno=2").await.unwrap_err().errno, 2);
+        assert_eq!(s.stage(), StatStage::DestinationAfter);
+    }
+
+    #[tokio::test]
+    async fn size_quirk_shadows_size() {
+        let mut s = session();
+        // Source stat reads `size`, which matches the earlier `size_pre`.
+        assert_eq!(s.stat("mock://h/p?size_pre=5&size=10").await, Ok(5));
+    }
+
+    #[tokio::test]
+    async fn access_semantics() {
+        let mut s = session();
+        assert_eq!(s.exists("mock://h/p?exists=1").await, Ok(true));
+        assert_eq!(s.exists("mock://h/p?exists=0").await, Ok(false));
+        assert_eq!(s.exists("mock://h/p").await, Ok(false));
+        // The quirk: `access` matches `access_errno=13`, and 13 > 0 counts as access...
+        assert_eq!(s.exists("mock://h/p?access_errno=13").await, Ok(true));
+        // ...unless an exact `access=0` comes first.
+        assert_eq!(
+            s.exists("mock://h/p?access=0&access_errno=13")
+                .await
+                .unwrap_err()
+                .errno,
+            libc::EACCES
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copy_steps_and_transfer_errno() {
+        let mut s = session();
+        let progress = Progress::default();
+        let params = CopyParams {
+            filesize: 100,
+            nostreams: 1,
+        };
+        let start = tokio::time::Instant::now();
+        s.copy("mock://a/x", "mock://b/x?time=4", &params, &progress)
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        assert_eq!(progress.transferred.load(Ordering::Relaxed), 100);
+        assert_eq!(s.stage(), StatStage::DestinationAfter);
+
+        let start = tokio::time::Instant::now();
+        let err = s
+            .copy(
+                "mock://a/x",
+                "mock://b/x?time=3&transfer_errno=110",
+                &params,
+                &progress,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno, libc::ETIMEDOUT);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        // time=0 never checks transfer_errno.
+        s.copy(
+            "mock://a/x",
+            "mock://b/x?time=0&transfer_errno=110",
+            &params,
+            &progress,
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn make_parent_read_only_path() {
+        let mut s = session();
+        let err = s
+            .make_parent("mock://host/super/path/file?exists=0&rd_path=mock://host/super/path/")
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno, libc::EPERM);
+        assert_eq!(s.make_parent("mock://host/a/file").await, Ok(()));
+    }
+}
