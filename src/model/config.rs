@@ -143,6 +143,19 @@ fn field_type(fields: &[(&str, FieldType)], key: &str) -> Result<FieldType, Stri
 }
 
 impl ServerConfig {
+    /// The reference's JSON of a row (also the audit text of `set-globals`).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "retry": self.retry,
+            "max_time_queue": self.max_time_queue,
+            "global_timeout": self.global_timeout,
+            "sec_per_mb": self.sec_per_mb,
+            "vo_name": self.vo_name,
+            "no_streaming": self.no_streaming,
+            "show_user_dn": self.show_user_dn,
+        })
+    }
+
     /// Apply one input field (already known to be a column) after checking it.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         let v = coerce(key, value, field_type(SERVER_CONFIG_FIELDS, key)?)?;

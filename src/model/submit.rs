@@ -1199,6 +1199,12 @@ pub fn python_int(value: &Value) -> Option<i64> {
     py_int("", value).ok()
 }
 
+/// Python's `int(value)`, or the text of the exception Python raises (for messages that quote
+/// it, like the link configuration's `"Active must be an integer (<err>)"`).
+pub fn python_int_or_error(value: &Value) -> std::result::Result<i64, String> {
+    py_int("", value).map_err(|e| e.to_string())
+}
+
 /// Python truthiness of a JSON value (`"false"` is true, `0`, `""`, `null` are false).
 pub fn python_truthy(value: &Value) -> bool {
     py_truthy(value)
