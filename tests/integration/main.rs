@@ -4,6 +4,7 @@
 mod bans;
 mod check_config;
 mod common;
+mod config;
 mod delegation;
 mod http_conventions;
 mod interop;
