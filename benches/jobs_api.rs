@@ -195,6 +195,11 @@ impl BenchServer {
             host_key: Some(pki.host_key.clone()),
             ca_dir: Some(pki.ca_dir.clone()),
             voms_dir: Some(pki.voms_dir.clone()),
+            // The API alone is measured: queued jobs stay queued.
+            engine: ftsd::config::EngineConfig {
+                enabled: false,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let resolved = config.resolve()?;

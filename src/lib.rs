@@ -61,9 +61,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+    let host_name = service::host_name();
+    let beat_host = host_name.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&data_dir)?;
+        // ftsd is one process: it registers itself in the host list (`GET /config`) at start;
+        // the engine renews the beat while it runs.
+        store.beat_host(
+            &beat_host,
+            model::config::SERVER_SERVICE,
+            model::time::now(),
+        )?;
+        Ok::<_, store::StoreError>(store)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
     tracing::info!(path = %store.path().display(), "database open");
     let provider = tls::provider();
     let auth = Arc::new(Authenticator::load(
@@ -81,6 +93,7 @@ pub async fn run(
     })?;
     let store = Arc::new(store);
     let mut settings = service::Settings::new(server_dn, proxy_dir);
+    settings.host_name = host_name;
     settings.roles = config.roles.clone();
     settings.submit.local_roots = config
         .engine

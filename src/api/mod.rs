@@ -7,6 +7,7 @@
 
 mod bans;
 mod body;
+mod config;
 mod delegation;
 pub mod error;
 mod input;
@@ -101,6 +102,7 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .map(|id: String, ctx: Ctx| respond(delegation::voms(&ctx, &id)));
     let jobs = job_routes(ctx.clone());
     let bans = ban_routes(ctx.clone());
+    let config = config_routes(ctx.clone());
     let fallback = warp::method()
         .and(warp::path::full())
         .map(|method: Method, path: warp::path::FullPath| routes::fallback(&method, path.as_str()));
@@ -121,6 +123,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .or(jobs)
         .unify()
         .or(bans)
+        .unify()
+        .or(config)
         .unify()
         .or(fallback)
         .unify()
@@ -204,6 +208,93 @@ fn ban_routes(
         .or(audit)
         .unify()
         .boxed()
+}
+
+/// A setter: parses nothing itself, gets the content type and the (bounded) body.
+type Setter = fn(&Ctx, Option<&str>, &[u8]) -> Result<Response, ApiError>;
+/// A handler of the query string (listings with filters, deletions).
+type QueryHandler = fn(&Ctx, Query) -> Result<Response, ApiError>;
+/// A handler of one path segment (`/config/links/<name>`, `/config/activity_shares/<vo>`).
+type NameHandler = fn(&Ctx, &str) -> Result<Response, ApiError>;
+
+/// `/config`, `/config/drain|global|links|shares|se|activity_shares|authorize`.
+fn config_routes(
+    ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
+) -> BoxedFilter<(Response,)> {
+    let path = |name: &'static str| {
+        warp::path("config")
+            .and(warp::path(name))
+            .and(warp::path::end())
+    };
+    let post = |name: &'static str, handler: Setter| {
+        warp::post()
+            .and(path(name))
+            .and(ctx.clone())
+            .and(warp::header::optional::<String>("content-type"))
+            .and(body::stream())
+            .then(move |ctx: Ctx, ct: Option<String>, body| async move {
+                let result = match read_body(body, config::MAX_CONFIG_BODY).await {
+                    Ok(body) => handler(&ctx, ct.as_deref(), &body),
+                    Err(e) => Err(e),
+                };
+                respond(result)
+            })
+            .boxed()
+    };
+    let with_query = |method: BoxedFilter<()>, name: &'static str, handler: QueryHandler| {
+        method
+            .and(path(name))
+            .and(ctx.clone())
+            .and(warp::query::<Query>())
+            .map(move |ctx: Ctx, q: Query| respond(handler(&ctx, q)))
+            .boxed()
+    };
+    let get = || warp::get().boxed();
+    let delete = || warp::delete().boxed();
+    let named = |method: BoxedFilter<()>, name: &'static str, handler: NameHandler| {
+        method
+            .and(warp::path("config"))
+            .and(warp::path(name))
+            .and(warp::path::param::<String>())
+            .and(warp::path::end())
+            .and(ctx.clone())
+            .map(move |segment: String, ctx: Ctx| respond(handler(&ctx, &segment)))
+            .boxed()
+    };
+    let hosts = warp::get()
+        .and(warp::path("config"))
+        .and(warp::path::end())
+        .and(ctx.clone())
+        .map(|ctx: Ctx| respond(config::hosts(&ctx)))
+        .boxed();
+    let routes: Vec<BoxedFilter<(Response,)>> = vec![
+        post("drain", config::drain),
+        with_query(get(), "global", |ctx, _| config::global(ctx)),
+        post("global", config::set_global),
+        with_query(delete(), "global", config::delete_global),
+        with_query(get(), "links", |ctx, _| config::links(ctx)),
+        post("links", config::set_link),
+        named(get(), "links", config::link),
+        named(delete(), "links", config::delete_link),
+        with_query(get(), "shares", |ctx, _| config::shares(ctx)),
+        post("shares", config::set_share),
+        with_query(delete(), "shares", config::delete_share),
+        with_query(get(), "se", config::se),
+        post("se", config::set_se),
+        with_query(delete(), "se", config::delete_se),
+        with_query(get(), "activity_shares", |ctx, _| {
+            config::activity_shares(ctx)
+        }),
+        post("activity_shares", config::set_activity_share),
+        named(get(), "activity_shares", config::activity_share),
+        named(delete(), "activity_shares", config::delete_activity_share),
+        with_query(get(), "authorize", config::grants),
+        post("authorize", config::grant),
+        with_query(delete(), "authorize", config::revoke),
+    ];
+    routes
+        .into_iter()
+        .fold(hosts, |all, route| all.or(route).unify().boxed())
 }
 
 /// `/jobs...`, `/files`, `/admin/force-start`, `/api-docs/schema/submit`.

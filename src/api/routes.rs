@@ -94,6 +94,46 @@ pub const ROUTES: &[Route] = &[
         pattern: "/config/audit",
         methods: &["GET"],
     },
+    Route {
+        pattern: "/config",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/config/drain",
+        methods: &["POST"],
+    },
+    Route {
+        pattern: "/config/global",
+        methods: &["GET", "POST", "DELETE"],
+    },
+    Route {
+        pattern: "/config/links",
+        methods: &["GET", "POST"],
+    },
+    Route {
+        pattern: "/config/links/{}",
+        methods: &["GET", "DELETE"],
+    },
+    Route {
+        pattern: "/config/shares",
+        methods: &["GET", "POST", "DELETE"],
+    },
+    Route {
+        pattern: "/config/se",
+        methods: &["GET", "POST", "DELETE"],
+    },
+    Route {
+        pattern: "/config/activity_shares",
+        methods: &["GET", "POST"],
+    },
+    Route {
+        pattern: "/config/activity_shares/{}",
+        methods: &["GET", "DELETE"],
+    },
+    Route {
+        pattern: "/config/authorize",
+        methods: &["GET", "POST", "DELETE"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

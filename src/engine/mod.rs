@@ -287,7 +287,13 @@ impl Engine {
         })
         .await;
         tracing::info!(job_id = %job.job_id, file_id, %link, "transfer started");
-        let spec = scheduler::transfer_spec(job, file);
+        let vo_config = {
+            let (store, vo) = (self.store.clone(), job.vo_name.clone());
+            blocking(move || store.server_config(&vo))
+                .await
+                .unwrap_or_default()
+        };
+        let spec = scheduler::transfer_spec(job, file, &vo_config);
         let result = agent::run(&spec, &self.registry, progress, cancel, &mut log).await;
         match result {
             Ok(report) => {
@@ -463,7 +469,7 @@ async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineEr
         recoverable: true,
     };
     let applied = blocking(move || {
-        store.recover_interrupted(&failure, &host, time::now(), &scheduler::vo_retry)
+        store.recover_interrupted(&failure, &host, time::now(), &scheduler::vo_retry(&store))
     })
     .await?;
     for a in applied {
@@ -497,7 +503,7 @@ async fn event_writer(
         let events = std::mem::take(&mut batch);
         let (s, h) = (store.clone(), host.clone());
         let written = blocking(move || {
-            let applied = s.apply_events(&events, &h, time::now(), &scheduler::vo_retry)?;
+            let applied = s.apply_events(&events, &h, time::now(), &scheduler::vo_retry(&s))?;
             Ok((events, applied))
         })
         .await;

@@ -325,19 +325,34 @@ fn deal(
 /// Limits read once per cycle.
 struct Policy {
     link_caps: HashMap<Link, usize>,
-    default_se: usize,
+    shares: HashMap<Link, Vec<(String, i64)>>,
+    se_caps: HashMap<String, (usize, usize)>,
 }
 
 impl Policy {
-    fn load(
-        _store: &Store,
-        links: &[Link],
-        defaults: (usize, usize),
-    ) -> Result<Policy, StoreError> {
-        let link_caps = links.iter().map(|l| (l.clone(), defaults.0)).collect();
+    fn load(store: &Store, links: &[Link], defaults: (usize, usize)) -> Result<Policy, StoreError> {
+        let mut link_caps = HashMap::new();
+        let mut shares = HashMap::new();
+        let mut se_caps = HashMap::new();
+        for link in links {
+            link_caps.insert(link.clone(), defaults.0);
+            shares.insert(link.clone(), store.shares_for_link(&link.0, &link.1)?);
+            for se in [&link.0, &link.1] {
+                if se_caps.contains_key(se) {
+                    continue;
+                }
+                let c = store.se_config(se)?;
+                let cap = |v: Option<i64>| v.filter(|v| *v > 0).map_or(defaults.1, |v| v as usize);
+                se_caps.insert(
+                    se.clone(),
+                    (cap(c.inbound_max_active), cap(c.outbound_max_active)),
+                );
+            }
+        }
         Ok(Policy {
             link_caps,
-            default_se: defaults.1,
+            shares,
+            se_caps,
         })
     }
 
@@ -345,36 +360,68 @@ impl Policy {
         self.link_caps.get(link).copied().unwrap_or(0)
     }
 
-    fn vo_weights(&self, _link: &Link, vos: &[String]) -> Vec<(String, i64)> {
-        vos.iter().map(|v| (v.clone(), 1)).collect()
+    /// VO weights on a link (§2.2): every VO 1 when the link has no shares; otherwise the
+    /// configured weight, and VOs without one split the `public` weight (0 without it).
+    fn vo_weights(&self, link: &Link, vos: &[String]) -> Vec<(String, i64)> {
+        let configured = self.shares.get(link).map(Vec::as_slice).unwrap_or(&[]);
+        if configured.is_empty() {
+            return vos.iter().map(|v| (v.clone(), 1)).collect();
+        }
+        let weight_of = |vo: &str| configured.iter().find(|(v, _)| v == vo).map(|(_, w)| *w);
+        let public = weight_of("public").unwrap_or(0);
+        let unlisted = vos.iter().filter(|v| weight_of(v).is_none()).count().max(1) as i64;
+        // Weights are integers; scale so that the public share splits without rounding to 0.
+        vos.iter()
+            .map(|v| match weight_of(v) {
+                Some(w) => (v.clone(), w.max(0) * unlisted),
+                None => (v.clone(), public.max(0)),
+            })
+            .collect()
     }
 
-    fn se_outbound(&self, _se: &str) -> usize {
-        self.default_se
+    fn se_outbound(&self, se: &str) -> usize {
+        self.se_caps.get(se).map_or(usize::MAX, |c| c.1)
     }
 
-    fn se_inbound(&self, _se: &str) -> usize {
-        self.default_se
+    fn se_inbound(&self, se: &str) -> usize {
+        self.se_caps.get(se).map_or(usize::MAX, |c| c.0)
     }
 }
 
 /// Is this host draining (`POST /config/drain`)?
-fn draining(_store: &Store, _host: &str) -> Result<bool, StoreError> {
-    Ok(false)
+fn draining(store: &Store, host: &str) -> Result<bool, StoreError> {
+    store.host_draining(host)
 }
 
-/// The VO's default retry count (`/config/global`).
-pub(super) fn vo_retry(_vo: &str) -> i64 {
-    0
+/// The VO's default retry count (`/config/global` `retry`, the VO's row or `*`).
+pub(super) fn vo_retry(store: &Store) -> impl Fn(&str) -> i64 + '_ {
+    |vo: &str| store.server_config(vo).map(|c| c.retry).unwrap_or(0)
 }
 
-/// The global queue timeout (`/config/global` `max_time_queue`, hours per VO).
-pub(super) fn expire_global(_store: &Store, _now: i64) -> Result<Vec<String>, StoreError> {
-    Ok(Vec::new())
+/// The global queue timeout (`/config/global` `max_time_queue`, hours, per VO or `*`).
+pub(super) fn expire_global(store: &Store, now: i64) -> Result<Vec<String>, StoreError> {
+    let mut hours: HashMap<String, i64> = HashMap::new();
+    let mut limit = |vo: &str| -> Option<i64> {
+        let h = *hours.entry(vo.to_string()).or_insert_with(|| {
+            store
+                .server_config(vo)
+                .map(|c| c.max_time_queue)
+                .unwrap_or(0)
+        });
+        (h > 0).then_some(h * 3600)
+    };
+    // No VO can time out sooner than an hour after submission.
+    store.expire_global(now - 3600, now, |vo, submit_time| {
+        limit(vo).is_some_and(|age| submit_time < now - age)
+    })
 }
 
 /// What the agent needs to know about one transfer.
-pub(super) fn transfer_spec(job: &Job, file: &File) -> agent::TransferSpec {
+pub(super) fn transfer_spec(
+    job: &Job,
+    file: &File,
+    vo: &crate::model::config::EffectiveServerConfig,
+) -> agent::TransferSpec {
     let params = job.internal_job_params.as_deref().unwrap_or("");
     let param = |name: &str| {
         params
@@ -406,8 +453,9 @@ pub(super) fn transfer_spec(job: &Job, file: &File) -> agent::TransferSpec {
         checksum_mode: ChecksumMode::from_method(job.checksum_method.as_deref().unwrap_or("")),
         overwrite,
         strict_copy: strict,
-        timeout: param("timeout").unwrap_or(0),
-        sec_per_mb: 0,
+        // A job's own timeout wins; else the VO's global_timeout; else derived from the size.
+        timeout: param("timeout").unwrap_or(vo.global_timeout.max(0) as u64),
+        sec_per_mb: vo.sec_per_mb.max(0) as u64,
         nostreams: param("nostreams").unwrap_or(0) as u32,
         bringonline_token: file.bringonline_token.clone(),
         skip_evict: false,

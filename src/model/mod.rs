@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod ban;
+pub mod config;
 pub mod identity;
 pub mod job;
 pub mod lifecycle;

@@ -1227,6 +1227,18 @@ pub fn python_int(value: &Value) -> Option<i64> {
     py_int("", value).ok()
 }
 
+/// Python's `int(value)`, or the text of the exception Python raises (for messages that quote
+/// it, like the link configuration's `"Active must be an integer (<err>)"`).
+pub fn python_int_or_error(value: &Value) -> std::result::Result<i64, String> {
+    match value {
+        Value::String(s) => py_int_str(s).ok_or_else(|| msg::int_literal(&echo(&py_repr_str(s)))),
+        Value::Bool(_) | Value::Number(_) => {
+            py_int("", value).map_err(|_| msg::out_of_range("value"))
+        }
+        other => Err(msg::int_type(py_type(other))),
+    }
+}
+
 /// Python truthiness of a JSON value (`"false"` is true, `0`, `""`, `null` are false).
 pub fn python_truthy(value: &Value) -> bool {
     py_truthy(value)

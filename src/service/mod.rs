@@ -2,6 +2,7 @@
 //! caller's [`User`]; this layer decides what the caller may do and talks to the store.
 
 pub mod bans;
+pub mod config;
 pub mod delegation;
 pub mod jobs;
 pub mod whoami;

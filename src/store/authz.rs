@@ -1,11 +1,15 @@
 //! Operator grants by DN (the reference's `t_authz_dn`): a DN listed for an operation gets level
 //! `all` for it, whatever its roles say.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use crate::model::audit::AuditEntry;
+
 use super::{
-    Store, StoreError, codec,
+    Store, StoreError,
+    bans::append_audit,
+    codec,
     index::{self, AuthzKey},
     schema,
 };
@@ -30,54 +34,105 @@ pub struct Grant {
     pub granted_at: i64,
 }
 
+/// Grant inside `tx`; false if the grant already existed.
+fn grant_in(
+    tx: &WriteTransaction,
+    dn: &str,
+    operation: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut table = tx.open_table(schema::AUTHZ_DN)?;
+    if table.get((dn, operation))?.is_some() {
+        return Ok(false);
+    }
+    let row = codec::encode(&GrantRow { granted_at: now });
+    table.insert((dn, operation), row.as_slice())?;
+    index::apply_authz(tx, None, Some(&AuthzKey { dn, operation }))?;
+    Ok(true)
+}
+
+/// Revoke inside `tx` the grants of `dn` (one operation, or all but those in `keep`).
+fn revoke_in(
+    tx: &WriteTransaction,
+    dn: &str,
+    operation: Option<&str>,
+    keep: &[&str],
+) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(schema::AUTHZ_DN)?;
+    let operations: Vec<String> = match operation {
+        Some(op) => vec![op.to_string()],
+        None => {
+            let mut ops = Vec::new();
+            for row in table.range((dn, "")..)? {
+                let (key, _) = row?;
+                let (row_dn, op) = key.value();
+                if row_dn != dn {
+                    break;
+                }
+                ops.push(op.to_string());
+            }
+            ops
+        }
+    };
+    let mut removed = 0;
+    for op in operations.iter().filter(|op| !keep.contains(&op.as_str())) {
+        if table.remove((dn, op.as_str()))?.is_some() {
+            index::apply_authz(
+                tx,
+                Some(&AuthzKey {
+                    dn,
+                    operation: op.as_str(),
+                }),
+                None,
+            )?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 impl Store {
     /// Grant `operation` to `dn`. Returns false if the grant already existed (nothing written).
     pub fn grant_dn(&self, dn: &str, operation: &str, now: i64) -> Result<bool, StoreError> {
-        self.write(|tx| {
-            let mut table = tx.open_table(schema::AUTHZ_DN)?;
-            if table.get((dn, operation))?.is_some() {
-                return Ok(false);
-            }
-            let row = codec::encode(&GrantRow { granted_at: now });
-            table.insert((dn, operation), row.as_slice())?;
-            index::apply_authz(tx, None, Some(&AuthzKey { dn, operation }))?;
-            Ok(true)
-        })
+        self.write(|tx| grant_in(tx, dn, operation, now))
     }
 
     /// Remove grants of `dn` (one operation, or all). Returns how many were removed.
     pub fn revoke_dn(&self, dn: &str, operation: Option<&str>) -> Result<usize, StoreError> {
+        self.write(|tx| revoke_in(tx, dn, operation, &[]))
+    }
+
+    /// `POST /config/authorize`: grant and, if the grant is new, write `audit` in the same
+    /// transaction. Returns whether the grant is new.
+    pub fn grant_dn_audited(
+        &self,
+        dn: &str,
+        operation: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let mut table = tx.open_table(schema::AUTHZ_DN)?;
-            let operations: Vec<String> = match operation {
-                Some(op) => vec![op.to_string()],
-                None => {
-                    let mut ops = Vec::new();
-                    for row in table.range((dn, "")..)? {
-                        let (key, _) = row?;
-                        let (row_dn, op) = key.value();
-                        if row_dn != dn {
-                            break;
-                        }
-                        ops.push(op.to_string());
-                    }
-                    ops
-                }
-            };
-            let mut removed = 0;
-            for op in &operations {
-                if table.remove((dn, op.as_str()))?.is_some() {
-                    index::apply_authz(
-                        tx,
-                        Some(&AuthzKey {
-                            dn,
-                            operation: op.as_str(),
-                        }),
-                        None,
-                    )?;
-                    removed += 1;
-                }
+            let new = grant_in(tx, dn, operation, now)?;
+            if new {
+                append_audit(tx, audit)?;
             }
+            Ok(new)
+        })
+    }
+
+    /// `DELETE /config/authorize`: revoke the grants of `dn` (one operation or all), never the
+    /// operations in `keep` (the reference keeps `admin`, which only database access changes),
+    /// and write `audit`. Returns how many were removed.
+    pub fn revoke_dn_audited(
+        &self,
+        dn: &str,
+        operation: Option<&str>,
+        keep: &[&str],
+        audit: &AuditEntry,
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let removed = revoke_in(tx, dn, operation, keep)?;
+            append_audit(tx, audit)?;
             Ok(removed)
         })
     }

@@ -383,13 +383,13 @@ impl Store {
         })
     }
 
-    /// The global queue timeout: jobs of `vo` (or of every VO without its own setting when
-    /// `vo` is `*`) SUBMITTED or STAGING since before `cutoff` are canceled.
+    /// The global queue timeout: jobs SUBMITTED or STAGING since before `cutoff` for which
+    /// `expired(vo, submit_time)` says their VO's limit passed are canceled.
     pub fn expire_global(
         &self,
         cutoff: i64,
         now: i64,
-        applies: impl Fn(&str) -> bool,
+        mut expired: impl FnMut(&str, i64) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         let candidates: Vec<String> = {
             let tx = self.db.begin_read()?;
@@ -416,7 +416,7 @@ impl Store {
             |job| {
                 matches!(job.job_state, JobState::Submitted | JobState::Staging)
                     && job.submit_time < cutoff
-                    && applies(&job.vo_name)
+                    && expired(&job.vo_name, job.submit_time)
             },
         )
     }
@@ -426,7 +426,7 @@ impl Store {
         job_ids: &[String],
         reason: &str,
         now: i64,
-        eligible: impl Fn(&Job) -> bool,
+        mut eligible: impl FnMut(&Job) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         self.write(|tx| {
             let mut changed = Vec::new();

@@ -4,7 +4,7 @@
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
 //! - `seal`: private keys sealed at rest under a key file beside the database.
-//! - one file per domain (`authz`, `credentials`, ...) with batch operations; callers never
+//! - one file per domain (`authz`, `config`, `credentials`, ...) with batch operations; callers never
 //!   see redb types.
 //!
 //! Invariants: one write transaction per logical operation, committed with
@@ -14,6 +14,7 @@
 pub mod authz;
 pub mod bans;
 pub mod codec;
+pub mod config;
 pub mod credentials;
 pub mod engine;
 pub mod index;
@@ -157,6 +158,13 @@ impl Store {
             tx.open_table(schema::DN_BANS)?;
             tx.open_table(schema::CONFIG_AUDIT)?;
             tx.open_table(schema::FILE_RETRIES)?;
+            tx.open_table(schema::HOSTS)?;
+            tx.open_table(schema::SERVER_CONFIG)?;
+            tx.open_table(schema::LINK_CONFIG)?;
+            tx.open_table(schema::SHARE_CONFIG)?;
+            tx.open_table(schema::SE_CONFIG)?;
+            tx.open_table(schema::OPERATION_LIMITS)?;
+            tx.open_table(schema::ACTIVITY_SHARES)?;
             Ok(())
         })
     }

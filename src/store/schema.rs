@@ -99,3 +99,30 @@ pub const JOBS_BY_EXPIRY: TableDefinition<(i64, &str), ()> =
 /// `(file_id, attempt)` → [`crate::store::engine::RetryRow`] (codec).
 pub const FILE_RETRIES: TableDefinition<(u64, u32), &[u8]> =
     TableDefinition::new("file_retries_v1");
+// Operator configuration (`/config/*`); rows are codec-encoded `crate::model::config` types.
+/// Services and their heartbeat and drain flag (`t_hosts`): `(hostname, service_name)` →
+/// [`crate::model::config::Host`].
+pub const HOSTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("hosts_v1");
+/// Server settings (`t_server_config`): `vo_name` (`*` for every VO) →
+/// [`crate::model::config::ServerConfig`].
+pub const SERVER_CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("server_config_v1");
+/// Link limits (`t_link_config`): `(source, destination)` →
+/// [`crate::model::config::LinkConfig`]. Symbolic names are unique; the table is small, so a
+/// lookup by name scans it rather than keeping an index.
+pub const LINK_CONFIG: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("link_config_v1");
+/// VO shares per link (`t_share_config`): `(source, destination, vo)` →
+/// [`crate::model::config::ShareConfig`].
+pub const SHARE_CONFIG: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("share_config_v1");
+/// Storage settings (`t_se`): `storage` → [`crate::model::config::SeConfig`].
+pub const SE_CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("se_config_v1");
+/// Operation limits (`t_stage_req`): `(host, vo_name, operation)` →
+/// [`crate::model::config::OperationLimit`]; the storage comes first so that one storage's
+/// limits are one prefix range.
+pub const OPERATION_LIMITS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("operation_limits_v1");
+/// Activity shares (`t_activity_share_config`): `vo` →
+/// [`crate::model::config::ActivityShare`].
+pub const ACTIVITY_SHARES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("activity_shares_v1");

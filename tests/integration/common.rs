@@ -293,7 +293,19 @@ fn build_extra_chains(dir: &Path) {
 
 /// Run the `ftsd` binary (a real process, for kill -9 tests) on `data_dir` with the test PKI;
 /// returns once it answers `GET /`.
+/// The transfer engine is off (jobs stay where the test put them) unless `engine_toml` is given.
 pub fn spawn_ftsd(pki: &TestPki, data_dir: &Path) -> (std::process::Child, u16) {
+    spawn_ftsd_with(pki, data_dir, "[engine]\nenabled = false\n")
+}
+
+/// [`spawn_ftsd`] with a configuration file of this text.
+pub fn spawn_ftsd_with(
+    pki: &TestPki,
+    data_dir: &Path,
+    config_toml: &str,
+) -> (std::process::Child, u16) {
+    let config = data_dir.with_extension("toml");
+    std::fs::write(&config, config_toml).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -301,6 +313,8 @@ pub fn spawn_ftsd(pki: &TestPki, data_dir: &Path) -> (std::process::Child, u16) 
         .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ftsd"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--host-cert")
@@ -357,6 +371,12 @@ impl TestServer {
             host_key: Some(pki.path("hostkey.pem")),
             ca_dir: Some(pki.ca_dir()),
             voms_dir: Some(pki.voms_dir()),
+            // API tests keep the engine off so jobs stay where the test put them; engine tests
+            // turn it on in `tweak`.
+            engine: ftsd::config::EngineConfig {
+                enabled: false,
+                ..Default::default()
+            },
             ..Config::default()
         };
         tweak(&mut config);

@@ -4,7 +4,9 @@
 mod bans;
 mod check_config;
 mod common;
+mod config;
 mod delegation;
+mod engine;
 mod http_conventions;
 mod interop;
 mod jobs;

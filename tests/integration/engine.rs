@@ -1,0 +1,745 @@
+//! The transfer engine end to end: jobs submitted over HTTPS run through the scheduler, the
+//! agent and the mock/file backends, and end in the states, reasons and measurements the
+//! reference gives; retries, failover, multihop, reuse, staging, queue timeouts, cancellation
+//! of running transfers, caps under load, kill -9 recovery, and the official CLI's blocking
+//! submit.
+
+use std::{
+    collections::HashMap,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::common::{Client, RC_USER_DN, TestPki, TestServer, in_ci, pki, spawn_ftsd_with};
+use crate::delegation::delegate;
+use crate::tls_auth::independent_delegation_id;
+
+/// A server with the engine on, fast ticks, and `tweak` applied.
+fn engine_server(pki: &TestPki, tweak: impl FnOnce(&mut ftsd::config::Config)) -> TestServer {
+    TestServer::start_with(pki, |c| {
+        c.engine.enabled = true;
+        c.engine.scheduling_interval = 1;
+        c.engine.queue_check_interval = 1;
+        c.engine.mock_transfer_time = 1;
+        tweak(c);
+    })
+}
+
+fn user(server: &TestServer, pki: &TestPki) -> Client {
+    let client = server.client(pki, Some("rc_user.pem"));
+    let (status, body) = delegate(
+        &client,
+        pki,
+        "rc_user.pem",
+        &independent_delegation_id(RC_USER_DN, &[]),
+    );
+    assert_eq!(status, 201, "{body}");
+    client
+}
+
+fn post(client: &Client, path: &str, body: &Value) -> crate::common::Reply {
+    client
+        .request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Bytes::from(body.to_string()),
+        )
+        .unwrap()
+}
+
+fn submit(client: &Client, files: Value, params: Value) -> String {
+    let reply = post(client, "/jobs", &json!({"files": files, "params": params}));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["job_id"].as_str().unwrap().to_string()
+}
+
+fn transfer(src: &str, dst: &str) -> Value {
+    json!({"sources": [src], "destinations": [dst]})
+}
+
+const TERMINAL: [&str; 4] = ["FINISHED", "FAILED", "FINISHEDDIRTY", "CANCELED"];
+
+fn job(client: &Client, id: &str) -> Value {
+    let reply = client.get(&format!("/jobs/{id}")).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+fn files(client: &Client, id: &str) -> Vec<Value> {
+    let reply = client.get(&format!("/jobs/{id}/files")).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let mut files = reply.json().as_array().unwrap().clone();
+    files.sort_by_key(|f| f["file_id"].as_u64());
+    files
+}
+
+/// Poll until the job is terminal; returns its final JSON.
+fn wait_job(client: &Client, id: &str, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let j = job(client, id);
+        if TERMINAL.contains(&j["job_state"].as_str().unwrap()) {
+            return j;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "job {id} still {} after {limit:?}: {:#}",
+            j["job_state"],
+            Value::Array(files(client, id))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Poll until `check` holds for the job's files.
+fn wait_files(client: &Client, id: &str, limit: Duration, check: impl Fn(&[Value]) -> bool) {
+    let start = Instant::now();
+    loop {
+        let f = files(client, id);
+        if check(&f) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "job {id} files never reached the expected states: {:#}",
+            Value::Array(f)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn state(f: &Value) -> &str {
+    f["file_state"].as_str().unwrap()
+}
+
+fn reason(f: &Value) -> &str {
+    f["reason"].as_str().unwrap_or("")
+}
+
+fn check_indexes(server: TestServer) {
+    let dir = server.data_dir.clone();
+    server.stop().unwrap();
+    let store = ftsd::store::Store::open(&dir).unwrap();
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+const MIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn mock_transfers_finish_with_their_measurements_and_a_log() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let id = submit(
+        &client,
+        json!([
+            {"sources": ["mock://src.example/a?size=1048576&checksum=1a2b3c4d"],
+             "destinations": ["mock://dst.example/a?size_post=1048576&checksum=1a2b3c4d&time=1"],
+             "checksum": "ADLER32:1a2b3c4d"},
+            transfer("mock://src.example/b?size=2048", "mock://dst.example/b?size_post=2048&time=1"),
+        ]),
+        json!({"verify_checksum": "both"}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    assert!(j["job_finished"].is_string());
+    assert_eq!(j["reason"], Value::Null);
+    let f = files(&client, &id);
+    assert_eq!(f.len(), 2);
+    for (file, size) in f.iter().zip([1_048_576u64, 2048]) {
+        assert_eq!(state(file), "FINISHED", "{file:#}");
+        assert_eq!(file["filesize"].as_u64(), Some(size));
+        assert_eq!(file["transferred"].as_u64(), Some(size));
+        assert!(file["tx_duration"].as_f64().unwrap() >= 0.9, "{file:#}");
+        assert!(file["throughput"].as_f64().unwrap() > 0.0, "{file:#}");
+        assert!(file["start_time"].is_string() && file["finish_time"].is_string());
+        assert_eq!(
+            file["transfer_host"].as_str().map(str::is_empty),
+            Some(false)
+        );
+        let log = file["log_file"].as_str().expect("a log file path");
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.is_empty(), "empty transfer log");
+        assert!(
+            log.contains(&id) && log.contains("src.example__dst.example"),
+            "{log}"
+        );
+    }
+    check_indexes(server);
+}
+
+#[test]
+fn failed_transfers_carry_the_reference_reasons() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.default_link_active = 10);
+    let client = user(&server, pki);
+    let cases: Vec<(Value, Value, &str)> = vec![
+        (
+            transfer(
+                "mock://s.example/size?size=100",
+                "mock://d.example/size?size_post=50&time=0",
+            ),
+            json!({}),
+            "Source and destination file size mismatch",
+        ),
+        (
+            json!({"sources": ["mock://s.example/cs?size=10&checksum=00000002"],
+                   "destinations": ["mock://d.example/cs?size_post=10&time=0"],
+                   "checksum": "adler32:00000001"}),
+            json!({"verify_checksum": "source"}),
+            "Source and user-defined ADLER32 checksum do not match",
+        ),
+        (
+            json!({"sources": ["mock://s.example/ct?size=10"],
+                   "destinations": ["mock://d.example/ct?size_post=10&checksum=00000002&time=0"],
+                   "checksum": "adler32:00000001"}),
+            json!({"verify_checksum": "target"}),
+            "User-defined and destination ADLER32 checksum do not match",
+        ),
+        (
+            transfer(
+                "mock://s.example/cb?size=10&checksum=00000001",
+                "mock://d.example/cb?size_post=10&checksum=00000002&time=0",
+            ),
+            json!({"verify_checksum": "both"}),
+            "Source and destination ADLER32 checksum do not match",
+        ),
+        (
+            transfer(
+                "mock://s.example/ex?size=10",
+                "mock://d.example/ex?exists=1&size_post=10&time=0",
+            ),
+            json!({}),
+            "Destination file exists and overwrite is not enabled",
+        ),
+    ];
+    let ids: Vec<String> = cases
+        .iter()
+        .map(|(file, params, _)| submit(&client, json!([file]), params.clone()))
+        .collect();
+    for ((_, _, expected), id) in cases.iter().zip(&ids) {
+        let j = wait_job(&client, id, MIN);
+        assert_eq!(j["job_state"], "FAILED", "{j:#}");
+        let f = &files(&client, id)[0];
+        assert_eq!(state(f), "FAILED");
+        assert!(reason(f).contains(expected), "{expected:?} not in {f:#}");
+        // "<SCOPE> [<errno>] <message>"
+        let scope = reason(f).split(' ').next().unwrap();
+        assert!(
+            ["SOURCE", "DESTINATION", "TRANSFER"].contains(&scope),
+            "{}",
+            reason(f)
+        );
+        assert!(reason(f).contains(" ["), "{}", reason(f));
+        assert_eq!(f["transferred"].as_u64(), Some(0));
+    }
+    // With overwrite, the existing destination is replaced.
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/ow?size=10",
+            "mock://d.example/ow?exists=1&size_pre=10&size_post=10&time=0"
+        )]),
+        json!({"overwrite": true}),
+    );
+    assert_eq!(wait_job(&client, &id, MIN)["job_state"], "FINISHED");
+}
+
+#[test]
+fn recoverable_failures_are_retried_with_their_history_and_others_are_not() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.default_link_active = 10);
+    let client = user(&server, pki);
+    let retried = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/r?size=10",
+            "mock://d.example/r?transfer_errno=110&time=1"
+        )]),
+        json!({"retry": 2, "retry_delay": 1}),
+    );
+    let final_ = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/missing?errno=2",
+            "mock://d.example/m?time=0"
+        )]),
+        json!({"retry": 2, "retry_delay": 1}),
+    );
+    let j = wait_job(&client, &retried, MIN);
+    assert_eq!(j["job_state"], "FAILED");
+    let f = &files(&client, &retried)[0];
+    assert!(reason(f).starts_with("TRANSFER [110]"), "{f:#}");
+    assert_eq!(f["retry"].as_u64(), Some(2), "{f:#}");
+    let file_id = f["file_id"].as_u64().unwrap();
+    let history = client
+        .get(&format!("/jobs/{retried}/files/{file_id}/retries"))
+        .unwrap()
+        .json();
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    for (i, h) in history.iter().enumerate() {
+        assert_eq!(h["attempt"].as_u64(), Some(i as u64 + 1));
+        assert!(h["reason"].as_str().unwrap().starts_with("TRANSFER [110]"));
+        assert!(h["datetime"].is_string());
+    }
+    // Another job's id cannot be used to read this file's history.
+    let missing = client
+        .get(&format!("/jobs/{final_}/files/{file_id}/retries"))
+        .unwrap();
+    assert_eq!(missing.status, 404);
+
+    let j = wait_job(&client, &final_, MIN);
+    assert_eq!(j["job_state"], "FAILED");
+    let f = &files(&client, &final_)[0];
+    assert!(reason(f).starts_with("SOURCE [2]"), "{f:#}");
+    assert_eq!(
+        f["retry"].as_u64(),
+        Some(0),
+        "a missing source is not retried"
+    );
+    let file_id = f["file_id"].as_u64().unwrap();
+    let history = client
+        .get(&format!("/jobs/{final_}/files/{file_id}/retries"))
+        .unwrap()
+        .json();
+    assert_eq!(history, json!([]));
+}
+
+#[test]
+fn replicas_fail_over_and_hops_run_in_order() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let replicas = submit(
+        &client,
+        json!([{"sources": ["mock://bad.example/f?errno=2", "mock://good.example/f?size=10"],
+                "destinations": ["mock://dst.example/f?size_post=10&time=1"]}]),
+        json!({}),
+    );
+    let hops = submit(
+        &client,
+        json!([
+            transfer(
+                "mock://a.example/h?size=10",
+                "mock://b.example/h?size_post=10&time=1"
+            ),
+            transfer(
+                "mock://b.example/h?size=10",
+                "mock://c.example/h?size_post=10&time=1"
+            ),
+        ]),
+        json!({"multihop": true}),
+    );
+    let j = wait_job(&client, &replicas, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    assert_eq!(j["source_se"], "mock://good.example");
+    let f = files(&client, &replicas);
+    assert_eq!(
+        f.iter().map(state).collect::<Vec<_>>(),
+        ["FAILED", "FINISHED"]
+    );
+
+    let j = wait_job(&client, &hops, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = files(&client, &hops);
+    assert!(f.iter().all(|f| state(f) == "FINISHED"));
+    assert!(
+        f[1]["start_time"].as_str().unwrap() >= f[0]["finish_time"].as_str().unwrap(),
+        "the second hop started before the first ended: {f:#?}"
+    );
+
+    // A failed hop fails the job; the next hop never runs.
+    let broken = submit(
+        &client,
+        json!([
+            transfer("mock://a.example/x?errno=2", "mock://b.example/x?time=0"),
+            transfer("mock://b.example/x?size=1", "mock://c.example/x?time=0"),
+        ]),
+        json!({"multihop": true}),
+    );
+    let j = wait_job(&client, &broken, MIN);
+    assert_eq!(j["job_state"], "FAILED");
+    let f = files(&client, &broken);
+    assert_eq!(state(&f[0]), "FAILED");
+    assert_eq!(state(&f[1]), "NOT_USED");
+}
+
+#[test]
+fn reuse_jobs_run_their_files_one_after_another() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.default_link_active = 10);
+    let client = user(&server, pki);
+    let list: Vec<Value> = (0..3)
+        .map(|i| {
+            transfer(
+                &format!("mock://s.example/u{i}?size=10"),
+                &format!("mock://d.example/u{i}?size_post=10&time=1"),
+            )
+        })
+        .collect();
+    let id = submit(&client, Value::Array(list), json!({"reuse": true}));
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = files(&client, &id);
+    for pair in f.windows(2) {
+        assert!(
+            pair[1]["start_time"].as_str().unwrap() >= pair[0]["finish_time"].as_str().unwrap(),
+            "reuse files overlapped: {f:#?}"
+        );
+    }
+}
+
+#[test]
+fn staging_comes_before_the_copy_and_stage_only_jobs_finish_without_one() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://tape.example/f?size=10&staging_time=1",
+            "mock://disk.example/f?size_post=10&time=0"
+        )]),
+        json!({"bring_online": 60}),
+    );
+    assert_eq!(job(&client, &id)["job_state"], "STAGING");
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert!(f["staging_start"].is_string(), "{f:#}");
+    assert!(f["staging_finished"].is_string(), "{f:#}");
+
+    let url = "mock://tape.example/only?size=10&staging_time=1";
+    let only = submit(
+        &client,
+        json!([transfer(url, url)]),
+        json!({"bring_online": 60}),
+    );
+    assert_eq!(wait_job(&client, &only, MIN)["job_state"], "FINISHED");
+
+    let failing = submit(
+        &client,
+        json!([transfer(
+            "mock://tape.example/bad?staging_time=1&staging_errno=5",
+            "mock://disk.example/bad"
+        )]),
+        json!({"bring_online": 60}),
+    );
+    assert_eq!(wait_job(&client, &failing, MIN)["job_state"], "FAILED");
+}
+
+#[test]
+fn a_job_waiting_too_long_in_the_queue_is_canceled() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.default_link_active = 1);
+    let client = user(&server, pki);
+    let busy = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/busy?size=1",
+            "mock://d.example/busy?time=30"
+        )]),
+        json!({}),
+    );
+    wait_files(&client, &busy, MIN, |f| state(&f[0]) == "ACTIVE");
+    let waiting = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/w?size=1",
+            "mock://d.example/w?time=1"
+        )]),
+        json!({"max_time_in_queue": "2s"}),
+    );
+    let j = wait_job(&client, &waiting, MIN);
+    assert_eq!(j["job_state"], "CANCELED", "{j:#}");
+    let f = &files(&client, &waiting)[0];
+    assert_eq!(
+        reason(f),
+        "Job has been canceled because it stayed in the queue for too long (max-time-in-queue timeout)"
+    );
+    // The running transfer was not touched by the other job's timeout.
+    assert_eq!(state(&files(&client, &busy)[0]), "ACTIVE");
+}
+
+#[test]
+fn canceling_a_running_transfer_stops_it_within_a_second() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.default_link_active = 1);
+    let client = user(&server, pki);
+    let running = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/long?size=1",
+            "mock://d.example/long?time=60"
+        )]),
+        json!({}),
+    );
+    wait_files(&client, &running, MIN, |f| state(&f[0]) == "ACTIVE");
+    // The link's only slot is taken: this one waits behind it.
+    let next = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/next?size=1",
+            "mock://d.example/next?time=30"
+        )]),
+        json!({}),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state(&files(&client, &next)[0]), "SUBMITTED");
+    let canceled_at = Instant::now();
+    let reply = client.delete(&format!("/jobs/{running}")).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The slot frees only when the transfer really stopped.
+    wait_files(&client, &next, Duration::from_secs(5), |f| {
+        state(&f[0]) == "ACTIVE"
+    });
+    let took = canceled_at.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the next transfer started {took:?} after the cancel"
+    );
+    let f = &files(&client, &running)[0];
+    assert_eq!(state(f), "CANCELED");
+    assert!(f["finish_time"].is_string(), "{f:#}");
+
+    // A cancel ban on the storage stops the running transfer too.
+    let root = server.client(pki, Some(crate::common::ROOT));
+    let reply = root
+        .request(
+            "POST",
+            "/ban/se",
+            &[("content-type", "application/json")],
+            Bytes::from(json!({"storage": "mock://s.example", "status": "cancel"}).to_string()),
+        )
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let j = wait_job(&client, &next, Duration::from_secs(3));
+    assert_eq!(j["job_state"], "CANCELED");
+    assert_eq!(reason(&files(&client, &next)[0]), "Storage banned");
+}
+
+#[test]
+fn link_caps_hold_under_load_and_every_file_finishes() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.default_link_active = 3);
+    let client = user(&server, pki);
+    let mut ids = Vec::new();
+    for link in ["a", "b"] {
+        let list: Vec<Value> = (0..12)
+            .map(|i| {
+                transfer(
+                    &format!("mock://{link}.example/f{i}?size=1"),
+                    &format!("mock://dst.example/{link}{i}?time=1"),
+                )
+            })
+            .collect();
+        ids.push(submit(&client, Value::Array(list), json!({})));
+    }
+    let mut peak: HashMap<&str, usize> = HashMap::new();
+    let start = Instant::now();
+    loop {
+        let mut done = true;
+        for (id, link) in ids.iter().zip(["a", "b"]) {
+            let f = files(&client, id);
+            let active = f
+                .iter()
+                .filter(|f| state(f) == "ACTIVE" || state(f) == "READY")
+                .count();
+            assert!(active <= 3, "link {link} runs {active} transfers: cap is 3");
+            let p = peak.entry(link).or_default();
+            *p = (*p).max(active);
+            done &= f.iter().all(|f| state(f) == "FINISHED");
+        }
+        if done {
+            break;
+        }
+        assert!(start.elapsed() < MIN, "transfers did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Both links ran at their cap at some point: the scheduler does use the slots it has.
+    assert_eq!(peak["a"], 3, "{peak:?}");
+    assert_eq!(peak["b"], 3, "{peak:?}");
+    check_indexes(server);
+}
+
+#[test]
+fn file_transfers_stay_inside_the_allowed_directories() {
+    let Some(pki) = pki() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let allowed = root.path().join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(allowed.join("src.bin"), &payload).unwrap();
+    let server = engine_server(pki, |c| c.engine.file_roots = vec![allowed.clone()]);
+    let client = user(&server, pki);
+    let src = format!("file://{}", allowed.join("src.bin").display());
+    let dst = format!("file://{}", allowed.join("out/dir/dst.bin").display());
+    let id = submit(
+        &client,
+        json!([transfer(&src, &dst)]),
+        json!({"verify_checksum": "both"}),
+    );
+    assert_eq!(wait_job(&client, &id, MIN)["job_state"], "FINISHED");
+    assert_eq!(
+        std::fs::read(allowed.join("out/dir/dst.bin")).unwrap(),
+        payload
+    );
+
+    // Outside the allowed directory: refused at submission, as the reference refuses all.
+    let outside = format!("file://{}", root.path().join("elsewhere.bin").display());
+    let reply = post(
+        &client,
+        "/jobs",
+        &json!({"files": [transfer(&src, &outside)], "params": {}}),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.text().contains("Can not transfer local files"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[test]
+fn kill_9_while_hundreds_of_transfers_run_loses_nothing() {
+    let Some(pki) = pki() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("data");
+    let config = "[engine]\ndefault_link_active = 40\nscheduling_interval = 1\n";
+    let (mut child, port) = spawn_ftsd_with(pki, &dir, config);
+    let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
+    let (status, body) = delegate(
+        &client,
+        pki,
+        "rc_user.pem",
+        &independent_delegation_id(RC_USER_DN, &[]),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut ids = Vec::new();
+    for j in 0..6 {
+        let list: Vec<Value> = (0..50)
+            .map(|i| {
+                transfer(
+                    &format!("mock://s{j}.example/f{i}?size=1"),
+                    &format!("mock://d{j}.example/f{i}?time=3"),
+                )
+            })
+            .collect();
+        ids.push(submit(
+            &client,
+            Value::Array(list),
+            json!({"retry": 1, "retry_delay": 1}),
+        ));
+    }
+    // Wait until transfers are running, then pull the plug.
+    let start = Instant::now();
+    loop {
+        let active: usize = ids
+            .iter()
+            .map(|id| {
+                files(&client, id)
+                    .iter()
+                    .filter(|f| state(f) == "ACTIVE")
+                    .count()
+            })
+            .sum();
+        if active >= 100 {
+            break;
+        }
+        assert!(
+            start.elapsed() < MIN,
+            "transfers never started ({active} active)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, port) = spawn_ftsd_with(pki, &dir, config);
+    let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
+    for id in &ids {
+        let j = wait_job(&client, id, Duration::from_secs(120));
+        assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+        let f = files(&client, id);
+        assert_eq!(f.len(), 50);
+        assert!(f.iter().all(|f| state(f) == "FINISHED"));
+    }
+    // Interrupted transfers were retried, each with one history entry saying why.
+    let interrupted: usize = ids
+        .iter()
+        .flat_map(|id| files(&client, id))
+        .filter(|f| f["retry"].as_u64() == Some(1))
+        .count();
+    assert!(
+        interrupted >= 100,
+        "only {interrupted} files were recovered"
+    );
+    unsafe_sigterm(&child);
+    child.wait().unwrap();
+    let store = ftsd::store::Store::open(&dir).unwrap();
+    assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+}
+
+/// Stop a child gracefully (SIGTERM) through the `kill` command.
+fn unsafe_sigterm(child: &std::process::Child) {
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn fts_cli_blocking_submit_waits_for_the_end() {
+    let Some(pki) = pki() else { return };
+    let Some(bin) = std::env::var_os("FTS3_CLIENT_BIN").map(std::path::PathBuf::from) else {
+        assert!(
+            !in_ci(),
+            "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
+        );
+        eprintln!("SKIPPING: FTS3_CLIENT_BIN not set");
+        return;
+    };
+    let server = engine_server(pki, |_| {});
+    let run = |src: &str, dst: &str| {
+        let out = Command::new(bin.join("fts-rest-transfer-submit"))
+            .args(["-s", &format!("https://localhost:{}", server.port)])
+            .arg("--capath")
+            .arg(pki.ca_dir())
+            .args(["-b", "-i", "1", src, dst])
+            .env("X509_USER_PROXY", pki.path("proxy_rfc.pem"))
+            .env_remove("X509_USER_CERT")
+            .env_remove("X509_USER_KEY")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let ok = run(
+        "mock://a.example/cli?size=100",
+        "mock://b.example/cli?size_post=100&time=1",
+    );
+    assert!(ok.contains("Job finished with state FINISHED"), "{ok}");
+    let bad = run(
+        "mock://a.example/cli2?size=100",
+        "mock://b.example/cli2?transfer_errno=13&time=1",
+    );
+    assert!(bad.contains("Job finished with state FAILED"), "{bad}");
+    let job_id = bad
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Job id: "))
+        .unwrap()
+        .to_string();
+    let root = server.client(pki, Some(crate::common::ROOT));
+    let f = &files(&root, &job_id)[0];
+    assert!(reason(f).starts_with("TRANSFER [13]"), "{f:#}");
+}
