@@ -5,6 +5,7 @@ pub mod audit;
 pub mod ban;
 pub mod identity;
 pub mod job;
+pub mod optimizer;
 pub mod submit;
 pub mod submit_schema;
 pub mod time;

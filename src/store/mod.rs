@@ -17,6 +17,7 @@ pub mod codec;
 pub mod credentials;
 pub mod index;
 pub mod jobs;
+pub mod optimizer;
 pub mod schema;
 pub mod seal;
 
@@ -136,9 +137,18 @@ impl Store {
                         supported: schema::SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {
-                    // Older layouts migrate here when the schema changes (none yet).
+                Some(v) if v < schema::SCHEMA_VERSION => {
+                    // Version 2 added the file-derived counters: count the existing files.
+                    let files = tx.open_table(schema::FILES)?;
+                    let mut indexes = index::JobIndexes::open(tx)?;
+                    for row in files.iter()? {
+                        let (_, value) = row?;
+                        indexes.backfill_file_counters(&codec::decode(value.value())?)?;
+                    }
+                    meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
+                    tracing::info!(from = v, to = schema::SCHEMA_VERSION, "database migrated");
                 }
+                Some(_) => {}
             }
             tx.open_table(schema::AUTHZ_DN)?;
             tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
@@ -150,6 +160,9 @@ impl Store {
             tx.open_table(schema::SE_BANS)?;
             tx.open_table(schema::DN_BANS)?;
             tx.open_table(schema::CONFIG_AUDIT)?;
+            tx.open_table(schema::OPTIMIZER)?;
+            tx.open_table(schema::OPTIMIZER_EVOLUTION)?;
+            tx.open_table(schema::OPTIMIZER_EVOLUTION_BY_TIME)?;
             Ok(())
         })
     }
