@@ -94,6 +94,30 @@ pub const ROUTES: &[Route] = &[
         pattern: "/config/audit",
         methods: &["GET"],
     },
+    Route {
+        pattern: "/optimizer",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/optimizer/evolution",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/optimizer/current",
+        methods: &["GET", "POST"],
+    },
+    Route {
+        pattern: "/optimizer/snapshot",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/snapshot",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/status/hosts",
+        methods: &["GET"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

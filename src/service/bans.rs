@@ -31,7 +31,7 @@ fn text(input: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 impl Service {
-    fn require_config(&self, user: &User) -> Result<(), ServiceError> {
+    pub(super) fn require_config(&self, user: &User) -> Result<(), ServiceError> {
         if user.granted_level_for(Operation::Config).is_none() {
             return Err(ServiceError::Forbidden("Not enough permissions".into()));
         }

@@ -4,6 +4,7 @@
 pub mod bans;
 pub mod delegation;
 pub mod jobs;
+pub mod optimizer;
 pub mod whoami;
 pub mod writer;
 
