@@ -427,3 +427,267 @@ fn avg_queued(
     }
     Ok((n > 0).then(|| sum as f64 / f64::from(n)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::job::{JobState, JobType};
+
+    fn file(index: u32, src: &str, dst: &str, state: FileState) -> File {
+        File {
+            file_id: 0,
+            file_index: index,
+            job_id: "j".into(),
+            file_state: state,
+            transfer_host: None,
+            source_surl: format!("{src}/f"),
+            dest_surl: format!("{dst}/f"),
+            source_se: src.into(),
+            dest_se: dst.into(),
+            staging_host: None,
+            reason: None,
+            current_failures: 0,
+            filesize: None,
+            checksum: None,
+            finish_time: None,
+            start_time: None,
+            internal_file_params: None,
+            pid: None,
+            tx_duration: None,
+            throughput: None,
+            retry: 0,
+            user_filesize: 0.0,
+            file_metadata: Default::default(),
+            selection_strategy: "auto".into(),
+            staging_start: None,
+            staging_finished: None,
+            bringonline_token: None,
+            retry_timestamp: None,
+            log_file: None,
+            log_debug: false,
+            hashed_id: 0,
+            vo_name: "vo".into(),
+            activity: "default".into(),
+            transferred: 0,
+            priority: 3,
+            dest_surl_uuid: None,
+            archive_start_time: None,
+            archive_finish_time: None,
+            staging_metadata: Default::default(),
+            archive_metadata: Default::default(),
+            scitag: None,
+            src_token_id: None,
+            dst_token_id: None,
+            file_state_initial: None,
+            error_scope: None,
+            error_phase: None,
+            reason_class: None,
+        }
+    }
+
+    fn job(id: &str) -> Job {
+        Job {
+            job_id: id.into(),
+            job_state: JobState::Submitted,
+            job_type: JobType::Normal,
+            cancel_job: false,
+            source_se: None,
+            dest_se: None,
+            user_dn: "/CN=u".into(),
+            cred_id: "c".into(),
+            vo_name: "vo".into(),
+            voms_cred: None,
+            reason: None,
+            submit_time: 0,
+            submit_host: "h".into(),
+            priority: 3,
+            max_time_in_queue: None,
+            destination_spacetoken: None,
+            source_spacetoken: None,
+            internal_job_params: None,
+            overwrite_flag: None,
+            job_finished: None,
+            copy_pin_lifetime: -1,
+            checksum_method: None,
+            bring_online: -1,
+            archive_timeout: -1,
+            retry: 0,
+            retry_delay: 0,
+            target_qos: None,
+            job_metadata: Default::default(),
+            dst_file_report: false,
+            os_project_id: None,
+        }
+    }
+
+    fn decision(src: &str, dst: &str, t: i64, active: i64) -> Decision {
+        Decision {
+            source_se: src.into(),
+            dest_se: dst.into(),
+            datetime: t,
+            active,
+            nostreams: 1,
+            ema: 1.5,
+            throughput: 2.0,
+            success: 99.0,
+            rationale: Some(format!("r{active}")),
+            diff: 1,
+            actual_active: 1,
+            queue_size: 4,
+            filesize_avg: 0.0,
+            filesize_stddev: 0.0,
+            retry_count: 0,
+        }
+    }
+
+    fn actives(rows: &[EvolutionEntry]) -> Vec<i64> {
+        rows.iter().map(|e| e.active).collect()
+    }
+
+    #[test]
+    fn evolution_reads_by_link_and_time_range_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (i, t) in [10, 20, 30, 40].into_iter().enumerate() {
+            store.set_optimizer(&decision("a", "b", t, i as i64 + 1)).unwrap();
+            store.set_optimizer(&decision("a", "c", t + 5, i as i64 + 11)).unwrap();
+        }
+        // Same microsecond twice: both kept, in order.
+        store.set_optimizer(&decision("x", "y", 40, 100)).unwrap();
+        store.set_optimizer(&decision("x", "y", 40, 101)).unwrap();
+
+        let ab = LinkFilter { source_se: Some("a".into()), dest_se: Some("b".into()) };
+        assert_eq!(actives(&store.evolution(&ab, None, None, 50).unwrap()), vec![4, 3, 2, 1]);
+        assert_eq!(actives(&store.evolution(&ab, Some(20), Some(30), 50).unwrap()), vec![3, 2]);
+        assert_eq!(actives(&store.evolution(&ab, None, None, 2).unwrap()), vec![4, 3]);
+        let a = LinkFilter { source_se: Some("a".into()), dest_se: None };
+        assert_eq!(actives(&store.evolution(&a, Some(25), None, 50).unwrap()), vec![14, 4, 13, 3, 12]);
+        let all = LinkFilter::default();
+        assert_eq!(actives(&store.evolution(&all, None, None, 3).unwrap()), vec![14, 101, 100]);
+        let c = LinkFilter { source_se: None, dest_se: Some("c".into()) };
+        assert_eq!(actives(&store.evolution(&c, None, Some(20), 50).unwrap()), vec![11]);
+
+        let current = store.optimizer_current("a", "b").unwrap().unwrap();
+        assert_eq!((current.active, current.datetime, current.queue_size), (4, 40, 4));
+        assert_eq!(store.optimizer_current("b", "a").unwrap(), None);
+        let values = store.optimizer_values(&a).unwrap();
+        assert_eq!(values.iter().map(|v| v.dest_se.as_str()).collect::<Vec<_>>(), vec!["c", "b"]);
+
+        assert_eq!(store.delete_evolution_before(30).unwrap(), 4);
+        assert_eq!(actives(&store.evolution(&ab, None, None, 50).unwrap()), vec![4, 3]);
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn link_stats_and_host_activity_follow_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = 1_700_000_000 - 1_700_000_000 % 60 + 30;
+        let mut batch = Vec::new();
+        for j in 0..2 {
+            let mut files = Vec::new();
+            for i in 0..5u32 {
+                let mut f = file(i, "mock://s", "mock://d", FileState::Submitted);
+                f.dest_surl = format!("mock://d/{j}/{i}");
+                files.push(f);
+            }
+            let mut job = job(&format!("job{j}"));
+            job.submit_time = now - 100;
+            batch.push((job, files));
+        }
+        let mut other = file(0, "mock://s", "mock://e", FileState::Submitted);
+        other.vo_name = "other".into();
+        batch.push((job("job2"), vec![other]));
+        store.insert_jobs(&mut batch).unwrap();
+
+        let ids: Vec<String> = (0..2).map(|j| format!("job{j}")).collect();
+        store
+            .update_jobs(&ids, |job, files| {
+                let j = job.job_id.ends_with('1');
+                for f in files.iter_mut() {
+                    match (j, f.file_index) {
+                        // Finished: two this minute, one 20 minutes ago, one 2 hours ago.
+                        (false, 0 | 1) => {
+                            f.file_state = FileState::Finished;
+                            f.finish_time = Some(now);
+                            f.throughput = Some(2.0 + f64::from(f.file_index));
+                            f.tx_duration = Some(10.0);
+                        }
+                        (false, 2) => {
+                            f.file_state = FileState::Finished;
+                            f.finish_time = Some(now - 1200);
+                            f.throughput = Some(9.0);
+                        }
+                        (false, 3) => {
+                            f.file_state = FileState::Finished;
+                            f.finish_time = Some(now - 7200);
+                            f.throughput = Some(100.0);
+                        }
+                        (false, 4) => {
+                            f.file_state = FileState::Active;
+                            f.transfer_host = Some("fts1".into());
+                            f.start_time = Some(now - 40);
+                        }
+                        (true, 0 | 1) => {
+                            f.file_state = FileState::Failed;
+                            f.finish_time = Some(now - 60);
+                            f.reason = Some("boom".into());
+                        }
+                        (true, 2) => {
+                            f.file_state = FileState::Failed;
+                            f.finish_time = Some(now);
+                            f.reason = Some("bang".into());
+                        }
+                        (true, 3) => {
+                            f.file_state = FileState::Started;
+                            f.staging_host = Some("fts2".into());
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+
+        let hour = store.link_stats("mock://s", "mock://d", Some("vo"), now - 3600).unwrap();
+        assert_eq!((hour.finished, hour.failed), (3, 3));
+        assert_eq!(hour.avg_throughput(), Some((2.0 + 3.0 + 9.0) / 3.0));
+        assert_eq!(hour.avg_duration(), Some(10.0));
+        assert_eq!(hour.success_ratio(), Some(0.5));
+        assert_eq!(hour.frequent_error(), Some(("boom", 2)));
+        let recent = store.link_stats("mock://s", "mock://d", None, now - 5).unwrap();
+        assert_eq!((recent.finished, recent.failed), (2, 1));
+        assert_eq!(recent.frequent_error(), Some(("bang", 1)));
+        let none = store.link_stats("mock://s", "mock://d", Some("other"), now - 3600).unwrap();
+        assert_eq!(none, LinkStats::default());
+
+        let hosts = store.host_activity().unwrap();
+        assert_eq!(hosts["fts1"], HostActivity { active: 1, staging: 0 });
+        assert_eq!(hosts["fts2"], HostActivity { active: 0, staging: 1 });
+
+        store.set_optimizer(&decision("mock://s", "mock://d", 1, 7)).unwrap();
+        let pairs = store.pair_status(&PairFilter::default(), now).unwrap();
+        assert_eq!(pairs.len(), 2);
+        let p = &pairs[1];
+        assert_eq!((p.vo_name.as_str(), p.dest_se.as_str()), ("vo", "mock://d"));
+        assert_eq!((p.active, p.submitted, p.max_active), (1, 1, Some(7)));
+        assert_eq!(p.avg_queued, Some(60.0));
+        assert_eq!(p.avg_throughput[0], (60, Some(14.0 / 3.0)));
+        assert_eq!(p.avg_throughput[3], (5, Some(2.5)));
+        assert_eq!(pairs[0].vo_name, "other");
+        assert_eq!((pairs[0].submitted, pairs[0].max_active), (1, None));
+
+        // Leaving a terminal or running state takes the file out of the counters again.
+        store
+            .update_jobs(&ids, |_, files| {
+                for f in files.iter_mut() {
+                    f.file_state = FileState::Canceled;
+                }
+            })
+            .unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        assert!(store.host_activity().unwrap().is_empty());
+        let hour = store.link_stats("mock://s", "mock://d", Some("vo"), now - 3600).unwrap();
+        assert_eq!(hour, LinkStats::default());
+    }
+}
