@@ -242,7 +242,11 @@ fn optimizer_routes(
             respond(result)
         });
     let snapshot = warp::get()
-        .and(warp::path!("snapshot").or(warp::path!("optimizer" / "snapshot")).unify())
+        .and(
+            warp::path!("snapshot")
+                .or(warp::path!("optimizer" / "snapshot"))
+                .unify(),
+        )
         .and(ctx.clone())
         .and(query())
         .map(|ctx: Ctx, q: Query| respond(optimizer::snapshot(&ctx, q)));

@@ -15,7 +15,9 @@ use super::{Service, ServiceError};
 use crate::{
     model::{
         identity::{AuthMethod, User},
-        optimizer::{Decision, EvolutionEntry, HostActivity, LinkFilter, OptimizerCurrent, PairStatus},
+        optimizer::{
+            Decision, EvolutionEntry, HostActivity, LinkFilter, OptimizerCurrent, PairStatus,
+        },
         submit::{python_float, python_float_text, python_int_checked},
     },
     store::optimizer::PairFilter,
@@ -56,7 +58,9 @@ fn int_field(input: &Map<String, Value>, key: &str, default: i64) -> Result<i64,
     let name = capitalised(key);
     let value = match input.get(key) {
         None => default,
-        Some(v) => python_int_checked(v).map_err(|e| bad(format!("{name} must be an integer ({e})")))?,
+        Some(v) => {
+            python_int_checked(v).map_err(|e| bad(format!("{name} must be an integer ({e})")))?
+        }
     };
     if value < 0 {
         return Err(bad(format!("{name} must be positive ({value})")));
@@ -83,7 +87,8 @@ fn float_field(input: &Map<String, Value>, key: &str) -> Result<f64, ServiceErro
 /// Read a `POST /optimizer/current` body into a decision made at `now` (unix µs). Fields are
 /// checked in the reference's order, so the first bad one is reported.
 pub fn decision_from_input(input: &Map<String, Value>, now: i64) -> Result<Decision, ServiceError> {
-    let (Some(source_se), Some(dest_se)) = (text(input, "source_se"), text(input, "dest_se")) else {
+    let (Some(source_se), Some(dest_se)) = (text(input, "source_se"), text(input, "dest_se"))
+    else {
         return Err(bad("Missing source and/or destination".into()));
     };
     let active = int_field(input, "active", 2)?;
@@ -174,9 +179,7 @@ impl Service {
         _user: &User,
         filter: &PairFilter,
     ) -> Result<Vec<PairStatus>, ServiceError> {
-        Ok(self
-            .store
-            .pair_status(filter, crate::model::time::now())?)
+        Ok(self.store.pair_status(filter, crate::model::time::now())?)
     }
 
     /// `GET /status/hosts`: running work per host (certificate and config level).
@@ -249,12 +252,18 @@ mod tests {
             m("queue_size", json!(null)),
             "Queue_size must be an integer (int() argument must be a string, a bytes-like object or a real number, not 'NoneType')"
         );
-        assert_eq!(m("nostreams", json!(-16)), "Nostreams must be positive (-16)");
+        assert_eq!(
+            m("nostreams", json!(-16)),
+            "Nostreams must be positive (-16)"
+        );
         assert_eq!(
             m("filesize_avg", json!("big")),
             "Filesize_avg must be a float (could not convert string to float: 'big')"
         );
         assert_eq!(m("ema", json!(-1)), "Ema must be positive (-1.0)");
-        assert_eq!(m("success", json!("-0.5")), "Success must be positive (-0.5)");
+        assert_eq!(
+            m("success", json!("-0.5")),
+            "Success must be positive (-0.5)"
+        );
     }
 }

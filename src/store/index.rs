@@ -163,10 +163,18 @@ impl<'txn> JobIndexes<'txn> {
         let (old_pair, new_pair) = (old.map(pair), new.map(pair));
         if old_pair != new_pair {
             if let Some((s, d, v)) = &old_pair {
-                bump(&mut self.pair_counts, (s.as_str(), d.as_str(), v.as_str()), -1)?;
+                bump(
+                    &mut self.pair_counts,
+                    (s.as_str(), d.as_str(), v.as_str()),
+                    -1,
+                )?;
             }
             if let Some((s, d, v)) = &new_pair {
-                bump(&mut self.pair_counts, (s.as_str(), d.as_str(), v.as_str()), 1)?;
+                bump(
+                    &mut self.pair_counts,
+                    (s.as_str(), d.as_str(), v.as_str()),
+                    1,
+                )?;
             }
         }
 
@@ -531,7 +539,13 @@ fn check_file_counters(tx: &ReadTransaction, problems: &mut Vec<String>) -> Resu
             let entry = stats.entry(key).or_default();
             *entry = combine(*entry, t.counters, true);
             if let Some(reason) = t.error {
-                let key = (s(t.source_se), s(t.dest_se), s(t.vo_name), t.minute, s(reason));
+                let key = (
+                    s(t.source_se),
+                    s(t.dest_se),
+                    s(t.vo_name),
+                    t.minute,
+                    s(reason),
+                );
                 *errors.entry(key).or_default() += 1;
             }
         }

@@ -21,8 +21,7 @@ use super::{
 use crate::model::{
     job::{File, FileState, Job},
     optimizer::{
-        Decision, EvolutionEntry, HostActivity, LinkFilter, LinkStats, OptimizerCurrent,
-        PairStatus,
+        Decision, EvolutionEntry, HostActivity, LinkFilter, LinkStats, OptimizerCurrent, PairStatus,
     },
 };
 
@@ -215,10 +214,11 @@ impl Store {
         let pairs_table = tx.open_table(schema::FILE_COUNT_BY_PAIR)?;
         let mut pairs: Vec<(String, String, String)> = Vec::new();
         let rows = match (&filter.source_se, &filter.dest_se) {
-            (Some(s), Some(d)) => {
-                pairs_table.range((s.as_str(), d.as_str(), "")..=(s.as_str(), d.as_str(), MAX_STR))?
+            (Some(s), Some(d)) => pairs_table
+                .range((s.as_str(), d.as_str(), "")..=(s.as_str(), d.as_str(), MAX_STR))?,
+            (Some(s), None) => {
+                pairs_table.range((s.as_str(), "", "")..=(s.as_str(), MAX_STR, MAX_STR))?
             }
-            (Some(s), None) => pairs_table.range((s.as_str(), "", "")..=(s.as_str(), MAX_STR, MAX_STR))?,
             _ => pairs_table.iter()?,
         };
         for row in rows {
@@ -353,7 +353,9 @@ fn errors_since(
     // The upper bound ends at minute i64::MAX, which no file has, so any reason fits below it.
     let rows = match vo {
         Some(vo) => table.range((src, dst, vo, first, "")..(src, dst, vo, i64::MAX, ""))?,
-        None => table.range((src, dst, "", i64::MIN, "")..=(src, dst, MAX_STR, i64::MAX, MAX_STR))?,
+        None => {
+            table.range((src, dst, "", i64::MIN, "")..=(src, dst, MAX_STR, i64::MAX, MAX_STR))?
+        }
     };
     for row in rows {
         let (key, value) = row?;
@@ -549,32 +551,75 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         for (i, t) in [10, 20, 30, 40].into_iter().enumerate() {
-            store.set_optimizer(&decision("a", "b", t, i as i64 + 1)).unwrap();
-            store.set_optimizer(&decision("a", "c", t + 5, i as i64 + 11)).unwrap();
+            store
+                .set_optimizer(&decision("a", "b", t, i as i64 + 1))
+                .unwrap();
+            store
+                .set_optimizer(&decision("a", "c", t + 5, i as i64 + 11))
+                .unwrap();
         }
         // Same microsecond twice: both kept, in order.
         store.set_optimizer(&decision("x", "y", 40, 100)).unwrap();
         store.set_optimizer(&decision("x", "y", 40, 101)).unwrap();
 
-        let ab = LinkFilter { source_se: Some("a".into()), dest_se: Some("b".into()) };
-        assert_eq!(actives(&store.evolution(&ab, None, None, 50).unwrap()), vec![4, 3, 2, 1]);
-        assert_eq!(actives(&store.evolution(&ab, Some(20), Some(30), 50).unwrap()), vec![3, 2]);
-        assert_eq!(actives(&store.evolution(&ab, None, None, 2).unwrap()), vec![4, 3]);
-        let a = LinkFilter { source_se: Some("a".into()), dest_se: None };
-        assert_eq!(actives(&store.evolution(&a, Some(25), None, 50).unwrap()), vec![14, 4, 13, 3, 12]);
+        let ab = LinkFilter {
+            source_se: Some("a".into()),
+            dest_se: Some("b".into()),
+        };
+        assert_eq!(
+            actives(&store.evolution(&ab, None, None, 50).unwrap()),
+            vec![4, 3, 2, 1]
+        );
+        assert_eq!(
+            actives(&store.evolution(&ab, Some(20), Some(30), 50).unwrap()),
+            vec![3, 2]
+        );
+        assert_eq!(
+            actives(&store.evolution(&ab, None, None, 2).unwrap()),
+            vec![4, 3]
+        );
+        let a = LinkFilter {
+            source_se: Some("a".into()),
+            dest_se: None,
+        };
+        assert_eq!(
+            actives(&store.evolution(&a, Some(25), None, 50).unwrap()),
+            vec![14, 4, 13, 3, 12]
+        );
         let all = LinkFilter::default();
-        assert_eq!(actives(&store.evolution(&all, None, None, 3).unwrap()), vec![14, 101, 100]);
-        let c = LinkFilter { source_se: None, dest_se: Some("c".into()) };
-        assert_eq!(actives(&store.evolution(&c, None, Some(20), 50).unwrap()), vec![11]);
+        assert_eq!(
+            actives(&store.evolution(&all, None, None, 3).unwrap()),
+            vec![14, 101, 100]
+        );
+        let c = LinkFilter {
+            source_se: None,
+            dest_se: Some("c".into()),
+        };
+        assert_eq!(
+            actives(&store.evolution(&c, None, Some(20), 50).unwrap()),
+            vec![11]
+        );
 
         let current = store.optimizer_current("a", "b").unwrap().unwrap();
-        assert_eq!((current.active, current.datetime, current.queue_size), (4, 40, 4));
+        assert_eq!(
+            (current.active, current.datetime, current.queue_size),
+            (4, 40, 4)
+        );
         assert_eq!(store.optimizer_current("b", "a").unwrap(), None);
         let values = store.optimizer_values(&a).unwrap();
-        assert_eq!(values.iter().map(|v| v.dest_se.as_str()).collect::<Vec<_>>(), vec!["c", "b"]);
+        assert_eq!(
+            values
+                .iter()
+                .map(|v| v.dest_se.as_str())
+                .collect::<Vec<_>>(),
+            vec!["c", "b"]
+        );
 
         assert_eq!(store.delete_evolution_before(30).unwrap(), 4);
-        assert_eq!(actives(&store.evolution(&ab, None, None, 50).unwrap()), vec![4, 3]);
+        assert_eq!(
+            actives(&store.evolution(&ab, None, None, 50).unwrap()),
+            vec![4, 3]
+        );
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 
@@ -649,23 +694,43 @@ mod tests {
             .unwrap();
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 
-        let hour = store.link_stats("mock://s", "mock://d", Some("vo"), now - 3600).unwrap();
+        let hour = store
+            .link_stats("mock://s", "mock://d", Some("vo"), now - 3600)
+            .unwrap();
         assert_eq!((hour.finished, hour.failed), (3, 3));
         assert_eq!(hour.avg_throughput(), Some((2.0 + 3.0 + 9.0) / 3.0));
         assert_eq!(hour.avg_duration(), Some(10.0));
         assert_eq!(hour.success_ratio(), Some(0.5));
         assert_eq!(hour.frequent_error(), Some(("boom", 2)));
-        let recent = store.link_stats("mock://s", "mock://d", None, now - 5).unwrap();
+        let recent = store
+            .link_stats("mock://s", "mock://d", None, now - 5)
+            .unwrap();
         assert_eq!((recent.finished, recent.failed), (2, 1));
         assert_eq!(recent.frequent_error(), Some(("bang", 1)));
-        let none = store.link_stats("mock://s", "mock://d", Some("other"), now - 3600).unwrap();
+        let none = store
+            .link_stats("mock://s", "mock://d", Some("other"), now - 3600)
+            .unwrap();
         assert_eq!(none, LinkStats::default());
 
         let hosts = store.host_activity().unwrap();
-        assert_eq!(hosts["fts1"], HostActivity { active: 1, staging: 0 });
-        assert_eq!(hosts["fts2"], HostActivity { active: 0, staging: 1 });
+        assert_eq!(
+            hosts["fts1"],
+            HostActivity {
+                active: 1,
+                staging: 0
+            }
+        );
+        assert_eq!(
+            hosts["fts2"],
+            HostActivity {
+                active: 0,
+                staging: 1
+            }
+        );
 
-        store.set_optimizer(&decision("mock://s", "mock://d", 1, 7)).unwrap();
+        store
+            .set_optimizer(&decision("mock://s", "mock://d", 1, 7))
+            .unwrap();
         let pairs = store.pair_status(&PairFilter::default(), now).unwrap();
         assert_eq!(pairs.len(), 2);
         let p = &pairs[1];
@@ -687,7 +752,9 @@ mod tests {
             .unwrap();
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
         assert!(store.host_activity().unwrap().is_empty());
-        let hour = store.link_stats("mock://s", "mock://d", Some("vo"), now - 3600).unwrap();
+        let hour = store
+            .link_stats("mock://s", "mock://d", Some("vo"), now - 3600)
+            .unwrap();
         assert_eq!(hour, LinkStats::default());
     }
 }

@@ -8,5 +8,6 @@ mod delegation;
 mod http_conventions;
 mod interop;
 mod jobs;
+mod optimizer;
 mod service_binary;
 mod tls_auth;
