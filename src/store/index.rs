@@ -55,8 +55,7 @@ pub(crate) struct JobIndexes<'txn> {
     host_activity: Table<'txn, (&'static str, &'static str), u64>,
 }
 
-/// The value of a `LINK_MINUTE_STATS` row (see its doc in `schema.rs`).
-type Counters = (u64, u64, u64, u64, u64, u64);
+use schema::MinuteCounters as Counters;
 
 impl<'txn> JobIndexes<'txn> {
     pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<JobIndexes<'txn>, StoreError> {

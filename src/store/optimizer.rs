@@ -83,7 +83,7 @@ impl Store {
                 out.push(codec::decode(value.value())?);
             }
         }
-        out.sort_by(|a, b| b.datetime.cmp(&a.datetime));
+        out.sort_by_key(|c| std::cmp::Reverse(c.datetime));
         Ok(out)
     }
 
@@ -287,7 +287,7 @@ fn read_current(
     }
 }
 
-type Counters = (u64, u64, u64, u64, u64, u64);
+use schema::MinuteCounters as Counters;
 
 /// The per-minute counters of a link (one VO or all) from the minute of `since` on.
 fn minute_buckets(
@@ -756,5 +756,33 @@ mod tests {
             .link_stats("mock://s", "mock://d", Some("vo"), now - 3600)
             .unwrap();
         assert_eq!(hour, LinkStats::default());
+    }
+
+    #[test]
+    fn a_version_1_database_gets_its_counters_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut f = file(0, "mock://s", "mock://d", FileState::Failed);
+            f.finish_time = Some(120);
+            f.reason = Some("x".into());
+            store.insert_jobs(&mut [(job("j"), vec![f])]).unwrap();
+            // What a version 1 database looks like: no counters.
+            store
+                .write(|tx| {
+                    tx.delete_table(schema::FILE_COUNT_BY_PAIR)?;
+                    tx.delete_table(schema::LINK_MINUTE_STATS)?;
+                    tx.delete_table(schema::LINK_MINUTE_ERRORS)?;
+                    tx.open_table(schema::META)?
+                        .insert(schema::META_SCHEMA_VERSION, 1)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let stats = store.link_stats("mock://s", "mock://d", None, 0).unwrap();
+        assert_eq!(stats.frequent_error(), Some(("x", 1)));
     }
 }

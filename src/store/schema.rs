@@ -96,10 +96,10 @@ pub const FILE_COUNT_BY_PAIR: TableDefinition<(&str, &str, &str), u64> =
 /// finished in that minute (unix seconds of its start): `(finished, failed, throughput sum in
 /// thousandths, finished files with a throughput, duration sum in milliseconds, finished files
 /// with a duration)`. Fixed-point sums so that adding and removing a file is exact.
-pub const LINK_MINUTE_STATS: TableDefinition<
-    (&str, &str, &str, i64),
-    (u64, u64, u64, u64, u64, u64),
-> = TableDefinition::new("link_minute_stats_v1");
+pub const LINK_MINUTE_STATS: TableDefinition<(&str, &str, &str, i64), MinuteCounters> =
+    TableDefinition::new("link_minute_stats_v1");
+/// The value of a [`LINK_MINUTE_STATS`] row.
+pub type MinuteCounters = (u64, u64, u64, u64, u64, u64);
 /// `(source_se, dest_se, vo_name, minute, reason)` → FAILED files of that minute with that reason.
 pub const LINK_MINUTE_ERRORS: TableDefinition<(&str, &str, &str, i64, &str), u64> =
     TableDefinition::new("link_minute_errors_v1");
