@@ -12,6 +12,7 @@ mod delegation;
 pub mod error;
 mod input;
 pub mod jobs;
+mod optimizer;
 mod root;
 pub mod routes;
 mod whoami;
@@ -103,6 +104,7 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
     let jobs = job_routes(ctx.clone());
     let bans = ban_routes(ctx.clone());
     let config = config_routes(ctx.clone());
+    let optimizer = optimizer_routes(ctx.clone());
     let fallback = warp::method()
         .and(warp::path::full())
         .map(|method: Method, path: warp::path::FullPath| routes::fallback(&method, path.as_str()));
@@ -125,6 +127,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .or(bans)
         .unify()
         .or(config)
+        .unify()
+        .or(optimizer)
         .unify()
         .or(fallback)
         .unify()
@@ -295,6 +299,64 @@ fn config_routes(
     routes
         .into_iter()
         .fold(hosts, |all, route| all.or(route).unify().boxed())
+}
+
+/// `/optimizer...`, `/snapshot`, `/status/hosts`.
+fn optimizer_routes(
+    ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
+) -> BoxedFilter<(Response,)> {
+    let query = || warp::query::<Query>();
+    let enabled = warp::get()
+        .and(warp::path!("optimizer"))
+        .and(ctx.clone())
+        .map(|ctx: Ctx| respond(optimizer::enabled(&ctx)));
+    let evolution = warp::get()
+        .and(warp::path!("optimizer" / "evolution"))
+        .and(ctx.clone())
+        .and(query())
+        .map(|ctx: Ctx, q: Query| respond(optimizer::evolution(&ctx, q)));
+    let current = warp::get()
+        .and(warp::path!("optimizer" / "current"))
+        .and(ctx.clone())
+        .and(query())
+        .map(|ctx: Ctx, q: Query| respond(optimizer::current(&ctx, q)));
+    let set_current = warp::post()
+        .and(warp::path!("optimizer" / "current"))
+        .and(ctx.clone())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body::stream())
+        .then(|ctx: Ctx, ct: Option<String>, body| async move {
+            let result = match read_body(body, optimizer::MAX_OPTIMIZER_BODY).await {
+                Ok(body) => optimizer::set_current(&ctx, ct.as_deref(), &body),
+                Err(e) => Err(e),
+            };
+            respond(result)
+        });
+    let snapshot = warp::get()
+        .and(
+            warp::path!("snapshot")
+                .or(warp::path!("optimizer" / "snapshot"))
+                .unify(),
+        )
+        .and(ctx.clone())
+        .and(query())
+        .map(|ctx: Ctx, q: Query| respond(optimizer::snapshot(&ctx, q)));
+    let hosts = warp::get()
+        .and(warp::path!("status" / "hosts"))
+        .and(ctx)
+        .map(|ctx: Ctx| respond(optimizer::hosts(&ctx)));
+    enabled
+        .or(evolution)
+        .unify()
+        .or(current)
+        .unify()
+        .or(set_current)
+        .unify()
+        .or(snapshot)
+        .unify()
+        .or(hosts)
+        .unify()
+        .boxed()
 }
 
 /// `/jobs...`, `/files`, `/admin/force-start`, `/api-docs/schema/submit`.

@@ -134,6 +134,30 @@ pub const ROUTES: &[Route] = &[
         pattern: "/config/authorize",
         methods: &["GET", "POST", "DELETE"],
     },
+    Route {
+        pattern: "/optimizer",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/optimizer/evolution",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/optimizer/current",
+        methods: &["GET", "POST"],
+    },
+    Route {
+        pattern: "/optimizer/snapshot",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/snapshot",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/status/hosts",
+        methods: &["GET"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

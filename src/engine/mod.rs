@@ -143,6 +143,7 @@ impl Engine {
         let writer = tokio::spawn(event_writer(engine.clone(), events_rx));
         let watcher = tokio::spawn(watcher(engine.clone()));
         let timeouts = tokio::spawn(queue_timeouts(engine.clone()));
+        let beats = tokio::spawn(heartbeat(engine.clone()));
         scheduler::run(engine.clone()).await;
         // Stopping: the running transfers hand their files back.
         for r in engine.running().values() {
@@ -154,6 +155,7 @@ impl Engine {
         }
         watcher.abort();
         timeouts.abort();
+        beats.abort();
         drop(engine);
         // The writer ends when every sender (the engine and its tasks) is gone.
         match tokio::time::timeout(SHUTDOWN_DEADLINE, writer).await {
@@ -597,6 +599,20 @@ async fn watcher(engine: Arc<Engine>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// `HeartBeatInterval`: how often this host says it is alive in `/config` (`t_hosts.beat`).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn heartbeat(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        tick.tick().await;
+        let (store, host) = (engine.store.clone(), engine.settings.host.clone());
+        if let Err(e) = blocking(move || store.beat_host(&host, "fts_server", time::now())).await {
+            tracing::warn!(error = %e, "heartbeat not recorded");
         }
     }
 }

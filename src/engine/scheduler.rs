@@ -335,7 +335,13 @@ impl Policy {
         let mut shares = HashMap::new();
         let mut se_caps = HashMap::new();
         for link in links {
-            link_caps.insert(link.clone(), defaults.0);
+            // The optimizer's decision for the link, or the default until it has one.
+            let cap = store
+                .optimizer_current(&link.0, &link.1)?
+                .map(|c| c.active)
+                .filter(|a| *a > 0)
+                .map_or(defaults.0, |a| a as usize);
+            link_caps.insert(link.clone(), cap);
             shares.insert(link.clone(), store.shares_for_link(&link.0, &link.1)?);
             for se in [&link.0, &link.1] {
                 if se_caps.contains_key(se) {

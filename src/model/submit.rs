@@ -1244,6 +1244,59 @@ pub fn python_truthy(value: &Value) -> bool {
     py_truthy(value)
 }
 
+/// Python's `int(value)` for a value decoded by `json.loads` (or a form string), with the text
+/// of the exception Python raises when it refuses.
+pub fn python_int_checked(value: &Value) -> std::result::Result<i64, String> {
+    match value {
+        Value::Bool(b) => Ok(i64::from(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(i),
+            // int(4.7) == 4; the range check keeps the cast exact.
+            (None, Some(f)) if f.is_finite() && f.trunc().abs() < 9.0e18 => Ok(f.trunc() as i64),
+            _ => Err("Python int too large to convert to C long".to_string()),
+        },
+        Value::String(s) => py_int_str(s).ok_or_else(|| {
+            if py_int_syntax_ok(s) {
+                "Python int too large to convert to C long".to_string()
+            } else {
+                format!(
+                    "invalid literal for int() with base 10: {}",
+                    echo(&py_repr_str(s))
+                )
+            }
+        }),
+        other => Err(format!(
+            "int() argument must be a string, a bytes-like object or a real number, not '{}'",
+            py_type(other)
+        )),
+    }
+}
+
+/// Python's `float(value)`, with the text of the exception Python raises when it refuses.
+pub fn python_float(value: &Value) -> std::result::Result<f64, String> {
+    match value {
+        Value::Bool(b) => Ok(f64::from(u8::from(*b))),
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| "int too large to convert to float".to_string()),
+        Value::String(s) => py_float_str(s).ok_or_else(|| {
+            format!(
+                "could not convert string to float: {}",
+                echo(&py_repr_str(s))
+            )
+        }),
+        other => Err(format!(
+            "float() argument must be a string or a real number, not '{}'",
+            py_type(other)
+        )),
+    }
+}
+
+/// Python's `str()` of a float.
+pub fn python_float_text(f: f64) -> String {
+    py_float_repr(f)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python value semantics
 

@@ -5,6 +5,7 @@ pub mod bans;
 pub mod config;
 pub mod delegation;
 pub mod jobs;
+pub mod optimizer;
 pub mod whoami;
 pub mod writer;
 

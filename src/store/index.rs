@@ -4,12 +4,15 @@
 //! index from the rows and compares, which tests (and `ftsd` maintenance tooling) use to prove
 //! the rule holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::{StoreError, codec, schema};
-use crate::model::job::{File, FileState, Job};
+use crate::model::{
+    job::{File, FileState, Job},
+    optimizer::NO_HOST,
+};
 
 /// Key of an `AUTHZ_DN` row.
 pub(crate) struct AuthzKey<'a> {
@@ -48,7 +51,13 @@ pub(crate) struct JobIndexes<'txn> {
     files_by_uuid: Table<'txn, &'static str, u64>,
     files_queued: Table<'txn, (&'static str, &'static str, &'static str, i32, u64), ()>,
     jobs_by_expiry: Table<'txn, (i64, &'static str), ()>,
+    pair_counts: Table<'txn, (&'static str, &'static str, &'static str), u64>,
+    minute_stats: Table<'txn, (&'static str, &'static str, &'static str, i64), Counters>,
+    minute_errors: Table<'txn, (&'static str, &'static str, &'static str, i64, &'static str), u64>,
+    host_activity: Table<'txn, (&'static str, &'static str), u64>,
 }
+
+use schema::MinuteCounters as Counters;
 
 impl<'txn> JobIndexes<'txn> {
     pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<JobIndexes<'txn>, StoreError> {
@@ -66,6 +75,10 @@ impl<'txn> JobIndexes<'txn> {
             files_by_uuid: tx.open_table(schema::FILES_BY_DEST_UUID)?,
             files_queued: tx.open_table(schema::FILES_QUEUED)?,
             jobs_by_expiry: tx.open_table(schema::JOBS_BY_EXPIRY)?,
+            pair_counts: tx.open_table(schema::FILE_COUNT_BY_PAIR)?,
+            minute_stats: tx.open_table(schema::LINK_MINUTE_STATS)?,
+            minute_errors: tx.open_table(schema::LINK_MINUTE_ERRORS)?,
+            host_activity: tx.open_table(schema::HOST_ACTIVITY)?,
         })
     }
 
@@ -136,6 +149,7 @@ impl<'txn> JobIndexes<'txn> {
                 self.files_queued.remove(key)?;
             }
         }
+        self.apply_file_counters(old, new)?;
         if let Some(f) = new {
             self.files_by_job
                 .insert((f.job_id.as_str(), f.file_id), ())?;
@@ -148,6 +162,81 @@ impl<'txn> JobIndexes<'txn> {
             if let Some(key) = queued_key(f) {
                 self.files_queued.insert(key, ())?;
             }
+        }
+        Ok(())
+    }
+
+    /// Maintain the counters derived from files (pairs, per-minute terminal statistics and
+    /// errors, host activity). A contribution that is the same before and after is left alone,
+    /// so most state changes touch only the counters they move.
+    fn apply_file_counters(
+        &mut self,
+        old: Option<&File>,
+        new: Option<&File>,
+    ) -> Result<(), StoreError> {
+        let pair = |f: &File| (f.source_se.clone(), f.dest_se.clone(), f.vo_name.clone());
+        let (old_pair, new_pair) = (old.map(pair), new.map(pair));
+        if old_pair != new_pair {
+            if let Some((s, d, v)) = &old_pair {
+                bump(
+                    &mut self.pair_counts,
+                    (s.as_str(), d.as_str(), v.as_str()),
+                    -1,
+                )?;
+            }
+            if let Some((s, d, v)) = &new_pair {
+                bump(
+                    &mut self.pair_counts,
+                    (s.as_str(), d.as_str(), v.as_str()),
+                    1,
+                )?;
+            }
+        }
+
+        let (old_t, new_t) = (old.and_then(terminal), new.and_then(terminal));
+        if old_t != new_t {
+            if let Some(t) = &old_t {
+                self.apply_terminal(t, false)?;
+            }
+            if let Some(t) = &new_t {
+                self.apply_terminal(t, true)?;
+            }
+        }
+
+        let (old_h, new_h) = (old.and_then(host_work), new.and_then(host_work));
+        if old_h != new_h {
+            if let Some((host, kind)) = old_h {
+                bump(&mut self.host_activity, (host, kind), -1)?;
+            }
+            if let Some((host, kind)) = new_h {
+                bump(&mut self.host_activity, (host, kind), 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Count an existing file in the file-derived counters (migration of a database written
+    /// before the counters existed).
+    pub(crate) fn backfill_file_counters(&mut self, file: &File) -> Result<(), StoreError> {
+        self.apply_file_counters(None, Some(file))
+    }
+
+    fn apply_terminal(&mut self, t: &Terminal<'_>, add: bool) -> Result<(), StoreError> {
+        let key = (t.source_se, t.dest_se, t.vo_name, t.minute);
+        let current = self
+            .minute_stats
+            .get(key)?
+            .map(|v| v.value())
+            .unwrap_or_default();
+        let next = combine(current, t.counters, add);
+        if next == Counters::default() {
+            self.minute_stats.remove(key)?;
+        } else {
+            self.minute_stats.insert(key, next)?;
+        }
+        if let Some(reason) = t.error {
+            let key = (t.source_se, t.dest_se, t.vo_name, t.minute, reason);
+            bump(&mut self.minute_errors, key, if add { 1 } else { -1 })?;
         }
         Ok(())
     }
@@ -168,6 +257,130 @@ impl<'txn> JobIndexes<'txn> {
     pub(crate) fn dest_uuid_taken(&self, uuid: &str) -> Result<bool, StoreError> {
         Ok(self.files_by_uuid.get(uuid)?.is_some())
     }
+}
+
+/// Add `delta` to a counter; a counter that reaches zero is removed, so the tables hold only
+/// what exists.
+fn bump<K: redb::Key + 'static>(
+    table: &mut Table<'_, K, u64>,
+    key: K::SelfType<'_>,
+    delta: i64,
+) -> Result<(), StoreError>
+where
+    for<'a> K::SelfType<'a>: Clone,
+{
+    let current = table.get(key.clone())?.map(|v| v.value()).unwrap_or(0);
+    let next = current.saturating_add_signed(delta);
+    if next == 0 {
+        table.remove(key)?;
+    } else {
+        table.insert(key, next)?;
+    }
+    Ok(())
+}
+
+/// What a terminal file adds to the per-minute counters of its link.
+#[derive(Debug, Clone, PartialEq)]
+struct Terminal<'a> {
+    source_se: &'a str,
+    dest_se: &'a str,
+    vo_name: &'a str,
+    minute: i64,
+    counters: Counters,
+    /// The reason of a FAILED file (empty when it has none).
+    error: Option<&'a str>,
+}
+
+/// Fixed-point scale of throughput sums (thousandths).
+pub(crate) const THROUGHPUT_SCALE: f64 = 1000.0;
+/// Fixed-point scale of duration sums (milliseconds).
+pub(crate) const DURATION_SCALE: f64 = 1000.0;
+
+/// A non-negative measurement in fixed point (negative or non-finite values are not data).
+fn fixed(value: Option<f64>, scale: f64) -> Option<u64> {
+    let v = value?;
+    // `as` saturates for huge values; the guard leaves out NaN and negatives.
+    (v.is_finite() && v >= 0.0).then(|| (v * scale).round() as u64)
+}
+
+/// The start (unix seconds) of the minute `t` falls in.
+pub(crate) fn minute_of(t: i64) -> i64 {
+    t.div_euclid(60) * 60
+}
+
+fn terminal(f: &File) -> Option<Terminal<'_>> {
+    let finish = f.finish_time?;
+    let (counters, error) = match f.file_state {
+        FileState::Finished => {
+            let thr = fixed(f.throughput, THROUGHPUT_SCALE);
+            let dur = fixed(f.tx_duration, DURATION_SCALE);
+            (
+                (
+                    1,
+                    0,
+                    thr.unwrap_or(0),
+                    u64::from(thr.is_some()),
+                    dur.unwrap_or(0),
+                    u64::from(dur.is_some()),
+                ),
+                None,
+            )
+        }
+        FileState::Failed => ((0, 1, 0, 0, 0, 0), Some(f.reason.as_deref().unwrap_or(""))),
+        _ => return None,
+    };
+    Some(Terminal {
+        source_se: &f.source_se,
+        dest_se: &f.dest_se,
+        vo_name: &f.vo_name,
+        minute: minute_of(finish),
+        counters,
+        error,
+    })
+}
+
+fn combine(a: Counters, b: Counters, add: bool) -> Counters {
+    let op = |x: u64, y: u64| {
+        if add {
+            x.saturating_add(y)
+        } else {
+            x.saturating_sub(y)
+        }
+    };
+    (
+        op(a.0, b.0),
+        op(a.1, b.1),
+        op(a.2, b.2),
+        op(a.3, b.3),
+        op(a.4, b.4),
+        op(a.5, b.5),
+    )
+}
+
+/// The host activity a file counts in: ACTIVE by transfer host, STARTED by staging host.
+fn host_work(f: &File) -> Option<(&str, &'static str)> {
+    match f.file_state {
+        FileState::Active => Some((f.transfer_host.as_deref().unwrap_or(NO_HOST), "active")),
+        FileState::Started => Some((f.staging_host.as_deref().unwrap_or(NO_HOST), "staging")),
+        _ => None,
+    }
+}
+
+/// Maintain `OPTIMIZER_EVOLUTION_BY_TIME` for a change of one `OPTIMIZER_EVOLUTION` row, given
+/// by its key `(source_se, dest_se, datetime, seq)`.
+pub(crate) fn apply_evolution(
+    tx: &WriteTransaction,
+    old: Option<(&str, &str, i64, u64)>,
+    new: Option<(&str, &str, i64, u64)>,
+) -> Result<(), StoreError> {
+    let mut by_time = tx.open_table(schema::OPTIMIZER_EVOLUTION_BY_TIME)?;
+    if let Some((s, d, t, seq)) = old {
+        by_time.remove((t, seq, s, d))?;
+    }
+    if let Some((s, d, t, seq)) = new {
+        by_time.insert((t, seq, s, d), ())?;
+    }
+    Ok(())
 }
 
 fn link(se: &Option<String>) -> &str {
@@ -371,7 +584,109 @@ fn check_jobs(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), St
     for i in 0..5 {
         compare(names[i], &want[i], &have[i], problems);
     }
+    check_file_counters(tx, problems)?;
+    check_evolution(tx, problems)
+}
+
+/// Rebuild the file-derived counters from the file rows and compare (keys and values).
+fn check_file_counters(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), StoreError> {
+    let mut pairs: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut stats: BTreeMap<(String, String, String, i64), Counters> = BTreeMap::new();
+    let mut errors: BTreeMap<(String, String, String, i64, String), u64> = BTreeMap::new();
+    let mut hosts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for row in tx.open_table(schema::FILES)?.iter()? {
+        let (_, value) = row?;
+        let f: File = codec::decode(value.value())?;
+        *pairs
+            .entry((f.source_se.clone(), f.dest_se.clone(), f.vo_name.clone()))
+            .or_default() += 1;
+        if let Some(t) = terminal(&f) {
+            let key = (s(t.source_se), s(t.dest_se), s(t.vo_name), t.minute);
+            let entry = stats.entry(key).or_default();
+            *entry = combine(*entry, t.counters, true);
+            if let Some(reason) = t.error {
+                let key = (
+                    s(t.source_se),
+                    s(t.dest_se),
+                    s(t.vo_name),
+                    t.minute,
+                    s(reason),
+                );
+                *errors.entry(key).or_default() += 1;
+            }
+        }
+        if let Some((host, kind)) = host_work(&f) {
+            *hosts.entry((s(host), s(kind))).or_default() += 1;
+        }
+    }
+    let mut have_pairs = BTreeMap::new();
+    for row in tx.open_table(schema::FILE_COUNT_BY_PAIR)?.iter()? {
+        let (k, v) = row?;
+        let (a, b, c) = k.value();
+        have_pairs.insert((s(a), s(b), s(c)), v.value());
+    }
+    let mut have_stats = BTreeMap::new();
+    for row in tx.open_table(schema::LINK_MINUTE_STATS)?.iter()? {
+        let (k, v) = row?;
+        let (a, b, c, m) = k.value();
+        have_stats.insert((s(a), s(b), s(c), m), v.value());
+    }
+    let mut have_errors = BTreeMap::new();
+    for row in tx.open_table(schema::LINK_MINUTE_ERRORS)?.iter()? {
+        let (k, v) = row?;
+        let (a, b, c, m, r) = k.value();
+        have_errors.insert((s(a), s(b), s(c), m, s(r)), v.value());
+    }
+    let mut have_hosts = BTreeMap::new();
+    for row in tx.open_table(schema::HOST_ACTIVITY)?.iter()? {
+        let (k, v) = row?;
+        let (h, kind) = k.value();
+        have_hosts.insert((s(h), s(kind)), v.value());
+    }
+    compare_map("file_count_by_pair", &pairs, &have_pairs, problems);
+    compare_map("link_minute_stats", &stats, &have_stats, problems);
+    compare_map("link_minute_errors", &errors, &have_errors, problems);
+    compare_map("host_activity", &hosts, &have_hosts, problems);
     Ok(())
+}
+
+fn check_evolution(tx: &ReadTransaction, problems: &mut Vec<String>) -> Result<(), StoreError> {
+    let mut want = BTreeSet::new();
+    for row in tx.open_table(schema::OPTIMIZER_EVOLUTION)?.iter()? {
+        let (k, _) = row?;
+        let (src, dst, t, seq) = k.value();
+        want.insert((t, seq, s(src), s(dst)));
+    }
+    let mut have = BTreeSet::new();
+    for row in tx.open_table(schema::OPTIMIZER_EVOLUTION_BY_TIME)?.iter()? {
+        let (k, _) = row?;
+        let (t, seq, src, dst) = k.value();
+        have.insert((t, seq, s(src), s(dst)));
+    }
+    compare("optimizer_evolution_by_time", &want, &have, problems);
+    Ok(())
+}
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+fn compare_map<K: std::fmt::Debug + Ord, V: std::fmt::Debug + PartialEq>(
+    index: &str,
+    expected: &BTreeMap<K, V>,
+    actual: &BTreeMap<K, V>,
+    problems: &mut Vec<String>,
+) {
+    for (k, v) in expected {
+        match actual.get(k) {
+            None => problems.push(format!("{index}: missing entry {k:?}")),
+            Some(a) if a != v => problems.push(format!("{index}: {k:?} is {a:?}, expected {v:?}")),
+            Some(_) => {}
+        }
+    }
+    for k in actual.keys().filter(|k| !expected.contains_key(k)) {
+        problems.push(format!("{index}: stale entry {k:?}"));
+    }
 }
 
 fn compare<T: std::fmt::Debug + Ord>(

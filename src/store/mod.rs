@@ -19,6 +19,7 @@ pub mod credentials;
 pub mod engine;
 pub mod index;
 pub mod jobs;
+pub mod optimizer;
 pub mod schema;
 pub mod seal;
 
@@ -140,10 +141,16 @@ impl Store {
                 }
                 Some(v) if v < schema::SCHEMA_VERSION => {
                     // Version 2 added the engine's indexes; fill them from the rows.
-                    drop(meta);
                     index::fill_engine_indexes(tx)?;
-                    let mut meta = tx.open_table(schema::META)?;
+                    // Version 2 also added the file-derived counters: count the existing files.
+                    let files = tx.open_table(schema::FILES)?;
+                    let mut indexes = index::JobIndexes::open(tx)?;
+                    for row in files.iter()? {
+                        let (_, value) = row?;
+                        indexes.backfill_file_counters(&codec::decode(value.value())?)?;
+                    }
                     meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
+                    tracing::info!(from = v, to = schema::SCHEMA_VERSION, "database migrated");
                 }
                 Some(_) => {}
             }
@@ -165,6 +172,9 @@ impl Store {
             tx.open_table(schema::SE_CONFIG)?;
             tx.open_table(schema::OPERATION_LIMITS)?;
             tx.open_table(schema::ACTIVITY_SHARES)?;
+            tx.open_table(schema::OPTIMIZER)?;
+            tx.open_table(schema::OPTIMIZER_EVOLUTION)?;
+            tx.open_table(schema::OPTIMIZER_EVOLUTION_BY_TIME)?;
             Ok(())
         })
     }

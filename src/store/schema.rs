@@ -8,7 +8,9 @@
 use redb::{MultimapTableDefinition, TableDefinition};
 
 /// Version of the table layout as a whole, recorded in [`META`] under [`META_SCHEMA_VERSION`].
-/// 2: the engine's indexes (`files_queued_v1`, `jobs_by_expiry_v1`) and `file_retries_v1`.
+/// Version 2 added the engine's indexes (`files_queued_v1`, `jobs_by_expiry_v1`),
+/// `file_retries_v1` and the file-derived counters (`FILE_COUNT_BY_PAIR` ... `HOST_ACTIVITY`),
+/// which a version 1 database gets from its rows once.
 pub const SCHEMA_VERSION: u64 = 2;
 
 /// Database-wide facts: `schema_version`.
@@ -126,3 +128,38 @@ pub const OPERATION_LIMITS: TableDefinition<(&str, &str, &str), &[u8]> =
 /// [`crate::model::config::ActivityShare`].
 pub const ACTIVITY_SHARES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("activity_shares_v1");
+// File-derived counters, written only by `index.rs` with the file rows (see `index::apply_file`).
+/// `(source_se, dest_se, vo_name)` → number of file rows: the pairs that have jobs.
+pub const FILE_COUNT_BY_PAIR: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("file_count_by_pair_v1");
+/// `(source_se, dest_se, vo_name, minute)` → terminal-transfer counters of the files that
+/// finished in that minute (unix seconds of its start): `(finished, failed, throughput sum in
+/// thousandths, finished files with a throughput, duration sum in milliseconds, finished files
+/// with a duration)`. Fixed-point sums so that adding and removing a file is exact.
+pub const LINK_MINUTE_STATS: TableDefinition<(&str, &str, &str, i64), MinuteCounters> =
+    TableDefinition::new("link_minute_stats_v1");
+/// The value of a [`LINK_MINUTE_STATS`] row.
+pub type MinuteCounters = (u64, u64, u64, u64, u64, u64);
+/// `(source_se, dest_se, vo_name, minute, reason)` → FAILED files of that minute with that reason.
+pub const LINK_MINUTE_ERRORS: TableDefinition<(&str, &str, &str, i64, &str), u64> =
+    TableDefinition::new("link_minute_errors_v1");
+/// `(host, kind)` → running work on a host: kind `active` counts ACTIVE files by
+/// `transfer_host`, `staging` counts STARTED files by `staging_host` (no host: `null`).
+pub const HOST_ACTIVITY: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("host_activity_v1");
+
+/// The optimizer's current value per link (the reference's `t_optimizer`), with its previous
+/// state: `(source_se, dest_se)` → [`crate::model::optimizer::OptimizerCurrent`] (codec).
+pub const OPTIMIZER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("optimizer_v1");
+/// The optimizer's decisions (`t_optimizer_evolution`): `(source_se, dest_se, datetime µs,
+/// seq)` → [`crate::model::optimizer::EvolutionEntry`] (codec). A link and time range is one
+/// range scan; `seq` (from [`META_NEXT_EVOLUTION_SEQ`]) keeps decisions of the same
+/// microsecond apart.
+pub const OPTIMIZER_EVOLUTION: TableDefinition<(&str, &str, i64, u64), &[u8]> =
+    TableDefinition::new("optimizer_evolution_v1");
+/// Index of [`OPTIMIZER_EVOLUTION`] by time: `(datetime µs, seq, source_se, dest_se)`, for the
+/// newest decisions over all links and for retention.
+pub const OPTIMIZER_EVOLUTION_BY_TIME: TableDefinition<(i64, u64, &str, &str), ()> =
+    TableDefinition::new("optimizer_evolution_by_time_v1");
+/// Next evolution sequence number.
+pub const META_NEXT_EVOLUTION_SEQ: &str = "next_evolution_seq";

@@ -10,5 +10,6 @@ mod engine;
 mod http_conventions;
 mod interop;
 mod jobs;
+mod optimizer;
 mod service_binary;
 mod tls_auth;
