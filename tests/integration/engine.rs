@@ -469,7 +469,14 @@ fn a_job_waiting_too_long_in_the_queue_is_canceled() {
 #[test]
 fn canceling_a_running_transfer_stops_it_within_a_second() {
     let Some(pki) = pki() else { return };
-    let server = engine_server(pki, |c| c.engine.default_link_active = 1);
+    let server = engine_server(pki, |c| {
+        c.engine.default_link_active = 1;
+        // The user may ban storages: a ban applies to the banning admin's VO.
+        c.roles.insert(
+            "public".into(),
+            "vo:transfer;all:datamanagement;all:config".into(),
+        );
+    });
     let client = user(&server, pki);
     let running = submit(
         &client,
@@ -508,8 +515,7 @@ fn canceling_a_running_transfer_stops_it_within_a_second() {
     assert!(f["finish_time"].is_string(), "{f:#}");
 
     // A cancel ban on the storage stops the running transfer too.
-    let root = server.client(pki, Some(crate::common::ROOT));
-    let reply = root
+    let reply = client
         .request(
             "POST",
             "/ban/se",
@@ -534,7 +540,7 @@ fn link_caps_hold_under_load_and_every_file_finishes() {
             .map(|i| {
                 transfer(
                     &format!("mock://{link}.example/f{i}?size=1"),
-                    &format!("mock://dst.example/{link}{i}?time=1"),
+                    &format!("mock://dst.example/{link}{i}?size_post=1&time=1"),
                 )
             })
             .collect();
@@ -553,6 +559,11 @@ fn link_caps_hold_under_load_and_every_file_finishes() {
             assert!(active <= 3, "link {link} runs {active} transfers: cap is 3");
             let p = peak.entry(link).or_default();
             *p = (*p).max(active);
+            assert!(
+                f.iter().all(|f| state(f) != "FAILED"),
+                "{:#}",
+                Value::Array(f.clone())
+            );
             done &= f.iter().all(|f| state(f) == "FINISHED");
         }
         if done {
@@ -626,7 +637,7 @@ fn kill_9_while_hundreds_of_transfers_run_loses_nothing() {
             .map(|i| {
                 transfer(
                     &format!("mock://s{j}.example/f{i}?size=1"),
-                    &format!("mock://d{j}.example/f{i}?time=3"),
+                    &format!("mock://d{j}.example/f{i}?size_post=1&time=3"),
                 )
             })
             .collect();
@@ -664,8 +675,13 @@ fn kill_9_while_hundreds_of_transfers_run_loses_nothing() {
     let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
     for id in &ids {
         let j = wait_job(&client, id, Duration::from_secs(120));
-        assert_eq!(j["job_state"], "FINISHED", "{j:#}");
         let f = files(&client, id);
+        let failed: Vec<String> = f
+            .iter()
+            .filter(|f| state(f) != "FINISHED")
+            .map(|f| format!("{} {} retry={}", state(f), reason(f), f["retry"]))
+            .collect();
+        assert_eq!(j["job_state"], "FINISHED", "{failed:#?}");
         assert_eq!(f.len(), 50);
         assert!(f.iter().all(|f| state(f) == "FINISHED"));
     }
