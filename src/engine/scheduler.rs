@@ -66,7 +66,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
 
 /// One unit of work to start: a file, or all the queued files of a session-reuse job.
 enum Pick {
-    One(File),
+    One(Box<File>),
     Reuse(Vec<File>),
 }
 
@@ -274,7 +274,7 @@ fn fetch(store: &Store, key: &QueueKey, slots: usize, now: i64) -> Result<Vec<Pi
     let mut picks: Vec<Pick> = store
         .queue_candidates(key, slots, now, false)?
         .into_iter()
-        .map(|(_, f)| Pick::One(f))
+        .map(|(_, f)| Pick::One(Box::new(f)))
         .collect();
     if picks.len() < slots {
         let mut jobs: BTreeMap<String, Vec<File>> = BTreeMap::new();

@@ -759,3 +759,116 @@ fn fts_cli_blocking_submit_waits_for_the_end() {
     let f = &files(&root, &job_id)[0];
     assert!(reason(f).starts_with("TRANSFER [13]"), "{f:#}");
 }
+
+#[test]
+fn vo_shares_divide_a_busy_link() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| {
+        c.engine.default_link_active = 4;
+        c.roles.insert(
+            "public".into(),
+            "vo:transfer;all:datamanagement;all:config".into(),
+        );
+    });
+    // Two users in two VOs: the Test User's VOMS proxy (dteam) and Rc User (no VOMS).
+    let rc = user(&server, pki);
+    let dn = pki.openssl_subject("usercert.pem");
+    let dteam = server.client(pki, Some("proxy_voms.pem"));
+    let (status, body) = delegate(
+        &dteam,
+        pki,
+        "proxy_voms.pem",
+        &independent_delegation_id(&dn, &["/dteam/Role=NULL/Capability=NULL"]),
+    );
+    assert_eq!(status, 201, "{body}");
+    let many = |tag: &str| -> Value {
+        Value::Array(
+            (0..24)
+                .map(|i| {
+                    transfer(
+                        &format!("mock://share-src.example/{tag}{i}?size=1"),
+                        &format!("mock://share-dst.example/{tag}{i}?size_post=1&time=1"),
+                    )
+                })
+                .collect(),
+        )
+    };
+    // Hold the link while both queues fill: a ban with wait keeps files on hold.
+    let hold =
+        json!({"storage": "mock://share-src.example", "status": "wait", "allow_submit": true});
+    assert_eq!(post(&rc, "/ban/se", &hold).status, 200);
+    assert_eq!(post(&dteam, "/ban/se", &hold).status, 200);
+    let rc_job = submit(&rc, many("rc"), json!({}));
+    let dteam_job = submit(&dteam, many("dt"), json!({}));
+    let rc_vo = job(&rc, &rc_job)["vo_name"].as_str().unwrap().to_string();
+    assert_eq!(job(&dteam, &dteam_job)["vo_name"], "dteam");
+    assert_ne!(rc_vo, "dteam");
+    let link = json!({"symbolicname": "shares", "source": "mock://share-src.example",
+                      "destination": "mock://share-dst.example", "min_active": 1, "max_active": 4});
+    assert_eq!(post(&rc, "/config/links", &link).status, 201);
+    for (vo, share) in [("dteam", 3), (rc_vo.as_str(), 1)] {
+        let body = json!({"source": "mock://share-src.example", "destination": "mock://share-dst.example",
+                          "vo": vo, "share": share});
+        let reply = post(&rc, "/config/shares", &body);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    for c in [&rc, &dteam] {
+        let reply = c
+            .delete("/ban/se?storage=mock://share-src.example")
+            .unwrap();
+        assert_eq!(reply.status, 204, "{}", reply.text());
+    }
+    wait_job(&rc, &rc_job, MIN);
+    wait_job(&dteam, &dteam_job, MIN);
+    // While both queues had files, 3 of every 4 slots went to dteam. Start times have a
+    // one-second resolution: count whole seconds, from the first, until 16 transfers started.
+    let mut by_second: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (who, j, c) in [("rc", &rc_job, &rc), ("dteam", &dteam_job, &dteam)] {
+        for f in files(c, j) {
+            let e = by_second
+                .entry(f["start_time"].as_str().unwrap().to_string())
+                .or_default();
+            if who == "dteam" {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+    }
+    let (mut dt, mut total) = (0, 0);
+    for (d, r) in by_second.values() {
+        if total >= 16 {
+            break;
+        }
+        dt += d;
+        total += d + r;
+    }
+    let ratio = dt as f64 / total as f64;
+    assert!(
+        (0.6..=0.9).contains(&ratio),
+        "dteam got {dt} of the first {total} slots, expected about 3/4: {by_second:?}"
+    );
+}
+
+#[test]
+fn a_transfer_without_progress_is_stopped_as_stalled() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.engine.stall_timeout = 2);
+    let client = user(&server, pki);
+    // Size 0: the copy never moves a byte.
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://s.example/st?size=0",
+            "mock://d.example/st?time=60"
+        )]),
+        json!({}),
+    );
+    let j = wait_job(&client, &id, Duration::from_secs(20));
+    assert_eq!(j["job_state"], "FAILED");
+    let f = &files(&client, &id)[0];
+    assert!(
+        reason(f).contains("Transfer has been forced-killed because it was stalled"),
+        "{f:#}"
+    );
+}
