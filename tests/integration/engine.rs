@@ -770,15 +770,15 @@ fn vo_shares_divide_a_busy_link() {
             "vo:transfer;all:datamanagement;all:config".into(),
         );
     });
-    // Two users in two VOs: the Test User's VOMS proxy (dteam) and Rc User (no VOMS).
+    // Two users in two VOs: without VOMS attributes, each user's VO is their own (the
+    // reference names it after the delegation id). "dteam" below is Rc Other's VO.
     let rc = user(&server, pki);
-    let dn = pki.openssl_subject("usercert.pem");
-    let dteam = server.client(pki, Some("proxy_voms.pem"));
+    let dteam = server.client(pki, Some("rc_other.pem"));
     let (status, body) = delegate(
         &dteam,
         pki,
-        "proxy_voms.pem",
-        &independent_delegation_id(&dn, &["/dteam/Role=NULL/Capability=NULL"]),
+        "rc_other.pem",
+        &independent_delegation_id(crate::common::RC_OTHER_DN, &[]),
     );
     assert_eq!(status, 201, "{body}");
     let many = |tag: &str| -> Value {
@@ -801,12 +801,15 @@ fn vo_shares_divide_a_busy_link() {
     let rc_job = submit(&rc, many("rc"), json!({}));
     let dteam_job = submit(&dteam, many("dt"), json!({}));
     let rc_vo = job(&rc, &rc_job)["vo_name"].as_str().unwrap().to_string();
-    assert_eq!(job(&dteam, &dteam_job)["vo_name"], "dteam");
-    assert_ne!(rc_vo, "dteam");
+    let dteam_vo = job(&dteam, &dteam_job)["vo_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(rc_vo, dteam_vo);
     let link = json!({"symbolicname": "shares", "source": "mock://share-src.example",
                       "destination": "mock://share-dst.example", "min_active": 1, "max_active": 4});
     assert_eq!(post(&rc, "/config/links", &link).status, 201);
-    for (vo, share) in [("dteam", 3), (rc_vo.as_str(), 1)] {
+    for (vo, share) in [(dteam_vo.as_str(), 3), (rc_vo.as_str(), 1)] {
         let body = json!({"source": "mock://share-src.example", "destination": "mock://share-dst.example",
                           "vo": vo, "share": share});
         let reply = post(&rc, "/config/shares", &body);
