@@ -41,6 +41,8 @@ type Link = (String, String);
 #[derive(Default)]
 struct Memory {
     credits: HashMap<Link, HashMap<String, i64>>,
+    /// The same for the activities of each (link, VO) with activity shares.
+    activity_credits: HashMap<(Link, String), HashMap<String, i64>>,
     /// Rotates the order links are served in, so no link always goes first.
     cycle: usize,
 }
@@ -185,7 +187,17 @@ async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineEr
                 vo_name: vo.clone(),
             };
             let s = store.clone();
-            let picks = blocking(move || fetch(&s, &key, slots, now)).await?;
+            let credit_key = (link.clone(), vo.clone());
+            let mut credits = memory
+                .activity_credits
+                .remove(&credit_key)
+                .unwrap_or_default();
+            let (picks, credits) = blocking(move || {
+                let picks = fetch(&s, &key, slots, now, &mut credits)?;
+                Ok((picks, credits))
+            })
+            .await?;
+            memory.activity_credits.insert(credit_key, credits);
             if !picks.is_empty() {
                 by_vo.entry(vo).or_default().push(picks.into());
             }
@@ -268,11 +280,32 @@ async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineEr
     Ok(())
 }
 
-/// Up to `slots` picks of a queue: plain files first-come first-served with session-reuse
-/// jobs taking one slot each for all their queued files.
-fn fetch(store: &Store, key: &QueueKey, slots: usize, now: i64) -> Result<Vec<Pick>, StoreError> {
-    let mut picks: Vec<Pick> = store
-        .queue_candidates(key, slots, now, false)?
+/// Up to `slots` picks of a queue: plain files first-come first-served (dealt among
+/// activities by the VO's activity shares when it has some in force), with session-reuse jobs
+/// taking one slot each for all their queued files.
+fn fetch(
+    store: &Store,
+    key: &QueueKey,
+    slots: usize,
+    now: i64,
+    activity_credits: &mut HashMap<String, i64>,
+) -> Result<Vec<Pick>, StoreError> {
+    let shares = store
+        .activity_shares(&key.vo_name)?
+        .filter(|(weights, active)| *active && !weights.is_empty());
+    let plain = match shares {
+        None => store.queue_candidates(key, slots, now, false)?,
+        Some((weights, _)) => {
+            let pool = store.queue_candidates(
+                key,
+                slots.saturating_mul(ACTIVITY_LOOKAHEAD).max(slots + 100),
+                now,
+                false,
+            )?;
+            by_activity(pool, &weights, slots, activity_credits)
+        }
+    };
+    let mut picks: Vec<Pick> = plain
         .into_iter()
         .map(|(_, f)| Pick::One(Box::new(f)))
         .collect();
@@ -287,6 +320,66 @@ fn fetch(store: &Store, key: &QueueKey, slots: usize, now: i64) -> Result<Vec<Pi
         picks.sort_by_key(|p| p.file().file_id);
     }
     Ok(picks)
+}
+
+/// Candidates read per slot when a VO has activity shares, so that every activity with queued
+/// files is seen (activities are not indexed separately).
+const ACTIVITY_LOOKAHEAD: usize = 8;
+
+/// Deal `slots` among the activities present in `pool` by their configured weights (engine
+/// spec §2.3 step 4): names compare lower-cased, activities without a weight fold into
+/// `default`, each activity keeps its files' FIFO order, and an activity leaves the draw when
+/// it has nothing left. Weights without any present activity give plain FIFO.
+fn by_activity(
+    pool: Vec<(Job, File)>,
+    weights: &[(String, f64)],
+    slots: usize,
+    credits: &mut HashMap<String, i64>,
+) -> Vec<(Job, File)> {
+    let weight = |name: &str| {
+        weights
+            .iter()
+            .find(|(a, _)| a.to_lowercase() == name)
+            .map(|(_, w)| (w * 1000.0).round().max(0.0) as i64)
+    };
+    let mut groups: BTreeMap<String, VecDeque<(Job, File)>> = BTreeMap::new();
+    for (job, file) in pool {
+        let mut name = file.activity.to_lowercase();
+        if name.is_empty() || weight(&name).is_none() {
+            name = "default".to_string();
+        }
+        groups.entry(name).or_default().push_back((job, file));
+    }
+    let mut out = Vec::with_capacity(slots);
+    while out.len() < slots {
+        let present: Vec<(String, i64)> = groups
+            .iter()
+            .filter(|(_, files)| !files.is_empty())
+            .map(|(name, _)| (name.clone(), weight(name).unwrap_or(0)))
+            .collect();
+        if present.is_empty() {
+            break;
+        }
+        let chosen = if present.iter().all(|(_, w)| *w == 0) {
+            // Nothing weighted is queued: oldest first.
+            groups
+                .iter()
+                .filter_map(|(n, f)| f.front().map(|x| (x.1.file_id, n.clone())))
+                .min()
+                .map(|(_, n)| n)
+        } else {
+            deal(1, &present, credits)
+                .into_iter()
+                .find(|(_, n)| *n > 0)
+                .map(|(name, _)| name)
+        };
+        let Some(name) = chosen else { break };
+        if let Some(next) = groups.get_mut(&name).and_then(VecDeque::pop_front) {
+            out.push(next);
+        }
+    }
+    out.sort_by_key(|(_, f)| f.file_id);
+    out
 }
 
 /// Files of session-reuse jobs read per queue and cycle (the reference's bound on a reuse job).
@@ -512,6 +605,48 @@ mod tests {
         assert_eq!(totals["cms"], 10);
         let dealt = deal(8, &weights, &mut HashMap::new());
         assert_eq!(dealt, vec![("atlas".into(), 6), ("cms".into(), 2)]);
+    }
+
+    #[test]
+    fn activities_share_the_slots_by_weight_and_unknown_ones_fold_into_default() {
+        use crate::model::{
+            job::FileState,
+            lifecycle::tests::{file, job},
+        };
+        let j = job(JobType::Normal);
+        let pool: Vec<(Job, File)> = (0..40u64)
+            .map(|i| {
+                let mut f = file(i, i as u32, FileState::Submitted);
+                f.activity = match i % 3 {
+                    0 => "Production".into(),
+                    1 => "whatever".into(),
+                    _ => "".into(),
+                };
+                (j.clone(), f)
+            })
+            .collect();
+        let weights = vec![
+            ("production".to_string(), 0.75),
+            ("default".to_string(), 0.25),
+        ];
+        let mut credits = HashMap::new();
+        let got = by_activity(pool.clone(), &weights, 8, &mut credits);
+        let production = got
+            .iter()
+            .filter(|(_, f)| f.activity == "Production")
+            .count();
+        assert_eq!((got.len(), production), (8, 6));
+        // FIFO inside each activity.
+        assert_eq!(got[0].1.file_id, 0);
+        // An activity with nothing queued leaves its slots to the others.
+        let only_default: Vec<(Job, File)> = pool
+            .into_iter()
+            .filter(|(_, f)| f.activity != "Production")
+            .collect();
+        assert_eq!(
+            by_activity(only_default, &weights, 5, &mut credits).len(),
+            5
+        );
     }
 
     #[test]

@@ -752,3 +752,122 @@ fn apply_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::lifecycle::tests::{file, job};
+
+    fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut batch = jobs;
+        for r in store.insert_jobs(&mut batch).unwrap() {
+            r.unwrap();
+        }
+        (dir, store)
+    }
+
+    fn named(id: &str, submit_time: i64, vo: &str) -> (Job, Vec<File>) {
+        let mut j = job(JobType::Normal);
+        j.job_id = id.into();
+        j.submit_time = submit_time;
+        j.vo_name = vo.into();
+        let mut f = file(0, 0, FileState::Submitted);
+        f.job_id = id.into();
+        f.vo_name = vo.into();
+        (j, vec![f])
+    }
+
+    #[test]
+    fn the_global_queue_timeout_cancels_only_jobs_of_vos_past_their_limit() {
+        let now = 100_000;
+        let (_dir, store) = store_with(vec![
+            named("old-a", now - 7200, "a"),
+            named("old-b", now - 7200, "b"),
+            named("new-a", now - 60, "a"),
+        ]);
+        // VO a: one hour; VO b: no limit.
+        let canceled = store
+            .expire_global(now - 3600, now, |vo, t| vo == "a" && t < now - 3600)
+            .unwrap();
+        assert_eq!(canceled, vec!["old-a".to_string()]);
+        let (j, f) = store.job_with_files("old-a").unwrap().unwrap();
+        assert_eq!(j.job_state, JobState::Canceled);
+        assert_eq!(
+            f[0].reason.as_deref(),
+            Some(lifecycle::GLOBAL_QUEUE_TIMEOUT_REASON)
+        );
+        assert_eq!(
+            store.job("old-b").unwrap().unwrap().job_state,
+            JobState::Submitted
+        );
+        assert_eq!(
+            store.job("new-a").unwrap().unwrap().job_state,
+            JobState::Submitted
+        );
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_claim_is_won_once_and_a_failed_attempt_is_retried_then_failed() {
+        let (j, mut files) = named("j", 1, "vo");
+        let mut j = j;
+        j.retry = 1;
+        files[0].file_id = 0;
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let queue = store.submitted_queues().unwrap();
+        assert_eq!(queue.len(), 1);
+        let id = store.queue_candidates(&queue[0], 10, 5, false).unwrap()[0]
+            .1
+            .file_id;
+        assert_eq!(store.claim(&[id], "h", 5).unwrap().len(), 1);
+        assert!(
+            store.claim(&[id], "h", 5).unwrap().is_empty(),
+            "claimed twice"
+        );
+        assert!(store.submitted_queues().unwrap().is_empty());
+        let failure = Failure {
+            reason: "TRANSFER [110] slow".into(),
+            scope: "TRANSFER".into(),
+            phase: "TRANSFER".into(),
+            class: "CONNECTION_TIMED_OUT".into(),
+            recoverable: true,
+        };
+        let retry = |t| {
+            store
+                .apply_events(
+                    &[Event::Failed {
+                        file_id: id,
+                        failure: failure.clone(),
+                    }],
+                    "h",
+                    t,
+                    &|_: &str| 0,
+                )
+                .unwrap()
+        };
+        assert_eq!(retry(6)[0].outcome, Outcome::Retried(1));
+        // Not before its delay.
+        assert!(
+            store
+                .queue_candidates(&queue[0], 10, 7, false)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .queue_candidates(&queue[0], 10, 6 + 120, false)
+                .unwrap()
+                .len(),
+            1
+        );
+        store.claim(&[id], "h", 200).unwrap();
+        assert_eq!(retry(201)[0].outcome, Outcome::Moved(FileState::Failed));
+        assert_eq!(store.job("j").unwrap().unwrap().job_state, JobState::Failed);
+        assert_eq!(store.file_retries(id).unwrap().len(), 1);
+        // A late report changes nothing.
+        assert_eq!(retry(202)[0].outcome, Outcome::Ignored(FileState::Failed));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+}
