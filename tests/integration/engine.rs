@@ -793,11 +793,18 @@ fn vo_shares_divide_a_busy_link() {
                 .collect(),
         )
     };
-    // Hold the link while both queues fill: a ban with wait keeps files on hold.
-    let hold =
-        json!({"storage": "mock://share-src.example", "status": "wait", "allow_submit": true});
-    assert_eq!(post(&rc, "/ban/se", &hold).status, 200);
-    assert_eq!(post(&dteam, "/ban/se", &hold).status, 200);
+    // Drain the host while both queues fill, so both VOs are queued when scheduling starts.
+    let hosts = rc.get("/config").unwrap().json();
+    let hostname = hosts[0]["hostname"].as_str().unwrap().to_string();
+    let drain = |on: bool| {
+        let reply = post(
+            &rc,
+            "/config/drain",
+            &json!({"hostname": hostname, "drain": on}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    };
+    drain(true);
     let rc_job = submit(&rc, many("rc"), json!({}));
     let dteam_job = submit(&dteam, many("dt"), json!({}));
     let rc_vo = job(&rc, &rc_job)["vo_name"].as_str().unwrap().to_string();
@@ -815,12 +822,7 @@ fn vo_shares_divide_a_busy_link() {
         let reply = post(&rc, "/config/shares", &body);
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
-    for c in [&rc, &dteam] {
-        let reply = c
-            .delete("/ban/se?storage=mock://share-src.example")
-            .unwrap();
-        assert_eq!(reply.status, 204, "{}", reply.text());
-    }
+    drain(false);
     wait_job(&rc, &rc_job, MIN);
     wait_job(&dteam, &dteam_job, MIN);
     // While both queues had files, 3 of every 4 slots went to dteam. Start times have a
