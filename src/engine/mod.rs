@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod backends;
 pub mod checksum;
+pub mod optimizer;
 pub mod scheduler;
 
 use std::{
