@@ -309,7 +309,7 @@ pub fn decide(input: Input<'_>) -> Outcome {
         INCREASE_STEP
     };
     let log = |x: f64| x.log10().round();
-    let (mut decision, mut rationale) = if m.success < LOW_SUCCESS_RATE {
+    let (mut decision, rationale) = if m.success < LOW_SUCCESS_RATE {
         if m.success > previous.success
             && m.success >= BASE_SUCCESS_RATE
             && m.retry_count <= previous.retry_count

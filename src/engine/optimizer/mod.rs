@@ -2,3 +2,4 @@
 //! files (engine spec §3). `core` decides; this module measures and stores.
 
 pub mod core;
+pub mod sim;
