@@ -118,6 +118,18 @@ pub async fn run(
             stall_timeout: Duration::from_secs(config.engine.stall_timeout.max(1)),
             log_dir: config.log_dir.clone(),
             host: host_name,
+            optimizer: engine::optimizer::Settings {
+                enabled: config.engine.optimizer,
+                interval: Duration::from_secs(config.engine.optimizer_interval.max(1)),
+                retention: Duration::from_secs(
+                    config
+                        .engine
+                        .optimizer_retention_days
+                        .saturating_mul(24 * 3600),
+                ),
+                history: engine::optimizer::core::History::parse(&config.engine.optimizer_history)
+                    .unwrap_or_default(),
+            },
         };
         let registry = engine::backends::Registry::new(vec![
             Arc::new(engine::backends::mock::MockBackend::new(

@@ -21,7 +21,8 @@ use super::{
 use crate::model::{
     job::{File, FileState, Job},
     optimizer::{
-        Decision, EvolutionEntry, HostActivity, LinkFilter, LinkStats, OptimizerCurrent, PairStatus,
+        Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
+        OptimizerSamples, PairStatus,
     },
 };
 
@@ -201,6 +202,73 @@ impl Store {
         let mut stats = sum_buckets(&buckets, since);
         stats.errors = errors_since(&tx, source_se, dest_se, vo, since)?;
         Ok(stats)
+    }
+
+    /// The links the optimizer looks at: every link with SUBMITTED or ACTIVE files, sorted
+    /// (FTS-1094), with those counts. Walks the pair counter and, per link, the state index.
+    pub fn optimizer_links(&self) -> Result<Vec<LinkLoad>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut links: Vec<(String, String)> = Vec::new();
+        for row in tx.open_table(schema::FILE_COUNT_BY_PAIR)?.iter()? {
+            let (key, _) = row?;
+            let (src, dst, _) = key.value();
+            if links.last().is_none_or(|(s, d)| s != src || d != dst) {
+                links.push((src.to_string(), dst.to_string()));
+            }
+        }
+        let index = tx.open_table(schema::FILES_BY_STATE)?;
+        let count = |state: FileState, src: &str, dst: &str| -> Result<u64, StoreError> {
+            let s = state.as_str();
+            let mut n = 0;
+            for row in index.range((s, src, dst, "", 0u64)..=(s, src, dst, MAX_STR, u64::MAX))? {
+                row?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        let mut out = Vec::new();
+        for (src, dst) in links {
+            let active = count(FileState::Active, &src, &dst)?;
+            let queued = count(FileState::Submitted, &src, &dst)?;
+            if active + queued > 0 {
+                out.push(LinkLoad {
+                    source_se: src,
+                    dest_se: dst,
+                    active,
+                    queued,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The optimizer's counters of a link (all VOs) from the minute of `since` (unix seconds)
+    /// on.
+    pub fn optimizer_samples(
+        &self,
+        source_se: &str,
+        dest_se: &str,
+        since: i64,
+    ) -> Result<OptimizerSamples, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(schema::LINK_MINUTE_OPTIMIZER)?;
+        let first = minute_of(since);
+        let mut out = OptimizerSamples::default();
+        let (src, dst) = (source_se, dest_se);
+        for row in table.range((src, dst, "", i64::MIN)..=(src, dst, MAX_STR, i64::MAX))? {
+            let (key, value) = row?;
+            if key.value().3 < first {
+                continue;
+            }
+            let c = value.value();
+            out.ok += c.0;
+            out.failed += c.1;
+            out.retries += c.2;
+            out.sized += c.3;
+            out.bytes = out.bytes.saturating_add(c.4);
+            out.bytes_sq = out.bytes_sq.saturating_add(c.5);
+        }
+        Ok(out)
     }
 
     /// The status of every (VO, source, destination) with files matching `filter`, over the
