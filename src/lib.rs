@@ -132,8 +132,24 @@ pub async fn run(
             },
         };
         let registry = engine::backends::Registry::new(vec![
-            Arc::new(engine::backends::mock::MockBackend::new(
+            Arc::new(engine::backends::mock::MockBackend::with_links(
                 config.engine.mock_transfer_time,
+                config
+                    .engine
+                    .mock_links
+                    .iter()
+                    .map(|l| {
+                        let model = engine::backends::link_model::LinkModel {
+                            bandwidth: l.bandwidth,
+                            per_transfer: l.per_transfer,
+                            latency: l.latency,
+                            failure_rate: l.failure_rate,
+                            concurrency_limit: l.concurrency_limit,
+                            failure_step: l.failure_step,
+                        };
+                        (l.source.clone(), l.destination.clone(), model)
+                    })
+                    .collect(),
             )),
             Arc::new(engine::backends::file::FileBackend::new(
                 config.engine.file_roots.clone(),
