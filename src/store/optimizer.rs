@@ -827,6 +827,91 @@ mod tests {
     }
 
     #[test]
+    fn optimizer_counters_and_links_follow_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = 1_700_000_000 - 1_700_000_000 % 60;
+        let files: Vec<File> = (0..6)
+            .map(|i| {
+                let mut f = file(i, "mock://s", "mock://d", FileState::Submitted);
+                f.dest_surl = format!("mock://d/{i}");
+                f
+            })
+            .collect();
+        store.insert_jobs(&mut [(job("j"), files)]).unwrap();
+        let links = store.optimizer_links().unwrap();
+        assert_eq!((links.len(), links[0].queued, links[0].active), (1, 6, 0));
+        store
+            .update_jobs(&["j".to_string()], |_, files| {
+                for f in files.iter_mut() {
+                    match f.file_index {
+                        0 | 1 => {
+                            f.file_state = FileState::Finished;
+                            f.finish_time = Some(now);
+                            f.filesize = Some(if f.file_index == 0 { 100 } else { 300 });
+                        }
+                        2 => {
+                            f.file_state = FileState::Failed;
+                            f.finish_time = Some(now);
+                            f.current_failures = 1;
+                        }
+                        3 => {
+                            // Not recoverable: not counted.
+                            f.file_state = FileState::Failed;
+                            f.finish_time = Some(now);
+                        }
+                        4 => {
+                            f.retry = 2;
+                            f.retry_timestamp = Some(now + 10);
+                        }
+                        _ => f.file_state = FileState::Active,
+                    }
+                }
+            })
+            .unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let s = store
+            .optimizer_samples("mock://s", "mock://d", now)
+            .unwrap();
+        assert_eq!((s.ok, s.failed, s.retries, s.sized), (2, 2, 2, 2));
+        assert_eq!((s.bytes, s.bytes_sq), (400, 100_000));
+        assert_eq!(s.filesize_stats(), (200.0, 100.0));
+        assert_eq!(
+            store
+                .optimizer_samples("mock://s", "mock://d", now + 60)
+                .unwrap(),
+            OptimizerSamples::default()
+        );
+        let links = store.optimizer_links().unwrap();
+        assert_eq!((links[0].queued, links[0].active), (1, 1));
+    }
+
+    #[test]
+    fn a_version_2_database_gets_the_optimizer_counters_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut f = file(0, "mock://s", "mock://d", FileState::Finished);
+            f.finish_time = Some(120);
+            f.filesize = Some(10);
+            store.insert_jobs(&mut [(job("j"), vec![f])]).unwrap();
+            store
+                .write(|tx| {
+                    tx.delete_table(schema::LINK_MINUTE_OPTIMIZER)?;
+                    tx.open_table(schema::META)?
+                        .insert(schema::META_SCHEMA_VERSION, 2)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let s = store.optimizer_samples("mock://s", "mock://d", 0).unwrap();
+        assert_eq!((s.ok, s.bytes), (1, 10));
+    }
+
+    #[test]
     fn a_version_1_database_gets_its_counters_on_open() {
         let dir = tempfile::tempdir().unwrap();
         {
