@@ -44,6 +44,8 @@ pub enum ConfigError {
     },
     #[error("[roles] {0}")]
     Roles(#[from] RoleGrantError),
+    #[error("[engine] optimizer_history: {0:?} is neither \"persistent\" nor \"memoryless\"")]
+    OptimizerHistory(String),
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -124,6 +126,48 @@ pub struct EngineConfig {
     /// Seconds a `mock://` copy takes when its destination URL has no `time=` (the gfal2 mock
     /// plugin's shipped configuration, 5).
     pub mock_transfer_time: u64,
+    /// Simulated links for `mock://` copies whose destination has no `time=`: concurrent
+    /// copies between the two hosts share the bandwidth (test labs, optimizer studies).
+    pub mock_links: Vec<MockLink>,
+    /// Run the optimizer (engine spec §3); without it links stay at `default_link_active` or
+    /// at what an operator set.
+    pub optimizer: bool,
+    /// Seconds between optimizer runs (`OptimizerInterval`, 60).
+    pub optimizer_interval: u64,
+    /// Days the optimizer's decisions are kept in the evolution (7).
+    pub optimizer_retention_days: u64,
+    /// `persistent` (FTS 3.13's algorithm, history kept across restarts) or `memoryless`
+    /// (3.14's effective behaviour).
+    pub optimizer_history: String,
+}
+
+/// One simulated link between two mock hosts (`[[engine.mock_links]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockLink {
+    /// Host of the source URL (`mock://<host>/...`).
+    pub source: String,
+    /// Host of the destination URL.
+    pub destination: String,
+    /// Bytes per second the link carries in total.
+    pub bandwidth: f64,
+    /// Bytes per second one copy reaches at most.
+    pub per_transfer: f64,
+    /// Seconds before a copy moves its first byte.
+    #[serde(default)]
+    pub latency: f64,
+    /// Failure probability of a copy at or below the concurrency limit.
+    #[serde(default)]
+    pub failure_rate: f64,
+    /// Copies the link carries without extra failures.
+    pub concurrency_limit: u32,
+    /// Extra failure probability per copy above the limit (0.02).
+    #[serde(default = "default_failure_step")]
+    pub failure_step: f64,
+}
+
+fn default_failure_step() -> f64 {
+    0.02
 }
 
 impl Default for EngineConfig {
@@ -140,6 +184,11 @@ impl Default for EngineConfig {
             log_dir: None,
             file_roots: Vec::new(),
             mock_transfer_time: 5,
+            mock_links: Vec::new(),
+            optimizer: true,
+            optimizer_interval: 60,
+            optimizer_retention_days: 7,
+            optimizer_history: "persistent".into(),
         }
     }
 }
@@ -217,6 +266,11 @@ impl Config {
     /// Apply defaults. `dev_pki` is the dev PKI directory to use when no host certificate is set.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
         let roles = self.role_grants()?;
+        if !["persistent", "memoryless"].contains(&self.engine.optimizer_history.as_str()) {
+            return Err(ConfigError::OptimizerHistory(
+                self.engine.optimizer_history.clone(),
+            ));
+        }
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,

@@ -118,10 +118,38 @@ pub async fn run(
             stall_timeout: Duration::from_secs(config.engine.stall_timeout.max(1)),
             log_dir: config.log_dir.clone(),
             host: host_name,
+            optimizer: engine::optimizer::Settings {
+                enabled: config.engine.optimizer,
+                interval: Duration::from_secs(config.engine.optimizer_interval.max(1)),
+                retention: Duration::from_secs(
+                    config
+                        .engine
+                        .optimizer_retention_days
+                        .saturating_mul(24 * 3600),
+                ),
+                history: engine::optimizer::core::History::parse(&config.engine.optimizer_history)
+                    .unwrap_or_default(),
+            },
         };
         let registry = engine::backends::Registry::new(vec![
-            Arc::new(engine::backends::mock::MockBackend::new(
+            Arc::new(engine::backends::mock::MockBackend::with_links(
                 config.engine.mock_transfer_time,
+                config
+                    .engine
+                    .mock_links
+                    .iter()
+                    .map(|l| {
+                        let model = engine::backends::link_model::LinkModel {
+                            bandwidth: l.bandwidth,
+                            per_transfer: l.per_transfer,
+                            latency: l.latency,
+                            failure_rate: l.failure_rate,
+                            concurrency_limit: l.concurrency_limit,
+                            failure_step: l.failure_step,
+                        };
+                        (l.source.clone(), l.destination.clone(), model)
+                    })
+                    .collect(),
             )),
             Arc::new(engine::backends::file::FileBackend::new(
                 config.engine.file_roots.clone(),

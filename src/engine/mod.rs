@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod backends;
 pub mod checksum;
+pub mod optimizer;
 pub mod scheduler;
 
 use std::{
@@ -72,6 +73,8 @@ pub struct Settings {
     pub log_dir: PathBuf,
     /// This host's name (`transfer_host`).
     pub host: String,
+    /// The optimizer task.
+    pub optimizer: optimizer::Settings,
 }
 
 /// How often running transfers are checked for cancellation: the issue asks for a canceled
@@ -103,6 +106,8 @@ pub struct Running {
     pub progress: Arc<Progress>,
     /// Set by the watcher when it stops the transfer for lack of progress.
     pub stalled: Arc<AtomicBool>,
+    /// Unix seconds when the transfer was taken on (the optimizer's in-window bytes).
+    pub started: i64,
     last_bytes: u64,
     last_change: Instant,
 }
@@ -144,6 +149,7 @@ impl Engine {
         let watcher = tokio::spawn(watcher(engine.clone()));
         let timeouts = tokio::spawn(queue_timeouts(engine.clone()));
         let beats = tokio::spawn(heartbeat(engine.clone()));
+        let optimizer = tokio::spawn(optimizer::run(engine.clone()));
         scheduler::run(engine.clone()).await;
         // Stopping: the running transfers hand their files back.
         for r in engine.running().values() {
@@ -156,6 +162,7 @@ impl Engine {
         watcher.abort();
         timeouts.abort();
         beats.abort();
+        optimizer.abort();
         drop(engine);
         // The writer ends when every sender (the engine and its tasks) is gone.
         match tokio::time::timeout(SHUTDOWN_DEADLINE, writer).await {
@@ -208,6 +215,7 @@ impl Engine {
                 cancel: cancel.clone(),
                 progress: progress.clone(),
                 stalled: Arc::new(AtomicBool::new(false)),
+                started: time::now(),
                 last_bytes: 0,
                 last_change: Instant::now(),
             },

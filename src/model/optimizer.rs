@@ -168,6 +168,45 @@ impl LinkStats {
     }
 }
 
+/// What the optimizer counts of a link over a window (all VOs), from the per-minute counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OptimizerSamples {
+    /// FINISHED and ARCHIVING files.
+    pub ok: u64,
+    /// Recoverable failures and requeued attempts.
+    pub failed: u64,
+    /// Retries of the requeued attempts.
+    pub retries: u64,
+    /// Successes with a known size, their bytes and squared bytes.
+    pub sized: u64,
+    pub bytes: u64,
+    pub bytes_sq: u128,
+}
+
+impl OptimizerSamples {
+    /// Mean and population standard deviation of the sizes of the successes.
+    pub fn filesize_stats(&self) -> (f64, f64) {
+        if self.sized == 0 {
+            return (0.0, 0.0);
+        }
+        let n = self.sized as f64;
+        let mean = self.bytes as f64 / n;
+        let var = (self.bytes_sq as f64 / n - mean * mean).max(0.0);
+        (mean, var.sqrt())
+    }
+}
+
+/// A link with files in the queue or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkLoad {
+    pub source_se: String,
+    pub dest_se: String,
+    /// ACTIVE files.
+    pub active: u64,
+    /// SUBMITTED files.
+    pub queued: u64,
+}
+
 /// The status of one (VO, source, destination) with files: the historic `/snapshot` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairStatus {

@@ -54,10 +54,12 @@ pub(crate) struct JobIndexes<'txn> {
     pair_counts: Table<'txn, (&'static str, &'static str, &'static str), u64>,
     minute_stats: Table<'txn, (&'static str, &'static str, &'static str, i64), Counters>,
     minute_errors: Table<'txn, (&'static str, &'static str, &'static str, i64, &'static str), u64>,
+    minute_optimizer: Table<'txn, (&'static str, &'static str, &'static str, i64), OptCounters>,
     host_activity: Table<'txn, (&'static str, &'static str), u64>,
 }
 
 use schema::MinuteCounters as Counters;
+use schema::OptimizerCounters as OptCounters;
 
 impl<'txn> JobIndexes<'txn> {
     pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<JobIndexes<'txn>, StoreError> {
@@ -78,6 +80,7 @@ impl<'txn> JobIndexes<'txn> {
             pair_counts: tx.open_table(schema::FILE_COUNT_BY_PAIR)?,
             minute_stats: tx.open_table(schema::LINK_MINUTE_STATS)?,
             minute_errors: tx.open_table(schema::LINK_MINUTE_ERRORS)?,
+            minute_optimizer: tx.open_table(schema::LINK_MINUTE_OPTIMIZER)?,
             host_activity: tx.open_table(schema::HOST_ACTIVITY)?,
         })
     }
@@ -203,6 +206,19 @@ impl<'txn> JobIndexes<'txn> {
             }
         }
 
+        let (old_o, new_o) = (
+            old.and_then(optimizer_sample),
+            new.and_then(optimizer_sample),
+        );
+        if old_o != new_o {
+            if let Some(o) = &old_o {
+                self.apply_optimizer_sample(o, false)?;
+            }
+            if let Some(o) = &new_o {
+                self.apply_optimizer_sample(o, true)?;
+            }
+        }
+
         let (old_h, new_h) = (old.and_then(host_work), new.and_then(host_work));
         if old_h != new_h {
             if let Some((host, kind)) = old_h {
@@ -219,6 +235,30 @@ impl<'txn> JobIndexes<'txn> {
     /// before the counters existed).
     pub(crate) fn backfill_file_counters(&mut self, file: &File) -> Result<(), StoreError> {
         self.apply_file_counters(None, Some(file))
+    }
+
+    /// Count an existing file in the optimizer's counters only (migration from schema 2).
+    pub(crate) fn backfill_optimizer_counters(&mut self, file: &File) -> Result<(), StoreError> {
+        match optimizer_sample(file) {
+            Some(o) => self.apply_optimizer_sample(&o, true),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_optimizer_sample(&mut self, o: &Sample<'_>, add: bool) -> Result<(), StoreError> {
+        let key = (o.source_se, o.dest_se, o.vo_name, o.minute);
+        let current = self
+            .minute_optimizer
+            .get(key)?
+            .map(|v| v.value())
+            .unwrap_or_default();
+        let next = combine_opt(current, o.counters, add);
+        if next == OptCounters::default() {
+            self.minute_optimizer.remove(key)?;
+        } else {
+            self.minute_optimizer.insert(key, next)?;
+        }
+        Ok(())
     }
 
     fn apply_terminal(&mut self, t: &Terminal<'_>, add: bool) -> Result<(), StoreError> {
@@ -354,6 +394,64 @@ fn combine(a: Counters, b: Counters, add: bool) -> Counters {
         op(a.3, b.3),
         op(a.4, b.4),
         op(a.5, b.5),
+    )
+}
+
+/// What a file adds to the optimizer's per-minute counters of its link.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample<'a> {
+    source_se: &'a str,
+    dest_se: &'a str,
+    vo_name: &'a str,
+    minute: i64,
+    counters: OptCounters,
+}
+
+fn optimizer_sample(f: &File) -> Option<Sample<'_>> {
+    let (time, counters) = match f.file_state {
+        FileState::Finished | FileState::Archiving => {
+            let size = f.filesize.unwrap_or(0);
+            let sized = u64::from(size > 0);
+            (
+                f.finish_time?,
+                (1, 0, 0, sized, size, u128::from(size) * u128::from(size)),
+            )
+        }
+        FileState::Failed if f.current_failures > 0 => (f.finish_time?, (0, 1, 0, 0, 0, 0)),
+        FileState::Submitted if f.retry > 0 => {
+            (f.retry_timestamp?, (0, 1, u64::from(f.retry), 0, 0, 0))
+        }
+        _ => return None,
+    };
+    Some(Sample {
+        source_se: &f.source_se,
+        dest_se: &f.dest_se,
+        vo_name: &f.vo_name,
+        minute: minute_of(time),
+        counters,
+    })
+}
+
+fn combine_opt(a: OptCounters, b: OptCounters, add: bool) -> OptCounters {
+    let op = |x: u64, y: u64| {
+        if add {
+            x.saturating_add(y)
+        } else {
+            x.saturating_sub(y)
+        }
+    };
+    let sq = if add {
+        a.5.saturating_add(b.5)
+    } else {
+        a.5.saturating_sub(b.5)
+    };
+    (
+        op(a.0, b.0),
+        op(a.1, b.1),
+        op(a.2, b.2),
+        op(a.3, b.3),
+        op(a.4, b.4),
+        sq,
     )
 }
 
@@ -594,6 +692,7 @@ fn check_file_counters(tx: &ReadTransaction, problems: &mut Vec<String>) -> Resu
     let mut stats: BTreeMap<(String, String, String, i64), Counters> = BTreeMap::new();
     let mut errors: BTreeMap<(String, String, String, i64, String), u64> = BTreeMap::new();
     let mut hosts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut opt: BTreeMap<(String, String, String, i64), OptCounters> = BTreeMap::new();
     for row in tx.open_table(schema::FILES)?.iter()? {
         let (_, value) = row?;
         let f: File = codec::decode(value.value())?;
@@ -618,7 +717,19 @@ fn check_file_counters(tx: &ReadTransaction, problems: &mut Vec<String>) -> Resu
         if let Some((host, kind)) = host_work(&f) {
             *hosts.entry((s(host), s(kind))).or_default() += 1;
         }
+        if let Some(o) = optimizer_sample(&f) {
+            let key = (s(o.source_se), s(o.dest_se), s(o.vo_name), o.minute);
+            let entry = opt.entry(key).or_default();
+            *entry = combine_opt(*entry, o.counters, true);
+        }
     }
+    let mut have_opt = BTreeMap::new();
+    for row in tx.open_table(schema::LINK_MINUTE_OPTIMIZER)?.iter()? {
+        let (k, v) = row?;
+        let (a, b, c, m) = k.value();
+        have_opt.insert((s(a), s(b), s(c), m), v.value());
+    }
+    compare_map("link_minute_optimizer", &opt, &have_opt, problems);
     let mut have_pairs = BTreeMap::new();
     for row in tx.open_table(schema::FILE_COUNT_BY_PAIR)?.iter()? {
         let (k, v) = row?;

@@ -140,14 +140,22 @@ impl Store {
                     });
                 }
                 Some(v) if v < schema::SCHEMA_VERSION => {
-                    // Version 2 added the engine's indexes; fill them from the rows.
-                    index::fill_engine_indexes(tx)?;
-                    // Version 2 also added the file-derived counters: count the existing files.
+                    if v < 2 {
+                        // Version 2 added the engine's indexes; fill them from the rows.
+                        index::fill_engine_indexes(tx)?;
+                    }
+                    // Version 2 added the file-derived counters (version 3 the optimizer's):
+                    // count the existing files into what the database lacks.
                     let files = tx.open_table(schema::FILES)?;
                     let mut indexes = index::JobIndexes::open(tx)?;
                     for row in files.iter()? {
                         let (_, value) = row?;
-                        indexes.backfill_file_counters(&codec::decode(value.value())?)?;
+                        let file = codec::decode(value.value())?;
+                        if v < 2 {
+                            indexes.backfill_file_counters(&file)?;
+                        } else {
+                            indexes.backfill_optimizer_counters(&file)?;
+                        }
                     }
                     meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
                     tracing::info!(from = v, to = schema::SCHEMA_VERSION, "database migrated");

@@ -21,7 +21,8 @@ use super::{
 use crate::model::{
     job::{File, FileState, Job},
     optimizer::{
-        Decision, EvolutionEntry, HostActivity, LinkFilter, LinkStats, OptimizerCurrent, PairStatus,
+        Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
+        OptimizerSamples, PairStatus,
     },
 };
 
@@ -201,6 +202,73 @@ impl Store {
         let mut stats = sum_buckets(&buckets, since);
         stats.errors = errors_since(&tx, source_se, dest_se, vo, since)?;
         Ok(stats)
+    }
+
+    /// The links the optimizer looks at: every link with SUBMITTED or ACTIVE files, sorted
+    /// (FTS-1094), with those counts. Walks the pair counter and, per link, the state index.
+    pub fn optimizer_links(&self) -> Result<Vec<LinkLoad>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut links: Vec<(String, String)> = Vec::new();
+        for row in tx.open_table(schema::FILE_COUNT_BY_PAIR)?.iter()? {
+            let (key, _) = row?;
+            let (src, dst, _) = key.value();
+            if links.last().is_none_or(|(s, d)| s != src || d != dst) {
+                links.push((src.to_string(), dst.to_string()));
+            }
+        }
+        let index = tx.open_table(schema::FILES_BY_STATE)?;
+        let count = |state: FileState, src: &str, dst: &str| -> Result<u64, StoreError> {
+            let s = state.as_str();
+            let mut n = 0;
+            for row in index.range((s, src, dst, "", 0u64)..=(s, src, dst, MAX_STR, u64::MAX))? {
+                row?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        let mut out = Vec::new();
+        for (src, dst) in links {
+            let active = count(FileState::Active, &src, &dst)?;
+            let queued = count(FileState::Submitted, &src, &dst)?;
+            if active + queued > 0 {
+                out.push(LinkLoad {
+                    source_se: src,
+                    dest_se: dst,
+                    active,
+                    queued,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The optimizer's counters of a link (all VOs) from the minute of `since` (unix seconds)
+    /// on.
+    pub fn optimizer_samples(
+        &self,
+        source_se: &str,
+        dest_se: &str,
+        since: i64,
+    ) -> Result<OptimizerSamples, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(schema::LINK_MINUTE_OPTIMIZER)?;
+        let first = minute_of(since);
+        let mut out = OptimizerSamples::default();
+        let (src, dst) = (source_se, dest_se);
+        for row in table.range((src, dst, "", i64::MIN)..=(src, dst, MAX_STR, i64::MAX))? {
+            let (key, value) = row?;
+            if key.value().3 < first {
+                continue;
+            }
+            let c = value.value();
+            out.ok += c.0;
+            out.failed += c.1;
+            out.retries += c.2;
+            out.sized += c.3;
+            out.bytes = out.bytes.saturating_add(c.4);
+            out.bytes_sq = out.bytes_sq.saturating_add(c.5);
+        }
+        Ok(out)
     }
 
     /// The status of every (VO, source, destination) with files matching `filter`, over the
@@ -756,6 +824,91 @@ mod tests {
             .link_stats("mock://s", "mock://d", Some("vo"), now - 3600)
             .unwrap();
         assert_eq!(hour, LinkStats::default());
+    }
+
+    #[test]
+    fn optimizer_counters_and_links_follow_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = 1_700_000_000 - 1_700_000_000 % 60;
+        let files: Vec<File> = (0..6)
+            .map(|i| {
+                let mut f = file(i, "mock://s", "mock://d", FileState::Submitted);
+                f.dest_surl = format!("mock://d/{i}");
+                f
+            })
+            .collect();
+        store.insert_jobs(&mut [(job("j"), files)]).unwrap();
+        let links = store.optimizer_links().unwrap();
+        assert_eq!((links.len(), links[0].queued, links[0].active), (1, 6, 0));
+        store
+            .update_jobs(&["j".to_string()], |_, files| {
+                for f in files.iter_mut() {
+                    match f.file_index {
+                        0 | 1 => {
+                            f.file_state = FileState::Finished;
+                            f.finish_time = Some(now);
+                            f.filesize = Some(if f.file_index == 0 { 100 } else { 300 });
+                        }
+                        2 => {
+                            f.file_state = FileState::Failed;
+                            f.finish_time = Some(now);
+                            f.current_failures = 1;
+                        }
+                        3 => {
+                            // Not recoverable: not counted.
+                            f.file_state = FileState::Failed;
+                            f.finish_time = Some(now);
+                        }
+                        4 => {
+                            f.retry = 2;
+                            f.retry_timestamp = Some(now + 10);
+                        }
+                        _ => f.file_state = FileState::Active,
+                    }
+                }
+            })
+            .unwrap();
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let s = store
+            .optimizer_samples("mock://s", "mock://d", now)
+            .unwrap();
+        assert_eq!((s.ok, s.failed, s.retries, s.sized), (2, 2, 2, 2));
+        assert_eq!((s.bytes, s.bytes_sq), (400, 100_000));
+        assert_eq!(s.filesize_stats(), (200.0, 100.0));
+        assert_eq!(
+            store
+                .optimizer_samples("mock://s", "mock://d", now + 60)
+                .unwrap(),
+            OptimizerSamples::default()
+        );
+        let links = store.optimizer_links().unwrap();
+        assert_eq!((links[0].queued, links[0].active), (1, 1));
+    }
+
+    #[test]
+    fn a_version_2_database_gets_the_optimizer_counters_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut f = file(0, "mock://s", "mock://d", FileState::Finished);
+            f.finish_time = Some(120);
+            f.filesize = Some(10);
+            store.insert_jobs(&mut [(job("j"), vec![f])]).unwrap();
+            store
+                .write(|tx| {
+                    tx.delete_table(schema::LINK_MINUTE_OPTIMIZER)?;
+                    tx.open_table(schema::META)?
+                        .insert(schema::META_SCHEMA_VERSION, 2)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+        let s = store.optimizer_samples("mock://s", "mock://d", 0).unwrap();
+        assert_eq!((s.ok, s.bytes), (1, 10));
     }
 
     #[test]

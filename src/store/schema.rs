@@ -10,8 +10,9 @@ use redb::{MultimapTableDefinition, TableDefinition};
 /// Version of the table layout as a whole, recorded in [`META`] under [`META_SCHEMA_VERSION`].
 /// Version 2 added the engine's indexes (`files_queued_v1`, `jobs_by_expiry_v1`),
 /// `file_retries_v1` and the file-derived counters (`FILE_COUNT_BY_PAIR` ... `HOST_ACTIVITY`),
-/// which a version 1 database gets from its rows once.
-pub const SCHEMA_VERSION: u64 = 2;
+/// which a version 1 database gets from its rows once. Version 3 added
+/// `link_minute_optimizer_v1`, counted from the rows of a version 2 database once.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Database-wide facts: `schema_version`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -140,6 +141,16 @@ pub const LINK_MINUTE_STATS: TableDefinition<(&str, &str, &str, i64), MinuteCoun
     TableDefinition::new("link_minute_stats_v1");
 /// The value of a [`LINK_MINUTE_STATS`] row.
 pub type MinuteCounters = (u64, u64, u64, u64, u64, u64);
+/// `(source_se, dest_se, vo_name, minute)` → what the optimizer reads besides
+/// [`LINK_MINUTE_STATS`] (engine spec §3.1): see [`OptimizerCounters`]. FINISHED and ARCHIVING
+/// files count at the minute of their `finish_time`, recoverable FAILED files too, requeued
+/// (SUBMITTED, `retry > 0`) files at the minute of their `retry_timestamp`.
+pub const LINK_MINUTE_OPTIMIZER: TableDefinition<(&str, &str, &str, i64), OptimizerCounters> =
+    TableDefinition::new("link_minute_optimizer_v1");
+/// The value of a [`LINK_MINUTE_OPTIMIZER`] row: `(successes, recoverable failures and
+/// requeued attempts, retries of the requeued attempts, successes with a size, their byte sum,
+/// their sum of squared bytes)`. Integers, so that adding and removing a file is exact.
+pub type OptimizerCounters = (u64, u64, u64, u64, u64, u128);
 /// `(source_se, dest_se, vo_name, minute, reason)` → FAILED files of that minute with that reason.
 pub const LINK_MINUTE_ERRORS: TableDefinition<(&str, &str, &str, i64, &str), u64> =
     TableDefinition::new("link_minute_errors_v1");

@@ -553,3 +553,91 @@ fn fts_rest_server_status_reads_an_idle_server() {
     let (code, out) = server_status(&bin, server.port, pki, &["--is-active"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Evolution entries of a link, oldest first.
+fn evolution_of(client: &Client, src: &str, dst: &str) -> Vec<Value> {
+    let enc = |x: &str| form_urlencoded::byte_serialize(x.as_bytes()).collect::<String>();
+    let path = format!(
+        "/optimizer/evolution?source_se={}&dest_se={}",
+        enc(src),
+        enc(dst)
+    );
+    let mut rows = get_json(client, &path).as_array().unwrap().clone();
+    rows.reverse();
+    rows
+}
+
+fn submit_mock_workload(client: &Client, files: usize, seconds: u32, tag: &str) {
+    let files: Vec<Value> = (0..files)
+        .map(|i| {
+            json!({"sources": [format!("{S1}/{tag}{i}?size=1048576")],
+                   "destinations": [format!("{D1}/{tag}{i}?size_post=1048576&time={seconds}")]})
+        })
+        .collect();
+    let reply = post_json(client, "/jobs", &json!({"files": files}));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Wait until the link has at least `n` decisions.
+fn wait_evolution(client: &Client, n: usize) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let rows = evolution_of(client, S1, D1);
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "only {} decisions: {rows:#?}",
+            rows.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn evolution_records_the_decisions_of_a_running_workload_and_a_restart_continues() {
+    let Some(pki) = pki() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tweak = |c: &mut ftsd::config::Config| {
+        c.engine.enabled = true;
+        c.engine.scheduling_interval = 1;
+        c.engine.optimizer_interval = 1;
+    };
+    let server = TestServer::start_in(pki, &data, tweak);
+    let user = delegated(&server, pki, "rc_user.pem", RC_USER_DN);
+    submit_mock_workload(&user, 20, 6, "a");
+    let rows = wait_evolution(&user, 3);
+    // The first decision has no history: the shipped * -> * range (2..130) starts halfway.
+    assert_eq!(rows[0]["rationale"], "No information. Start halfway.");
+    assert_eq!(rows[0]["active"], 66);
+    assert_eq!(rows[0]["diff"], 66);
+    assert!(
+        rows[1..].iter().all(|r| !r["rationale"]
+            .as_str()
+            .unwrap()
+            .starts_with("No information")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter().any(|r| r["actual_active"].as_i64() > Some(0)),
+        "{rows:#?}"
+    );
+    server.stop().unwrap();
+
+    // A restart continues from the stored state instead of starting over.
+    let server = TestServer::start_in(pki, &data, tweak);
+    let user = delegated(&server, pki, "rc_user.pem", RC_USER_DN);
+    let before = evolution_of(&user, S1, D1).len();
+    submit_mock_workload(&user, 5, 4, "b");
+    let rows = wait_evolution(&user, before + 1);
+    let after = &rows[before..];
+    assert!(
+        after.iter().all(|r| !r["rationale"]
+            .as_str()
+            .unwrap()
+            .starts_with("No information")),
+        "{after:#?}"
+    );
+}

@@ -14,11 +14,21 @@
 //!
 //! Durations use `tokio::time`, so tests drive them with a paused clock.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
 
-use super::{Backend, CopyParams, OpError, OpResult, Progress, Session};
+use super::{
+    Backend, CopyParams, OpError, OpResult, Progress, Session,
+    link_model::{LinkModel, Rng},
+};
 
 /// The plugin's copy advances in whole seconds and checks `transfer_errno` after each one.
 const COPY_STEP: Duration = Duration::from_secs(1);
@@ -26,14 +36,92 @@ const COPY_STEP: Duration = Duration::from_secs(1);
 /// The mock backend. `default_time` is the copy duration (seconds) when the destination has no
 /// `time` parameter (the plugin draws one from `[MIN_TRANSFER_TIME, MAX_TRANSFER_TIME)`; a fixed
 /// value keeps runs reproducible).
+///
+/// With simulated links ([`MockBackend::with_links`]), a copy without `time=` between two hosts
+/// of a link shares the link's bandwidth with the other copies on it (see [`LinkModel`]).
 #[derive(Debug, Clone)]
 pub struct MockBackend {
     default_time: u64,
+    links: Arc<Links>,
 }
+
+/// Simulated links by (source host, destination host), with the copies running on each.
+#[derive(Debug, Default)]
+struct Links {
+    models: HashMap<(String, String), (LinkModel, AtomicUsize)>,
+    rng: Mutex<Option<Rng>>,
+}
+
+/// Seed of the failure draws: runs of a test lab are reproducible.
+const LINK_SEED: u64 = 0x5EED;
 
 impl MockBackend {
     pub fn new(default_time: u64) -> MockBackend {
-        MockBackend { default_time }
+        MockBackend::with_links(default_time, Vec::new())
+    }
+
+    /// `links`: (source host, destination host, model).
+    pub fn with_links(default_time: u64, links: Vec<(String, String, LinkModel)>) -> MockBackend {
+        let models = links
+            .into_iter()
+            .map(|(s, d, m)| ((s, d), (m, AtomicUsize::new(0))))
+            .collect();
+        MockBackend {
+            default_time,
+            links: Arc::new(Links {
+                models,
+                rng: Mutex::new(Some(Rng::new(LINK_SEED))),
+            }),
+        }
+    }
+}
+
+/// The host of a mock URL.
+fn host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or("")
+}
+
+/// Holds one place on a simulated link for the life of a copy.
+struct OnLink<'a>(&'a AtomicUsize);
+
+impl Drop for OnLink<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Links {
+    /// A copy over a simulated link: latency, then each second the link's rate for the copies
+    /// now on it; at the end a failure drawn for that number of copies.
+    async fn copy(
+        &self,
+        model: &LinkModel,
+        running: &AtomicUsize,
+        params: &CopyParams,
+        progress: &Progress,
+    ) -> OpResult<()> {
+        running.fetch_add(1, Ordering::Relaxed);
+        let _place = OnLink(running);
+        tokio::time::sleep(Duration::from_secs_f64(model.latency.max(0.0))).await;
+        let size = params.filesize as f64;
+        let mut done = 0.0;
+        while done < size {
+            let n = running.load(Ordering::Relaxed);
+            let step = model.rate(n).min(size - done);
+            tokio::time::sleep(Duration::from_secs_f64((step / model.rate(n)).max(0.001))).await;
+            done += step;
+            progress.transferred.store(done as u64, Ordering::Relaxed);
+        }
+        let n = running.load(Ordering::Relaxed);
+        let draw = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            rng.get_or_insert_with(|| Rng::new(LINK_SEED)).next_f64()
+        };
+        if draw < model.failure_probability(n) {
+            return Err(OpError::from_errno(libc::ECONNRESET));
+        }
+        Ok(())
     }
 }
 
@@ -46,6 +134,7 @@ impl Backend for MockBackend {
         Box::new(MockSession {
             default_time: self.default_time,
             stage: StatStage::Source,
+            links: self.links.clone(),
         })
     }
 }
@@ -63,6 +152,7 @@ pub enum StatStage {
 pub struct MockSession {
     default_time: u64,
     stage: StatStage,
+    links: Arc<Links>,
 }
 
 impl MockSession {
@@ -97,13 +187,23 @@ impl MockSession {
 
     async fn do_copy(
         &mut self,
+        source: &str,
         destination: &str,
         params: &CopyParams,
         progress: &Progress,
     ) -> OpResult<()> {
         let seconds = match value(destination, "time") {
             Some(v) if !v.is_empty() => atoll(v).max(0) as u64,
-            _ => self.default_time,
+            _ => {
+                let key = (host(source).to_string(), host(destination).to_string());
+                if let Some((model, running)) = self.links.models.get(&key) {
+                    let links = self.links.clone();
+                    let result = links.copy(model, running, params, progress).await;
+                    self.stage = StatStage::DestinationAfter;
+                    return result;
+                }
+                self.default_time
+            }
         };
         let transfer_errno = int(destination, "transfer_errno");
         let mut result = Ok(());
@@ -184,12 +284,12 @@ impl Session for MockSession {
 
     fn copy<'a>(
         &'a mut self,
-        _source: &'a str,
+        source: &'a str,
         destination: &'a str,
         params: &'a CopyParams,
         progress: &'a Progress,
     ) -> BoxFuture<'a, OpResult<()>> {
-        Box::pin(self.do_copy(destination, params, progress))
+        Box::pin(self.do_copy(source, destination, params, progress))
     }
 
     fn bring_online(&mut self, url: &str, _pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
@@ -272,15 +372,57 @@ fn atoll(s: &str) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
 
     fn session() -> MockSession {
         MockSession {
             default_time: 0,
             stage: StatStage::Source,
+            links: Arc::default(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_on_a_simulated_link_share_its_bandwidth() {
+        let model = LinkModel {
+            bandwidth: 100.0,
+            per_transfer: 100.0,
+            latency: 1.0,
+            failure_rate: 0.0,
+            concurrency_limit: 10,
+            failure_step: 0.02,
+        };
+        let backend = MockBackend::with_links(5, vec![("a".into(), "b".into(), model)]);
+        let params = CopyParams {
+            filesize: 1000,
+            nostreams: 1,
+        };
+        let start = tokio::time::Instant::now();
+        let copy = |dst: &'static str| {
+            let mut s = backend.session();
+            let params = params.clone();
+            async move {
+                let progress = Progress::default();
+                s.copy("mock://a/x", dst, &params, &progress).await
+            }
+        };
+        // Alone: 1 s latency + 1000 B at 100 B/s.
+        copy("mock://b/x").await.unwrap();
+        assert_eq!(start.elapsed().as_secs(), 11);
+        // Two at once share the link: about twice as long each.
+        let start = tokio::time::Instant::now();
+        let (a, b) = tokio::join!(copy("mock://b/y"), copy("mock://b/z"));
+        a.unwrap();
+        b.unwrap();
+        assert!(
+            (20..=22).contains(&start.elapsed().as_secs()),
+            "{:?}",
+            start.elapsed()
+        );
+        // An explicit time= keeps the plugin's behaviour.
+        let start = tokio::time::Instant::now();
+        copy("mock://b/x?time=2").await.unwrap();
+        assert_eq!(start.elapsed().as_secs(), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! nothing running when that happens (the agent then cleans up a partial destination).
 
 pub mod file;
+pub mod link_model;
 pub mod mock;
 
 use std::sync::Arc;
