@@ -611,7 +611,7 @@ mod tests {
     fn activities_share_the_slots_by_weight_and_unknown_ones_fold_into_default() {
         use crate::model::{
             job::FileState,
-            lifecycle::tests::{file, job},
+            job::fixtures::{file, job},
         };
         let j = job(JobType::Normal);
         let pool: Vec<(Job, File)> = (0..40u64)

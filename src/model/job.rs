@@ -326,6 +326,111 @@ impl File {
     }
 }
 
+/// Rows for tests: every field set, the ones a test cares about overridden by the caller.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub(crate) fn job(job_type: JobType) -> Job {
+        Job {
+            job_id: "j".into(),
+            job_state: JobState::Submitted,
+            job_type,
+            cancel_job: false,
+            source_se: Some("mock://a".into()),
+            dest_se: Some("mock://b".into()),
+            user_dn: "/CN=u".into(),
+            cred_id: "c".into(),
+            vo_name: "vo".into(),
+            voms_cred: None,
+            reason: None,
+            submit_time: 0,
+            submit_host: "h".into(),
+            priority: 3,
+            max_time_in_queue: None,
+            destination_spacetoken: None,
+            source_spacetoken: None,
+            internal_job_params: None,
+            overwrite_flag: None,
+            job_finished: None,
+            copy_pin_lifetime: -1,
+            checksum_method: None,
+            bring_online: -1,
+            archive_timeout: -1,
+            retry: 0,
+            retry_delay: 0,
+            target_qos: None,
+            job_metadata: JsonText::default(),
+            dst_file_report: false,
+            os_project_id: None,
+        }
+    }
+
+    pub(crate) fn file(id: u64, index: u32, state: FileState) -> File {
+        File {
+            file_id: id,
+            file_index: index,
+            job_id: "j".into(),
+            file_state: state,
+            transfer_host: None,
+            source_surl: format!("mock://a/{id}"),
+            dest_surl: format!("mock://b/{id}"),
+            source_se: "mock://a".into(),
+            dest_se: "mock://b".into(),
+            staging_host: None,
+            reason: None,
+            current_failures: 0,
+            filesize: None,
+            checksum: None,
+            finish_time: None,
+            start_time: None,
+            internal_file_params: None,
+            pid: None,
+            tx_duration: None,
+            throughput: None,
+            retry: 0,
+            user_filesize: 0.0,
+            file_metadata: JsonText::default(),
+            selection_strategy: "auto".into(),
+            staging_start: None,
+            staging_finished: None,
+            bringonline_token: None,
+            retry_timestamp: None,
+            log_file: None,
+            log_debug: false,
+            hashed_id: 0,
+            vo_name: "vo".into(),
+            activity: "default".into(),
+            transferred: 0,
+            priority: 3,
+            dest_surl_uuid: None,
+            archive_start_time: None,
+            archive_finish_time: None,
+            staging_metadata: JsonText::default(),
+            archive_metadata: JsonText::default(),
+            scitag: None,
+            src_token_id: None,
+            dst_token_id: None,
+            file_state_initial: None,
+            error_scope: None,
+            error_phase: None,
+            reason_class: None,
+        }
+    }
+
+    /// A file of job `j` on the link `src` → `dst` (SE names), at `file_index` `index`.
+    pub(crate) fn file_on(index: u32, src: &str, dst: &str, state: FileState) -> File {
+        File {
+            file_index: index,
+            source_surl: format!("{src}/f"),
+            dest_surl: format!("{dst}/f"),
+            source_se: src.into(),
+            dest_se: dst.into(),
+            ..file(0, index, state)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -756,7 +756,7 @@ fn apply_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::lifecycle::tests::{file, job};
+    use crate::model::job::fixtures::{file, job};
 
     fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

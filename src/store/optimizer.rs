@@ -501,92 +501,16 @@ fn avg_queued(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::job::{JobState, JobType};
+    use crate::model::job::JobType;
 
     fn file(index: u32, src: &str, dst: &str, state: FileState) -> File {
-        File {
-            file_id: 0,
-            file_index: index,
-            job_id: "j".into(),
-            file_state: state,
-            transfer_host: None,
-            source_surl: format!("{src}/f"),
-            dest_surl: format!("{dst}/f"),
-            source_se: src.into(),
-            dest_se: dst.into(),
-            staging_host: None,
-            reason: None,
-            current_failures: 0,
-            filesize: None,
-            checksum: None,
-            finish_time: None,
-            start_time: None,
-            internal_file_params: None,
-            pid: None,
-            tx_duration: None,
-            throughput: None,
-            retry: 0,
-            user_filesize: 0.0,
-            file_metadata: Default::default(),
-            selection_strategy: "auto".into(),
-            staging_start: None,
-            staging_finished: None,
-            bringonline_token: None,
-            retry_timestamp: None,
-            log_file: None,
-            log_debug: false,
-            hashed_id: 0,
-            vo_name: "vo".into(),
-            activity: "default".into(),
-            transferred: 0,
-            priority: 3,
-            dest_surl_uuid: None,
-            archive_start_time: None,
-            archive_finish_time: None,
-            staging_metadata: Default::default(),
-            archive_metadata: Default::default(),
-            scitag: None,
-            src_token_id: None,
-            dst_token_id: None,
-            file_state_initial: None,
-            error_scope: None,
-            error_phase: None,
-            reason_class: None,
-        }
+        crate::model::job::fixtures::file_on(index, src, dst, state)
     }
 
     fn job(id: &str) -> Job {
         Job {
             job_id: id.into(),
-            job_state: JobState::Submitted,
-            job_type: JobType::Normal,
-            cancel_job: false,
-            source_se: None,
-            dest_se: None,
-            user_dn: "/CN=u".into(),
-            cred_id: "c".into(),
-            vo_name: "vo".into(),
-            voms_cred: None,
-            reason: None,
-            submit_time: 0,
-            submit_host: "h".into(),
-            priority: 3,
-            max_time_in_queue: None,
-            destination_spacetoken: None,
-            source_spacetoken: None,
-            internal_job_params: None,
-            overwrite_flag: None,
-            job_finished: None,
-            copy_pin_lifetime: -1,
-            checksum_method: None,
-            bring_online: -1,
-            archive_timeout: -1,
-            retry: 0,
-            retry_delay: 0,
-            target_qos: None,
-            job_metadata: Default::default(),
-            dst_file_report: false,
-            os_project_id: None,
+            ..crate::model::job::fixtures::job(JobType::Normal)
         }
     }
 
