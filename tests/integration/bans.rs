@@ -12,28 +12,15 @@ use std::process::Command;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, in_ci, pki};
+use crate::common::{
+    Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, in_ci, pki, post, post_json,
+};
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
 const S1: &str = "mock://s1.example.org";
 const S2: &str = "mock://s2.example.org";
 const D: &str = "mock://d.example.org";
-
-fn post(client: &Client, path: &str, content_type: &str, body: &str) -> Reply {
-    client
-        .request(
-            "POST",
-            path,
-            &[("content-type", content_type)],
-            Bytes::from(body.to_string()),
-        )
-        .unwrap()
-}
-
-fn post_json(client: &Client, path: &str, body: &Value) -> Reply {
-    post(client, path, "application/json", &body.to_string())
-}
 
 /// The host certificate and key in one file: the root client.
 fn root_credential(pki: &TestPki, name: &str) -> String {

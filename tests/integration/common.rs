@@ -574,3 +574,20 @@ impl Client {
         })
     }
 }
+
+/// `POST` a body with a content type.
+pub fn post(client: &Client, path: &str, content_type: &str, body: &str) -> Reply {
+    client
+        .request(
+            "POST",
+            path,
+            &[("content-type", content_type)],
+            bytes::Bytes::from(body.to_string()),
+        )
+        .unwrap()
+}
+
+/// `POST` a JSON body.
+pub fn post_json(client: &Client, path: &str, body: &serde_json::Value) -> Reply {
+    post(client, path, "application/json", &body.to_string())
+}

@@ -6,18 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Client, ROOT, Reply, TestServer, pki};
-
-fn post_json(client: &Client, path: &str, body: &Value) -> Reply {
-    client
-        .request(
-            "POST",
-            path,
-            &[("content-type", "application/json")],
-            Bytes::from(body.to_string()),
-        )
-        .unwrap()
-}
+use crate::common::{Client, ROOT, Reply, TestServer, pki, post_json};
 
 fn get(client: &Client, path: &str) -> Value {
     let reply = client.get(path).unwrap();

@@ -13,7 +13,9 @@ use std::{
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Client, RC_USER_DN, TestPki, TestServer, in_ci, pki, spawn_ftsd_with};
+use crate::common::{
+    Client, RC_USER_DN, TestPki, TestServer, in_ci, pki, post_json, spawn_ftsd_with,
+};
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
@@ -40,19 +42,8 @@ fn user(server: &TestServer, pki: &TestPki) -> Client {
     client
 }
 
-fn post(client: &Client, path: &str, body: &Value) -> crate::common::Reply {
-    client
-        .request(
-            "POST",
-            path,
-            &[("content-type", "application/json")],
-            Bytes::from(body.to_string()),
-        )
-        .unwrap()
-}
-
 fn submit(client: &Client, files: Value, params: Value) -> String {
-    let reply = post(client, "/jobs", &json!({"files": files, "params": params}));
+    let reply = post_json(client, "/jobs", &json!({"files": files, "params": params}));
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["job_id"].as_str().unwrap().to_string()
 }
@@ -603,7 +594,7 @@ fn file_transfers_stay_inside_the_allowed_directories() {
 
     // Outside the allowed directory: refused at submission, as the reference refuses all.
     let outside = format!("file://{}", root.path().join("elsewhere.bin").display());
-    let reply = post(
+    let reply = post_json(
         &client,
         "/jobs",
         &json!({"files": [transfer(&src, &outside)], "params": {}}),
@@ -797,7 +788,7 @@ fn vo_shares_divide_a_busy_link() {
     let hosts = rc.get("/config").unwrap().json();
     let hostname = hosts[0]["hostname"].as_str().unwrap().to_string();
     let drain = |on: bool| {
-        let reply = post(
+        let reply = post_json(
             &rc,
             "/config/drain",
             &json!({"hostname": hostname, "drain": on}),
@@ -815,11 +806,11 @@ fn vo_shares_divide_a_busy_link() {
     assert_ne!(rc_vo, dteam_vo);
     let link = json!({"symbolicname": "shares", "source": "mock://share-src.example",
                       "destination": "mock://share-dst.example", "min_active": 1, "max_active": 4});
-    assert_eq!(post(&rc, "/config/links", &link).status, 201);
+    assert_eq!(post_json(&rc, "/config/links", &link).status, 201);
     for (vo, share) in [(dteam_vo.as_str(), 3), (rc_vo.as_str(), 1)] {
         let body = json!({"source": "mock://share-src.example", "destination": "mock://share-dst.example",
                           "vo": vo, "share": share});
-        let reply = post(&rc, "/config/shares", &body);
+        let reply = post_json(&rc, "/config/shares", &body);
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     drain(false);

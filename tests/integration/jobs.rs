@@ -8,21 +8,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, in_ci, pki, spawn_ftsd,
+    Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, in_ci, pki, post_json, spawn_ftsd,
 };
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
-
-fn post_json(client: &Client, path: &str, body: &Value) -> crate::common::Reply {
-    client
-        .request(
-            "POST",
-            path,
-            &[("content-type", "application/json")],
-            Bytes::from(body.to_string()),
-        )
-        .unwrap()
-}
 
 /// A client for `credential` with a delegated proxy.
 fn delegated(server: &TestServer, pki: &TestPki, credential: &str, dn: &str) -> Client {

@@ -10,7 +10,9 @@ use std::process::Command;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, in_ci, pki};
+use crate::common::{
+    Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, in_ci, pki, post, post_json,
+};
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
@@ -18,21 +20,6 @@ const S1: &str = "mock://s1.example.org";
 const S2: &str = "mock://s2.example.org";
 const D1: &str = "mock://d1.example.org";
 const D2: &str = "mock://d2.example.org";
-
-fn post(client: &Client, path: &str, content_type: &str, body: &str) -> Reply {
-    client
-        .request(
-            "POST",
-            path,
-            &[("content-type", content_type)],
-            Bytes::from(body.to_string()),
-        )
-        .unwrap()
-}
-
-fn post_json(client: &Client, path: &str, body: &Value) -> Reply {
-    post(client, path, "application/json", &body.to_string())
-}
 
 fn get_json(client: &Client, path: &str) -> Value {
     let reply = client.get(path).unwrap();
