@@ -154,6 +154,9 @@ pub async fn run(
             Arc::new(engine::backends::file::FileBackend::new(
                 config.engine.file_roots.clone(),
             )),
+            Arc::new(engine::backends::http::HttpBackend::new(
+                auth.trust().anchors().to_vec(),
+            )),
         ]);
         tokio::spawn(engine::Engine::run(
             store.clone(),

@@ -35,7 +35,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    backends::{Backend, CopyParams, OpError, Progress, Registry, Session},
+    backends::{
+        Backend, CopyMode, CopyParams, Credential, OpError, Progress, Registry, Session,
+        SessionContext,
+    },
     checksum::{ChecksumMode, DEFAULT_ALGORITHM, UserChecksum, matches},
 };
 
@@ -128,6 +131,14 @@ pub struct TransferSpec {
     pub bringonline_token: Option<String>,
     /// Do not release the staged source.
     pub skip_evict: bool,
+    /// The user's delegated proxy, for storages that authenticate it.
+    pub credential: Option<Arc<Credential>>,
+    /// Third-party copy mode (from the storages' `tpc_support`) and whether other modes may
+    /// be tried when it fails.
+    pub copy_mode: CopyMode,
+    pub disable_fallback: bool,
+    /// The VO's `no_streaming`: never copy through this service.
+    pub no_streaming: bool,
 }
 
 /// A successful transfer.
@@ -356,9 +367,11 @@ pub fn transfer_timeout(timeout: u64, sec_per_mb: u64, filesize: u64) -> u64 {
     BASE_TIMEOUT.saturating_add(u64::try_from(extra).unwrap_or(u64::MAX))
 }
 
-/// The per-transfer log: timestamped lines in a file, in memory (tests) or nowhere.
+/// The per-transfer log: timestamped lines in a file, in memory (tests) or nowhere. Clones
+/// write to the same log, so a backend session can add its protocol steps.
+#[derive(Clone)]
 pub struct TransferLog {
-    sink: LogSink,
+    sink: Arc<std::sync::Mutex<LogSink>>,
 }
 
 enum LogSink {
@@ -368,39 +381,46 @@ enum LogSink {
 }
 
 impl TransferLog {
+    fn with(sink: LogSink) -> TransferLog {
+        TransferLog {
+            sink: Arc::new(std::sync::Mutex::new(sink)),
+        }
+    }
+
     /// Create (truncate) the log file at `path`. Lines are written unbuffered so a crash keeps
     /// everything logged so far; they are few and short.
     pub fn create(path: &Path) -> std::io::Result<TransferLog> {
-        Ok(TransferLog {
-            sink: LogSink::File(std::fs::File::create(path)?),
-        })
+        Ok(TransferLog::with(LogSink::File(std::fs::File::create(
+            path,
+        )?)))
     }
 
     /// A log that keeps its lines in memory (see [`TransferLog::lines`]).
     pub fn memory() -> TransferLog {
-        TransferLog {
-            sink: LogSink::Memory(Vec::new()),
-        }
+        TransferLog::with(LogSink::Memory(Vec::new()))
     }
 
     /// A log that discards everything.
     pub fn null() -> TransferLog {
-        TransferLog {
-            sink: LogSink::Null,
-        }
+        TransferLog::with(LogSink::Null)
     }
 
     /// The lines of a memory log (empty for other kinds).
-    pub fn lines(&self) -> &[String] {
-        match &self.sink {
-            LogSink::Memory(lines) => lines,
-            _ => &[],
+    pub fn lines(&self) -> Vec<String> {
+        match &*self.lock() {
+            LogSink::Memory(lines) => lines.clone(),
+            _ => Vec::new(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogSink> {
+        // A panic while holding the lock cannot leave a half-written line worth refusing.
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Append one line. Callers pass URLs through [`redact_queries`]; nothing here may carry
     /// a credential. A failing log file never fails the transfer.
-    pub fn line(&mut self, level: &str, message: impl fmt::Display) {
+    pub fn line(&self, level: &str, message: impl fmt::Display) {
         let now = time::OffsetDateTime::now_utc();
         let line = format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03} {:<7} {}",
@@ -414,7 +434,7 @@ impl TransferLog {
             level,
             message
         );
-        match &mut self.sink {
+        match &mut *self.lock() {
             LogSink::File(f) => {
                 let _ = writeln!(f, "{line}");
             }
@@ -423,15 +443,15 @@ impl TransferLog {
         }
     }
 
-    fn info(&mut self, message: impl fmt::Display) {
+    pub fn info(&self, message: impl fmt::Display) {
         self.line("INFO", message);
     }
 
-    fn warn(&mut self, message: impl fmt::Display) {
+    pub fn warn(&self, message: impl fmt::Display) {
         self.line("WARNING", message);
     }
 
-    fn error(&mut self, message: impl fmt::Display) {
+    pub fn error(&self, message: impl fmt::Display) {
         self.line("ERR", message);
     }
 }
@@ -541,7 +561,10 @@ async fn run_steps(
             "Copies between these protocols are not supported",
         ));
     }
-    let mut session = src_backend.session();
+    let mut session = src_backend.session(&SessionContext {
+        credential: spec.credential.clone(),
+        log: log.clone(),
+    });
     let user = spec
         .checksum
         .as_deref()
@@ -649,6 +672,10 @@ async fn run_steps(
     let params = CopyParams {
         filesize,
         nostreams: spec.nostreams,
+        timeout,
+        copy_mode: spec.copy_mode,
+        disable_fallback: spec.disable_fallback,
+        no_streaming: spec.no_streaming,
     };
     log.info("Starting transfer");
     let started = Instant::now();
@@ -800,7 +827,10 @@ pub async fn bring_online(
     log: &mut TransferLog,
 ) -> Result<(), TransferFailure> {
     let backend = backend_for(registry, url, Scope::Source)?;
-    let mut session = backend.session();
+    let mut session = backend.session(&SessionContext {
+        credential: None,
+        log: log.clone(),
+    });
     log.info(format_args!(
         "Bring-online of {} (pin lifetime {pin_lifetime} s, timeout {timeout} s)",
         redact_queries(url)
@@ -839,7 +869,10 @@ pub async fn archive_monitor(
     log: &mut TransferLog,
 ) -> Result<(), TransferFailure> {
     let backend = backend_for(registry, url, Scope::Archiving)?;
-    let mut session = backend.session();
+    let mut session = backend.session(&SessionContext {
+        credential: None,
+        log: log.clone(),
+    });
     log.info(format_args!(
         "Archive monitoring of {} (timeout {archive_timeout} s)",
         redact_queries(url)
@@ -925,9 +958,9 @@ mod tests {
         fn schemes(&self) -> &'static [&'static str] {
             &["mock"]
         }
-        fn session(&self) -> Box<dyn Session> {
+        fn session(&self, context: &SessionContext) -> Box<dyn Session> {
             Box::new(RecordingSession {
-                inner: self.inner.session(),
+                inner: self.inner.session(context),
                 deletes: self.deletes.clone(),
             })
         }
@@ -1006,6 +1039,10 @@ mod tests {
             nostreams: 1,
             bringonline_token: None,
             skip_evict: false,
+            credential: None,
+            copy_mode: CopyMode::Pull,
+            disable_fallback: false,
+            no_streaming: false,
         }
     }
 
@@ -1633,7 +1670,7 @@ mod tests {
     fn log_file_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.log");
-        let mut log = TransferLog::create(&path).unwrap();
+        let log = TransferLog::create(&path).unwrap();
         log.line("INFO", "hello");
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with(" INFO    hello\n"), "{text}");

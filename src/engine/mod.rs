@@ -41,7 +41,7 @@ use crate::{
         engine::{Event, Outcome},
     },
 };
-use backends::{Progress, Registry};
+use backends::{CopyMode, Credential, Progress, Registry};
 
 /// Errors of the engine's own work (transfers report their failures as events, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -303,7 +303,10 @@ impl Engine {
                 .await
                 .unwrap_or_default()
         };
-        let spec = scheduler::transfer_spec(job, file, &vo_config);
+        let mut spec = scheduler::transfer_spec(job, file, &vo_config);
+        let (credential, tpc) = self.transfer_context(job, file).await;
+        spec.credential = credential;
+        (spec.copy_mode, spec.disable_fallback) = tpc;
         let result = agent::run(&spec, &self.registry, progress, cancel, &mut log).await;
         match result {
             Ok(report) => {
@@ -329,6 +332,49 @@ impl Engine {
                 let failure = to_failure(&f);
                 tracing::info!(job_id = %job.job_id, file_id, %link, reason = %failure.reason, "transfer failed");
                 Event::Failed { file_id, failure }
+            }
+        }
+    }
+
+    /// The user's delegated proxy (if any) and the copy mode from both storages'
+    /// `tpc_support`. A store error leaves the transfer without a credential (the storage then
+    /// refuses it with a clear error) rather than failing here.
+    async fn transfer_context(
+        &self,
+        job: &Job,
+        file: &File,
+    ) -> (Option<Arc<Credential>>, (CopyMode, bool)) {
+        let store = self.store.clone();
+        let (dlg_id, dn) = (job.cred_id.clone(), job.user_dn.clone());
+        let (src_se, dst_se) = (file.source_se.clone(), file.dest_se.clone());
+        let read = blocking(move || {
+            let material = store.credential_material(&dlg_id, &dn)?;
+            let src = store.se_config(&src_se)?.tpc_support;
+            let dst = store.se_config(&dst_se)?.tpc_support;
+            let credential = material.map(|m| {
+                let mut pem = zeroize::Zeroizing::new(String::with_capacity(
+                    m.proxy_pem.len() + m.key_pem.len() + m.chain_pem.len() + 2,
+                ));
+                pem.push_str(m.proxy_pem.trim_end());
+                pem.push('\n');
+                pem.push_str(&String::from_utf8_lossy(&m.key_pem));
+                if !pem.ends_with('\n') {
+                    pem.push('\n');
+                }
+                pem.push_str(&m.chain_pem);
+                let key = format!("{dlg_id}\0{dn}\0{}", m.termination_time);
+                Arc::new(Credential::new(pem, key))
+            });
+            Ok::<_, StoreError>((
+                credential,
+                CopyMode::from_tpc_support(src.as_deref(), dst.as_deref()),
+            ))
+        });
+        match read.await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, error = %e, "could not read the transfer's credential or storage settings");
+                (None, (CopyMode::Pull, false))
             }
         }
     }

@@ -54,7 +54,7 @@ impl Backend for FileBackend {
         &["file"]
     }
 
-    fn session(&self) -> Box<dyn Session> {
+    fn session(&self, _context: &super::SessionContext) -> Box<dyn Session> {
         Box::new(FileSession {
             roots: self.roots.clone(),
         })
@@ -274,7 +274,8 @@ mod tests {
         let outside = base.join("outside");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
-        let session = FileBackend::new(vec![root.clone()]).session();
+        let session = FileBackend::new(vec![root.clone()])
+            .session(&super::super::SessionContext::anonymous());
         Fixture {
             _dir: dir,
             root,
@@ -298,6 +299,7 @@ mod tests {
         let params = CopyParams {
             filesize: data.len() as u64,
             nostreams: 1,
+            ..Default::default()
         };
         f.session.copy(&s, &d, &params, &progress).await.unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), data);

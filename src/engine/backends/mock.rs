@@ -130,7 +130,7 @@ impl Backend for MockBackend {
         &["mock"]
     }
 
-    fn session(&self) -> Box<dyn Session> {
+    fn session(&self, _context: &super::SessionContext) -> Box<dyn Session> {
         Box::new(MockSession {
             default_time: self.default_time,
             stage: StatStage::Source,
@@ -396,10 +396,11 @@ mod tests {
         let params = CopyParams {
             filesize: 1000,
             nostreams: 1,
+            ..Default::default()
         };
         let start = tokio::time::Instant::now();
         let copy = |dst: &'static str| {
-            let mut s = backend.session();
+            let mut s = backend.session(&super::super::SessionContext::anonymous());
             let params = params.clone();
             async move {
                 let progress = Progress::default();
@@ -488,6 +489,7 @@ mod tests {
         let params = CopyParams {
             filesize: 100,
             nostreams: 1,
+            ..Default::default()
         };
         let start = tokio::time::Instant::now();
         s.copy("mock://a/x", "mock://b/x?time=4", &params, &progress)

@@ -12,10 +12,15 @@
 //! nothing running when that happens (the agent then cleans up a partial destination).
 
 pub mod file;
+pub mod http;
 pub mod link_model;
 pub mod mock;
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
+
+use zeroize::Zeroizing;
+
+use super::agent::TransferLog;
 
 use futures_util::future::BoxFuture;
 
@@ -69,12 +74,126 @@ pub struct Progress {
     pub transferred: std::sync::atomic::AtomicU64,
 }
 
+/// How a copy between two remote endpoints moves the bytes (spec §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyMode {
+    /// Third-party copy: the destination fetches from the source.
+    #[default]
+    Pull,
+    /// Third-party copy: the source sends to the destination.
+    Push,
+    /// The bytes flow through this service (GET from the source, PUT to the destination).
+    Streamed,
+}
+
+impl CopyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyMode::Pull => "pull",
+            CopyMode::Push => "push",
+            CopyMode::Streamed => "streamed",
+        }
+    }
+
+    /// The copy mode and whether falling back to another mode is forbidden, from the two
+    /// storages' `tpc_support` (`FULL`, `PULL`, `PUSH`, `NONE`; unset = `FULL`), as the
+    /// reference's server builds the agent's command line (§4.1): a destination that can pull
+    /// pulls (with fallback only when the source could also push); a source that can push
+    /// pushes; otherwise the bytes are streamed.
+    pub fn from_tpc_support(source: Option<&str>, destination: Option<&str>) -> (CopyMode, bool) {
+        let level = |v: Option<&str>| {
+            v.map(str::to_ascii_uppercase)
+                .unwrap_or_else(|| "FULL".into())
+        };
+        let (src, dst) = (level(source), level(destination));
+        let dst_pulls = dst == "FULL" || dst == "PULL";
+        let src_pushes = src == "FULL" || src == "PUSH";
+        match (dst_pulls, src_pushes) {
+            (true, true) => (CopyMode::Pull, false),
+            (true, false) => (CopyMode::Pull, true),
+            (false, true) => (CopyMode::Push, true),
+            (false, false) => (CopyMode::Streamed, true),
+        }
+    }
+
+    /// The modes to try in order: the chosen one, then (unless `disable_fallback`) the
+    /// following ones of pull → push → streamed; `no_streaming` removes streaming (possibly
+    /// leaving nothing to try).
+    pub fn attempts(self, disable_fallback: bool, no_streaming: bool) -> Vec<CopyMode> {
+        let all = [CopyMode::Pull, CopyMode::Push, CopyMode::Streamed];
+        let start = all.iter().position(|m| *m == self).unwrap_or(0);
+        let mut modes: Vec<CopyMode> = if disable_fallback {
+            vec![self]
+        } else {
+            all[start..].to_vec()
+        };
+        if no_streaming {
+            modes.retain(|m| *m != CopyMode::Streamed);
+        }
+        modes
+    }
+}
+
 /// What a copy needs besides the two URLs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CopyParams {
     /// Source size as the agent determined it (stat, or the user's size in strict mode).
     pub filesize: u64,
     pub nostreams: u32,
+    /// The transfer timeout in seconds (bounds tokens issued for third-party copies).
+    pub timeout: u64,
+    pub copy_mode: CopyMode,
+    pub disable_fallback: bool,
+    /// The VO forbids copies through this service (`no_streaming`).
+    pub no_streaming: bool,
+}
+
+/// A user's delegated proxy (certificate, key, chain as one PEM, the `X509_USER_PROXY`
+/// layout). Never printed: `Debug` shows only the cache key.
+pub struct Credential {
+    pem: Zeroizing<String>,
+    /// Identifies this credential for client caches: delegation id, DN, delegation time.
+    key: String,
+}
+
+impl Credential {
+    pub fn new(pem: Zeroizing<String>, key: impl Into<String>) -> Credential {
+        Credential {
+            pem,
+            key: key.into(),
+        }
+    }
+
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential({}, <redacted>)", self.key)
+    }
+}
+
+/// What a session is opened with: the user's credential and the transfer's log.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub credential: Option<Arc<Credential>>,
+    pub log: TransferLog,
+}
+
+impl SessionContext {
+    /// No credential, no log (tests and anonymous storage).
+    pub fn anonymous() -> SessionContext {
+        SessionContext {
+            credential: None,
+            log: TransferLog::null(),
+        }
+    }
 }
 
 /// A per-transfer session with a storage backend.
@@ -120,7 +239,7 @@ pub trait Backend: Send + Sync {
     /// URL schemes served (lower case, without `://`).
     fn schemes(&self) -> &'static [&'static str];
     /// Open a session for one transfer.
-    fn session(&self) -> Box<dyn Session>;
+    fn session(&self, context: &SessionContext) -> Box<dyn Session>;
 }
 
 /// The backends of this instance, by scheme.
