@@ -11,5 +11,6 @@ mod http_conventions;
 mod interop;
 mod jobs;
 mod optimizer;
+mod peers;
 mod service_binary;
 mod tls_auth;
