@@ -70,6 +70,9 @@ impl TestPki {
 
 /// The host certificate and key in one file: a client presenting it is root.
 pub const ROOT: &str = "host_and_key.pem";
+/// Test User's certificate and key in one file: the identity the storage peers know.
+pub const TEST_USER: &str = "user_and_key.pem";
+pub const TEST_USER_DN: &str = "/DC=org/DC=example/CN=Test User";
 
 /// Names of the chains built by `build_extra_chains`.
 pub const RC_USER_DN: &str = "/O=Example/CN=Rc User";
@@ -124,6 +127,12 @@ fn build_extra_chains(dir: &Path) {
     ]
     .concat();
     std::fs::write(dir.join(ROOT), host).unwrap();
+    let user = [
+        std::fs::read(dir.join("usercert.pem")).unwrap(),
+        std::fs::read(dir.join("userkey.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join(TEST_USER), user).unwrap();
     let now = OffsetDateTime::now_utc();
     let (from, to) = (now - Duration::hours(1), now + Duration::days(30));
     let ca = Credential::issue("/O=Example/CN=Rc CA", Kind::Ca, None, from, to, 1).unwrap();

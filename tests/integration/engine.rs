@@ -20,7 +20,10 @@ use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
 /// A server with the engine on, fast ticks, and `tweak` applied.
-fn engine_server(pki: &TestPki, tweak: impl FnOnce(&mut ftsd::config::Config)) -> TestServer {
+pub(crate) fn engine_server(
+    pki: &TestPki,
+    tweak: impl FnOnce(&mut ftsd::config::Config),
+) -> TestServer {
     TestServer::start_with(pki, |c| {
         c.engine.enabled = true;
         c.engine.scheduling_interval = 1;
@@ -42,25 +45,25 @@ fn user(server: &TestServer, pki: &TestPki) -> Client {
     client
 }
 
-fn submit(client: &Client, files: Value, params: Value) -> String {
+pub(crate) fn submit(client: &Client, files: Value, params: Value) -> String {
     let reply = post_json(client, "/jobs", &json!({"files": files, "params": params}));
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["job_id"].as_str().unwrap().to_string()
 }
 
-fn transfer(src: &str, dst: &str) -> Value {
+pub(crate) fn transfer(src: &str, dst: &str) -> Value {
     json!({"sources": [src], "destinations": [dst]})
 }
 
 const TERMINAL: [&str; 4] = ["FINISHED", "FAILED", "FINISHEDDIRTY", "CANCELED"];
 
-fn job(client: &Client, id: &str) -> Value {
+pub(crate) fn job(client: &Client, id: &str) -> Value {
     let reply = client.get(&format!("/jobs/{id}")).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
 }
 
-fn files(client: &Client, id: &str) -> Vec<Value> {
+pub(crate) fn files(client: &Client, id: &str) -> Vec<Value> {
     let reply = client.get(&format!("/jobs/{id}/files")).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let mut files = reply.json().as_array().unwrap().clone();
@@ -69,7 +72,7 @@ fn files(client: &Client, id: &str) -> Vec<Value> {
 }
 
 /// Poll until the job is terminal; returns its final JSON.
-fn wait_job(client: &Client, id: &str, limit: Duration) -> Value {
+pub(crate) fn wait_job(client: &Client, id: &str, limit: Duration) -> Value {
     let start = Instant::now();
     loop {
         let j = job(client, id);
@@ -87,7 +90,12 @@ fn wait_job(client: &Client, id: &str, limit: Duration) -> Value {
 }
 
 /// Poll until `check` holds for the job's files.
-fn wait_files(client: &Client, id: &str, limit: Duration, check: impl Fn(&[Value]) -> bool) {
+pub(crate) fn wait_files(
+    client: &Client,
+    id: &str,
+    limit: Duration,
+    check: impl Fn(&[Value]) -> bool,
+) {
     let start = Instant::now();
     loop {
         let f = files(client, id);
@@ -103,11 +111,11 @@ fn wait_files(client: &Client, id: &str, limit: Duration, check: impl Fn(&[Value
     }
 }
 
-fn state(f: &Value) -> &str {
+pub(crate) fn state(f: &Value) -> &str {
     f["file_state"].as_str().unwrap()
 }
 
-fn reason(f: &Value) -> &str {
+pub(crate) fn reason(f: &Value) -> &str {
     f["reason"].as_str().unwrap_or("")
 }
 

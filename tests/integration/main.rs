@@ -12,5 +12,6 @@ mod interop;
 mod jobs;
 mod optimizer;
 mod peers;
+mod protocols;
 mod service_binary;
 mod tls_auth;

@@ -85,6 +85,9 @@ struct Inner {
 struct Clients {
     data: reqwest::Client,
     tpc: reqwest::Client,
+    /// For `COPY`, written by [`raw`]: XRootD matches `TransferHeaderAuthorization` with its
+    /// exact case, which hyper cannot send (it writes names lower-case or Title-case).
+    tls: Arc<ClientConfig>,
 }
 
 impl HttpBackend {
@@ -170,6 +173,8 @@ impl Inner {
         let client = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .tls_backend_preconfigured(tls.clone())
+                // XrdHttp matches header names case-sensitively (`Want-Digest`, `Content-Type`).
+                .http1_title_case_headers()
                 .connect_timeout(CONNECT_TIMEOUT)
                 .redirect(redirects)
                 .user_agent(concat!("ftsd/", env!("CARGO_PKG_VERSION")))
@@ -179,6 +184,7 @@ impl Inner {
         Ok(Clients {
             data: client(reqwest::redirect::Policy::limited(10))?,
             tpc: client(reqwest::redirect::Policy::none())?,
+            tls: Arc::new(tls),
         })
     }
 }
@@ -550,15 +556,15 @@ impl HttpSession {
                 None
             }
         };
-        let client = self.clients()?.tpc;
-        let mut request = client
-            .request(Method::from_bytes(b"COPY").expect("COPY"), wire_url(target))
-            .header(header_name, wire_url(other))
-            .header("Credential", "none")
-            .header("X-Number-Of-Streams", params.nostreams.to_string())
-            .header("RequireChecksumVerification", "false");
+        let tls = self.clients()?.tls;
+        let mut headers = vec![
+            (header_name, wire_url(other)),
+            ("Credential", "none".to_string()),
+            ("X-Number-Of-Streams", params.nostreams.to_string()),
+            ("RequireChecksumVerification", "false".to_string()),
+        ];
         if let Some(token) = token {
-            request = request.header("TransferHeaderAuthorization", format!("Bearer {token}"));
+            headers.push(("TransferHeaderAuthorization", format!("Bearer {token}")));
         }
         self.log.info(format_args!(
             "COPY {} ({}), {header_name}: {}",
@@ -566,11 +572,15 @@ impl HttpSession {
             mode.as_str(),
             redact_queries(other)
         ));
-        let response = request
-            .send()
+        let mut response = raw::request(tls, "COPY", &wire_url(target), &headers)
             .await
-            .map_err(|e| transport_error("COPY", target, &e))?;
-        let status = response.status();
+            .map_err(|e| {
+                OpError::new(
+                    e.errno,
+                    format!("COPY {}: {}", redact_queries(target), e.message),
+                )
+            })?;
+        let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
         self.log
             .info(format_args!("COPY reply: HTTP {}", status.as_u16()));
         if status.is_redirection() {
@@ -583,14 +593,13 @@ impl HttpSession {
             ));
         }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = response.text(4096).await;
             return Err(status_error("COPY", target, status, &body));
         }
         let mut parser = MarkerParser::default();
-        let mut stream = response.bytes_stream();
         let started = tokio::time::Instant::now();
         loop {
-            let next = tokio::time::timeout(PERF_MARKER_TIMEOUT, stream.next()).await;
+            let next = tokio::time::timeout(PERF_MARKER_TIMEOUT, response.chunk()).await;
             match next {
                 Err(_) => {
                     return Err(OpError::new(
@@ -605,7 +614,12 @@ impl HttpSession {
                     parser.finish();
                     break;
                 }
-                Ok(Some(Err(e))) => return Err(transport_error("COPY", target, &e)),
+                Ok(Some(Err(e))) => {
+                    return Err(OpError::new(
+                        libc::EIO,
+                        format!("COPY {}: the reply broke off: {e}", redact_queries(target)),
+                    ));
+                }
                 Ok(Some(Ok(chunk))) => parser.feed(&chunk),
             }
             if parser.take_markers() > 0 {
@@ -946,6 +960,251 @@ impl Session for HttpSession {
                 )
             }))
         })
+    }
+}
+
+/// A minimal HTTP/1.1 client for one request with exact header names (one connection,
+/// `Connection: close`), reading a chunked or sized reply incrementally.
+mod raw {
+    use std::sync::Arc;
+
+    use rustls::{ClientConfig, pki_types::ServerName};
+    use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    use super::{CONNECT_TIMEOUT, OpError, OpResult};
+
+    /// Bound on the status line and headers of a reply.
+    const MAX_HEAD: usize = 64 * 1024;
+
+    pub struct Response {
+        pub status: u16,
+        reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+        body: Body,
+    }
+
+    enum Body {
+        Chunked { left: u64, done: bool },
+        Length(u64),
+        UntilClose,
+    }
+
+    /// Send `method url` with `headers` (no body) and read the reply's head.
+    pub async fn request(
+        tls: Arc<ClientConfig>,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> OpResult<Response> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| OpError::new(libc::EINVAL, format!("bad URL: {e}")))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| OpError::new(libc::EINVAL, "URL without a host"))?
+            .to_string();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let mut target = parsed.path().to_string();
+        if let Some(q) = parsed.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let connect = tokio::net::TcpStream::connect((bare.as_str(), port));
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                let errno = e.raw_os_error().unwrap_or(libc::ECONNREFUSED);
+                return Err(OpError::new(
+                    errno,
+                    format!("connect to {host}:{port}: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Err(OpError::new(
+                    libc::ETIMEDOUT,
+                    format!("connect to {host}:{port}: Connection timed out"),
+                ));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Stream> = if parsed.scheme() == "https" {
+            let name = ServerName::try_from(bare.clone())
+                .map_err(|e| OpError::new(libc::EINVAL, format!("bad host name {host}: {e}")))?;
+            let connector = tokio_rustls::TlsConnector::from(tls);
+            let handshake = connector.connect(name, tcp);
+            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    return Err(OpError::new(
+                        libc::ECONNREFUSED,
+                        format!("TLS handshake with {host}:{port} failed: {e}"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(OpError::new(
+                        libc::ETIMEDOUT,
+                        format!("TLS handshake with {host}:{port}: Connection timed out"),
+                    ));
+                }
+            }
+        } else {
+            Box::new(tcp)
+        };
+        let host_header = match parsed.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: ftsd/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        for (name, value) in headers {
+            if value.contains(['\r', '\n']) {
+                return Err(OpError::new(libc::EINVAL, format!("bad value for {name}")));
+            }
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+        let io = |e: std::io::Error| OpError::new(libc::EIO, format!("{host}:{port}: {e}"));
+        stream.write_all(head.as_bytes()).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
+        let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(stream);
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        let mut read_head = 0usize;
+        let mut next_line = async |reader: &mut BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+                                   line: &mut String|
+               -> OpResult<()> {
+            line.clear();
+            let n = reader.read_line(line).await.map_err(io)?;
+            read_head += n;
+            if n == 0 || read_head > MAX_HEAD {
+                return Err(OpError::new(
+                    libc::EIO,
+                    format!("{host}:{port} closed the connection or sent a bad reply"),
+                ));
+            }
+            Ok(())
+        };
+        next_line(&mut reader, &mut line).await?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| OpError::new(libc::EIO, format!("bad status line {:?}", line.trim())))?;
+        let mut body = Body::UntilClose;
+        loop {
+            next_line(&mut reader, &mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("transfer-encoding")
+                    && value.to_ascii_lowercase().contains("chunked")
+                {
+                    body = Body::Chunked {
+                        left: 0,
+                        done: false,
+                    };
+                } else if name.eq_ignore_ascii_case("content-length")
+                    && !matches!(body, Body::Chunked { .. })
+                {
+                    body = Body::Length(value.parse().unwrap_or(0));
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            reader,
+            body,
+        })
+    }
+
+    trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+    impl Response {
+        /// The next piece of the body; `None` at its end.
+        pub async fn chunk(&mut self) -> Option<std::io::Result<Vec<u8>>> {
+            match self.next().await {
+                Ok(Some(bytes)) => Some(Ok(bytes)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            }
+        }
+
+        async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            let mut buf = vec![0u8; 16 * 1024];
+            match &mut self.body {
+                Body::UntilClose => {
+                    let n = self.reader.read(&mut buf).await?;
+                    buf.truncate(n);
+                    Ok((n > 0).then_some(buf))
+                }
+                Body::Length(left) => {
+                    if *left == 0 {
+                        return Ok(None);
+                    }
+                    let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let n = self.reader.read(&mut buf[..want]).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    *left -= n as u64;
+                    buf.truncate(n);
+                    Ok(Some(buf))
+                }
+                Body::Chunked { left, done } => {
+                    if *done {
+                        return Ok(None);
+                    }
+                    if *left == 0 {
+                        let mut size = String::new();
+                        if self.reader.read_line(&mut size).await? == 0 {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                        let hex = size.trim().split(';').next().unwrap_or("");
+                        let n = u64::from_str_radix(hex, 16).map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size")
+                        })?;
+                        if n == 0 {
+                            *done = true;
+                            return Ok(None);
+                        }
+                        *left = n;
+                    }
+                    let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let n = self.reader.read(&mut buf[..want]).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    *left -= n as u64;
+                    if *left == 0 {
+                        // The CRLF after the chunk's data.
+                        let mut crlf = String::new();
+                        self.reader.read_line(&mut crlf).await?;
+                    }
+                    buf.truncate(n);
+                    Ok(Some(buf))
+                }
+            }
+        }
+
+        /// Up to `limit` bytes of the body as text (error replies).
+        pub async fn text(&mut self, limit: usize) -> String {
+            let mut out = Vec::new();
+            while out.len() < limit {
+                match self.next().await {
+                    Ok(Some(b)) => out.extend_from_slice(&b),
+                    _ => break,
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
     }
 }
 
