@@ -79,12 +79,13 @@ struct Inner {
 }
 
 /// The clients of one credential: data operations follow redirects (dCache sends GET and PUT
-/// to its pools); `COPY` does not, because its `TransferHeaderAuthorization` token must not be
-/// forwarded to a host we did not choose.
+/// to its pools); `DELETE` and `MKCOL` see the storage's own answer (a redirect to `dir/`
+/// means the directory exists); `COPY` is never redirected, because its
+/// `TransferHeaderAuthorization` token must not reach a host we did not choose.
 #[derive(Clone)]
 struct Clients {
     data: reqwest::Client,
-    tpc: reqwest::Client,
+    plain: reqwest::Client,
     /// For `COPY`, written by [`raw`]: XRootD matches `TransferHeaderAuthorization` with its
     /// exact case, which hyper cannot send (it writes names lower-case or Title-case).
     tls: Arc<ClientConfig>,
@@ -183,7 +184,7 @@ impl Inner {
         };
         Ok(Clients {
             data: client(reqwest::redirect::Policy::limited(10))?,
-            tpc: client(reqwest::redirect::Policy::none())?,
+            plain: client(reqwest::redirect::Policy::none())?,
             tls: Arc::new(tls),
         })
     }
@@ -429,7 +430,7 @@ impl HttpSession {
 
     /// A request with no body to read but its status (DELETE, MKCOL).
     async fn simple(&mut self, method: &str, url: &str) -> OpResult<(StatusCode, String)> {
-        let client = self.clients()?.tpc;
+        let client = self.clients()?.plain;
         let m = Method::from_bytes(method.as_bytes()).expect("a valid method name");
         let response = client
             .request(m, wire_url(url))
