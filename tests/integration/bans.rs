@@ -12,8 +12,9 @@ use std::process::Command;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::common::{CliAs, fts_cli, fts3_client_bin};
 use crate::common::{
-    Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, in_ci, pki, post, post_json,
+    Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, pki, post, post_json,
 };
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
@@ -616,43 +617,13 @@ fn dn_ban_cancels_the_users_jobs_and_locks_them_out() {
 // ---- interop with the official client ----
 
 fn ban_cli(bin: &std::path::Path, port: u16, pki: &TestPki, args: &[&str]) -> String {
-    let out = Command::new(bin.join("fts-rest-ban"))
-        .args(["-s", &format!("https://localhost:{port}")])
-        .arg("--capath")
-        .arg(pki.ca_dir())
-        .arg("--cert")
-        .arg(pki.path("hostcert.pem"))
-        .arg("--key")
-        .arg(pki.path("hostkey.pem"))
-        .args(args)
-        .env_remove("X509_USER_PROXY")
-        .env_remove("X509_USER_CERT")
-        .env_remove("X509_USER_KEY")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "fts-rest-ban {args:?} failed:\n{text}"
-    );
-    text
+    fts_cli(bin, "fts-rest-ban", port, pki, CliAs::Host, args).ok()
 }
 
 #[test]
 fn fts_rest_ban_storage_and_user() {
     let Some(pki) = pki() else { return };
-    let Some(bin) = std::env::var_os("FTS3_CLIENT_BIN").map(std::path::PathBuf::from) else {
-        assert!(
-            !in_ci(),
-            "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
-        );
-        eprintln!("SKIPPING: FTS3_CLIENT_BIN not set");
-        return;
-    };
+    let Some(bin) = fts3_client_bin() else { return };
     let server = TestServer::start(pki);
     let root = delegated_root(&server, pki, "cli");
     let user = delegated(&server, pki, "rc_user.pem", RC_USER_DN);

@@ -38,6 +38,94 @@ pub fn require_tool(tool: &str) -> bool {
     found
 }
 
+/// The official fts3 client's `bin` directory (`FTS3_CLIENT_BIN`; CI installs the client in a
+/// venv). Unset: a failure in CI, a loud skip otherwise.
+pub fn fts3_client_bin() -> Option<PathBuf> {
+    match std::env::var_os("FTS3_CLIENT_BIN") {
+        Some(dir) => Some(dir.into()),
+        None => {
+            assert!(
+                !in_ci(),
+                "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
+            );
+            eprintln!("SKIPPING: FTS3_CLIENT_BIN not set (pip install fts3 into a venv)");
+            None
+        }
+    }
+}
+
+/// Who an fts3 client command authenticates as.
+#[derive(Clone, Copy)]
+pub enum CliAs<'a> {
+    /// `X509_USER_PROXY` = this file of the test PKI.
+    Proxy(&'a str),
+    /// `--cert`/`--key` = the host certificate (root).
+    Host,
+}
+
+/// What an fts3 client command did.
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// [`CliRun::text`], asserting the command succeeded.
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, 0, "the fts3 command failed:\n{}", self.text());
+        self.text()
+    }
+}
+
+/// Run the fts3 client command `name` against the server on `port` as `who`.
+pub fn fts_cli(
+    bin: &Path,
+    name: &str,
+    port: u16,
+    pki: &TestPki,
+    who: CliAs<'_>,
+    args: &[&str],
+) -> CliRun {
+    let mut cmd = Command::new(bin.join(name));
+    cmd.args(["-s", &format!("https://localhost:{port}")])
+        .arg("--capath")
+        .arg(pki.ca_dir())
+        .env_remove("X509_USER_PROXY")
+        .env_remove("X509_USER_CERT")
+        .env_remove("X509_USER_KEY");
+    match who {
+        CliAs::Proxy(proxy) => {
+            cmd.env("X509_USER_PROXY", pki.path(proxy));
+        }
+        CliAs::Host => {
+            cmd.arg("--cert")
+                .arg(pki.path("hostcert.pem"))
+                .arg("--key")
+                .arg(pki.path("hostkey.pem"));
+        }
+    }
+    let out = cmd.args(args).output().unwrap();
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The job id the fts3 client prints ("Job id: <uuid>").
+pub fn job_id_of(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Job id: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no job id in:\n{out}"))
+}
+
 /// The test PKI directory (make-test-pki.sh output plus ftsd-made chains), built once.
 pub struct TestPki {
     pub dir: PathBuf,

@@ -8,7 +8,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, TestPki, TestServer, in_ci, pki, spawn_ftsd};
+use crate::common::{CliAs, fts_cli, fts3_client_bin};
+use crate::common::{Client, RC_OTHER_DN, RC_USER_DN, TestPki, TestServer, pki, spawn_ftsd};
 use crate::tls_auth::independent_delegation_id;
 
 /// proxyCertInfo with the inheritAll policy, as the fts3 client writes it.
@@ -714,40 +715,22 @@ fn delegation_survives_kill_9() {
 // ---- interop with the official client ----
 
 fn fts_delegate(bin: &Path, port: u16, pki: &TestPki, proxy: &str, force: bool) -> String {
-    let mut cmd = Command::new(bin.join("fts-rest-delegate"));
-    cmd.args(["-v", "-s", &format!("https://localhost:{port}")])
-        .arg("--capath")
-        .arg(pki.ca_dir())
-        .env("X509_USER_PROXY", pki.path(proxy))
-        .env_remove("X509_USER_CERT")
-        .env_remove("X509_USER_KEY");
-    if force {
-        cmd.arg("-f");
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "fts-rest-delegate with {proxy} failed:\n{text}"
-    );
-    text
+    let args: &[&str] = if force { &["-v", "-f"] } else { &["-v"] };
+    fts_cli(
+        bin,
+        "fts-rest-delegate",
+        port,
+        pki,
+        CliAs::Proxy(proxy),
+        args,
+    )
+    .ok()
 }
 
 #[test]
 fn fts_rest_delegate_delegates_skips_and_forces() {
     let Some(pki) = pki() else { return };
-    let Some(bin) = std::env::var_os("FTS3_CLIENT_BIN").map(std::path::PathBuf::from) else {
-        assert!(
-            !in_ci(),
-            "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
-        );
-        eprintln!("SKIPPING: FTS3_CLIENT_BIN not set");
-        return;
-    };
+    let Some(bin) = fts3_client_bin() else { return };
     let server = TestServer::start(pki);
     let dn = pki.openssl_subject("usercert.pem");
     for (proxy, fqans) in [

@@ -13,9 +13,8 @@ use std::{
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::common::{
-    Client, RC_USER_DN, TestPki, TestServer, in_ci, pki, post_json, spawn_ftsd_with,
-};
+use crate::common::{CliAs, fts_cli, fts3_client_bin, job_id_of};
+use crate::common::{Client, RC_USER_DN, TestPki, TestServer, pki, post_json, spawn_ftsd_with};
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
 
@@ -711,33 +710,18 @@ fn unsafe_sigterm(child: &std::process::Child) {
 #[test]
 fn fts_cli_blocking_submit_waits_for_the_end() {
     let Some(pki) = pki() else { return };
-    let Some(bin) = std::env::var_os("FTS3_CLIENT_BIN").map(std::path::PathBuf::from) else {
-        assert!(
-            !in_ci(),
-            "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
-        );
-        eprintln!("SKIPPING: FTS3_CLIENT_BIN not set");
-        return;
-    };
+    let Some(bin) = fts3_client_bin() else { return };
     let server = engine_server(pki, |_| {});
     let run = |src: &str, dst: &str| {
-        let out = Command::new(bin.join("fts-rest-transfer-submit"))
-            .args(["-s", &format!("https://localhost:{}", server.port)])
-            .arg("--capath")
-            .arg(pki.ca_dir())
-            .args(["-b", "-i", "1", src, dst])
-            .env("X509_USER_PROXY", pki.path("proxy_rfc.pem"))
-            .env_remove("X509_USER_CERT")
-            .env_remove("X509_USER_KEY")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{text}");
-        text
+        fts_cli(
+            &bin,
+            "fts-rest-transfer-submit",
+            server.port,
+            pki,
+            CliAs::Proxy("proxy_rfc.pem"),
+            &["-b", "-i", "1", src, dst],
+        )
+        .ok()
     };
     let ok = run(
         "mock://a.example/cli?size=100",
@@ -749,11 +733,7 @@ fn fts_cli_blocking_submit_waits_for_the_end() {
         "mock://b.example/cli2?transfer_errno=13&time=1",
     );
     assert!(bad.contains("Job finished with state FAILED"), "{bad}");
-    let job_id = bad
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Job id: "))
-        .unwrap()
-        .to_string();
+    let job_id = job_id_of(&bad);
     let root = server.client(pki, Some(crate::common::ROOT));
     let f = &files(&root, &job_id)[0];
     assert!(reason(f).starts_with("TRANSFER [13]"), "{f:#}");

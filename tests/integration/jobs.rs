@@ -2,13 +2,12 @@
 //! cancellation, priority, files, authorization between users, durability under kill -9, and
 //! interop with the official client and a Rucio-shaped client.
 
-use std::process::Command;
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::common::{CliAs, fts_cli, fts3_client_bin, job_id_of};
 use crate::common::{
-    Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, in_ci, pki, post_json, spawn_ftsd,
+    Client, RC_OTHER_DN, RC_USER_DN, ROOT, TestPki, TestServer, pki, post_json, spawn_ftsd,
 };
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
@@ -714,44 +713,13 @@ fn acknowledged_jobs_survive_kill_9() {
 // ---- interop with the official client ----
 
 fn cli(bin: &std::path::Path, name: &str, port: u16, pki: &TestPki, args: &[&str]) -> String {
-    let out = Command::new(bin.join(name))
-        .args(["-s", &format!("https://localhost:{port}")])
-        .arg("--capath")
-        .arg(pki.ca_dir())
-        .args(args)
-        .env("X509_USER_PROXY", pki.path("proxy_rfc.pem"))
-        .env_remove("X509_USER_CERT")
-        .env_remove("X509_USER_KEY")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
-    text
-}
-
-/// The job id the CLI prints ("Job id: <uuid>").
-fn job_id_of(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("Job id: "))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no job id in:\n{out}"))
+    fts_cli(bin, name, port, pki, CliAs::Proxy("proxy_rfc.pem"), args).ok()
 }
 
 #[test]
 fn fts_cli_submit_status_list_cancel() {
     let Some(pki) = pki() else { return };
-    let Some(bin) = std::env::var_os("FTS3_CLIENT_BIN").map(std::path::PathBuf::from) else {
-        assert!(
-            !in_ci(),
-            "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
-        );
-        eprintln!("SKIPPING: FTS3_CLIENT_BIN not set");
-        return;
-    };
+    let Some(bin) = fts3_client_bin() else { return };
     let server = TestServer::start(pki);
     // Submit delegates first (no previous delegation), then posts the job.
     let out = cli(

@@ -5,13 +5,12 @@
 //! Files reach ACTIVE only through the transfer engine; the host status test therefore stops
 //! the server, moves a file to ACTIVE through the store, and starts it again on the same data.
 
-use std::process::Command;
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::common::{CliAs, fts_cli, fts3_client_bin};
 use crate::common::{
-    Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, in_ci, pki, post, post_json,
+    Client, RC_OTHER_DN, RC_USER_DN, Reply, TestPki, TestServer, pki, post, post_json,
 };
 use crate::delegation::delegate;
 use crate::tls_auth::independent_delegation_id;
@@ -480,7 +479,7 @@ fn status_hosts_needs_a_certificate_and_config_and_counts_running_work() {
         (json!(1), json!(0))
     );
 
-    if let Some(bin) = client_bin() {
+    if let Some(bin) = fts3_client_bin() {
         let (code, out) = server_status(&bin, server.port, pki, &["--is-active"]);
         assert_eq!(code, 3, "active and staging: {out}");
         let (code, out) = server_status(&bin, server.port, pki, &["-H", "fts-a", "--is-active"]);
@@ -494,48 +493,16 @@ fn status_hosts_needs_a_certificate_and_config_and_counts_running_work() {
 
 // ---- interop with the official client ----
 
-fn client_bin() -> Option<std::path::PathBuf> {
-    match std::env::var_os("FTS3_CLIENT_BIN") {
-        Some(dir) => Some(dir.into()),
-        None => {
-            assert!(
-                !in_ci(),
-                "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
-            );
-            eprintln!("SKIPPING: FTS3_CLIENT_BIN not set (pip install fts3 into a venv)");
-            None
-        }
-    }
-}
-
 /// Run `fts-rest-server-status` as root; its exit code and output.
 fn server_status(bin: &std::path::Path, port: u16, pki: &TestPki, args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin.join("fts-rest-server-status"))
-        .args(["-s", &format!("https://localhost:{port}")])
-        .arg("--capath")
-        .arg(pki.ca_dir())
-        .arg("--cert")
-        .arg(pki.path("hostcert.pem"))
-        .arg("--key")
-        .arg(pki.path("hostkey.pem"))
-        .args(args)
-        .env_remove("X509_USER_PROXY")
-        .env_remove("X509_USER_CERT")
-        .env_remove("X509_USER_KEY")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let run = fts_cli(bin, "fts-rest-server-status", port, pki, CliAs::Host, args);
+    (run.code, run.text())
 }
 
 #[test]
 fn fts_rest_server_status_reads_an_idle_server() {
     let Some(pki) = pki() else { return };
-    let Some(bin) = client_bin() else { return };
+    let Some(bin) = fts3_client_bin() else { return };
     let server = TestServer::start(pki);
     let (code, out) = server_status(&bin, server.port, pki, &["--is-active"]);
     assert_eq!(code, 0, "{out}");

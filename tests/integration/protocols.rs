@@ -6,15 +6,13 @@
 //! `localhost` and `127.0.0.1` (both in the host certificate) to give each its own
 //! `/config/se` settings.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::common::{CliAs, fts_cli, fts3_client_bin, job_id_of};
 use crate::{
-    common::{Client, ROOT, TEST_USER, TEST_USER_DN, TestPki, TestServer, in_ci, pki, post_json},
+    common::{Client, ROOT, TEST_USER, TEST_USER_DN, TestPki, TestServer, pki, post_json},
     delegation::delegate_test_user,
     engine::{engine_server, files, reason, state, submit, transfer, wait_files, wait_job},
     peers::{self, Apache, Options, Xrootd, sample_data},
@@ -59,49 +57,25 @@ fn log_of(f: &Value) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn fts3_bin() -> Option<std::path::PathBuf> {
-    match std::env::var_os("FTS3_CLIENT_BIN") {
-        Some(bin) => Some(bin.into()),
-        None => {
-            assert!(
-                !in_ci(),
-                "FTS3_CLIENT_BIN must point at the fts3 client venv in CI"
-            );
-            eprintln!("SKIPPING: FTS3_CLIENT_BIN not set");
-            None
-        }
-    }
-}
-
 /// `fts-rest-transfer-submit -b` (blocking) with Test User's RFC proxy; returns the job id.
 fn cli_submit(bin: &std::path::Path, pki: &TestPki, port: u16, args: &[&str]) -> String {
-    let out = Command::new(bin.join("fts-rest-transfer-submit"))
-        .args(["-s", &format!("https://localhost:{port}")])
-        .arg("--capath")
-        .arg(pki.ca_dir())
-        .args(["-b", "-i", "1"])
-        .args(args)
-        .env("X509_USER_PROXY", pki.path("proxy_rfc.pem"))
-        .env_remove("X509_USER_CERT")
-        .env_remove("X509_USER_KEY")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Job id: "))
-        .unwrap_or_else(|| panic!("no job id in {text}"))
-        .to_string()
+    let args = [&["-b", "-i", "1"], args].concat();
+    let out = fts_cli(
+        bin,
+        "fts-rest-transfer-submit",
+        port,
+        pki,
+        CliAs::Proxy("proxy_rfc.pem"),
+        &args,
+    )
+    .ok();
+    job_id_of(&out)
 }
 
 #[test]
 fn davs_to_davs_by_tpc_pull_tpc_push_and_streaming_with_the_official_client() {
     let Some(pki) = pki() else { return };
-    let Some(bin) = fts3_bin() else { return };
+    let Some(bin) = fts3_client_bin() else { return };
     if !peers::available(&["xrootd"]) {
         return;
     }
