@@ -996,6 +996,10 @@ mod raw {
         url: &str,
         headers: &[(&str, String)],
     ) -> OpResult<Response> {
+        // A value with a line break would smuggle headers (URLs come from users).
+        if let Some((name, _)) = headers.iter().find(|(_, v)| v.contains(['\r', '\n'])) {
+            return Err(OpError::new(libc::EINVAL, format!("bad value for {name}")));
+        }
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| OpError::new(libc::EINVAL, format!("bad URL: {e}")))?;
         let host = parsed
@@ -1062,9 +1066,6 @@ mod raw {
             env!("CARGO_PKG_VERSION")
         );
         for (name, value) in headers {
-            if value.contains(['\r', '\n']) {
-                return Err(OpError::new(libc::EINVAL, format!("bad value for {name}")));
-            }
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
@@ -1316,6 +1317,84 @@ mod tests {
             status_error("GET", "https://h/x", StatusCode::BAD_GATEWAY, "").errno,
             libc::EIO
         );
+    }
+
+    /// Serve one canned reply on a local port; returns its URL and the request it received.
+    async fn one_reply(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/dst/f",
+            listener.local_addr().unwrap().port()
+        );
+        let served = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            // Dribble the reply out in small writes so chunks straddle reads.
+            for piece in reply.chunks(5) {
+                sock.write_all(piece).await.unwrap();
+                sock.flush().await.unwrap();
+            }
+            String::from_utf8(request).unwrap()
+        });
+        (url, served)
+    }
+
+    fn tls() -> Arc<ClientConfig> {
+        let backend = HttpBackend::new(Vec::new());
+        backend.inner.build(None).unwrap().tls
+    }
+
+    #[tokio::test]
+    async fn raw_copy_sends_exact_header_names_and_reads_a_chunked_reply() {
+        let (url, served) = one_reply(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n\
+              c\r\nPerf Marker\n\r\n1a;ext=1\r\nStripe Bytes Transferred: \r\n\
+              5\r\n7\nEnd\r\n10\r\n\nsuccess: Created\r\n0\r\n\r\n",
+        )
+        .await;
+        let headers = [
+            ("Source", "https://src/f".to_string()),
+            ("TransferHeaderAuthorization", "Bearer t0k".to_string()),
+        ];
+        let mut reply = raw::request(tls(), "COPY", &url, &headers).await.unwrap();
+        assert_eq!(reply.status, 201);
+        let mut parser = MarkerParser::default();
+        while let Some(chunk) = reply.chunk().await {
+            parser.feed(&chunk.unwrap());
+        }
+        parser.finish();
+        assert_eq!(parser.bytes(), 7);
+        assert_eq!(parser.verdict, Some(Verdict::Success));
+        let request = served.await.unwrap();
+        assert!(request.starts_with("COPY /dst/f HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.contains("\r\nTransferHeaderAuthorization: Bearer t0k\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("\r\nSource: https://src/f\r\n"),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_copy_reads_sized_error_replies_and_refuses_header_injection() {
+        let (url, _served) =
+            one_reply(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\n\r\nbad request!").await;
+        let mut reply = raw::request(tls(), "COPY", &url, &[]).await.unwrap();
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.text(4096).await, "bad request!");
+        let err = raw::request(tls(), "COPY", &url, &[("Source", "a\r\nX: y".into())])
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.errno, libc::EINVAL);
     }
 
     #[test]
