@@ -362,7 +362,11 @@ impl Engine {
                     pem.push('\n');
                 }
                 pem.push_str(&m.chain_pem);
-                let key = format!("{dlg_id}\0{dn}\0{}", m.termination_time);
+                // A re-delegated proxy gets a new key (and new connections).
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
+                let fingerprint: String =
+                    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                let key = format!("{dlg_id}\0{dn}\0{fingerprint}");
                 Arc::new(Credential::new(pem, key))
             });
             Ok::<_, StoreError>((
