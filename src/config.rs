@@ -46,6 +46,10 @@ pub enum ConfigError {
     Roles(#[from] RoleGrantError),
     #[error("[engine] optimizer_history: {0:?} is neither \"persistent\" nor \"memoryless\"")]
     OptimizerHistory(String),
+    #[error("[engine] gfal2_options: {0}")]
+    Gfal2Option(String),
+    #[error("[engine] http_backend = \"gfal2\" needs gfal2 = \"auto\"")]
+    HttpBackendWithoutGfal2,
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -139,6 +143,84 @@ pub struct EngineConfig {
     /// `persistent` (FTS 3.13's algorithm, history kept across restarts) or `memoryless`
     /// (3.14's effective behaviour).
     pub optimizer_history: String,
+    /// gfal2 for the schemes no native backend serves (`root://`, `gsiftp://`, `srm://`,
+    /// `s3://`, ...): `auto` uses it when found at start, `off` never.
+    pub gfal2: Gfal2Mode,
+    /// The `gfal-copy` program: a name looked up in `PATH`, or a path. `gfal-stat`, `gfal-sum`,
+    /// `gfal-rm` and `gfal-mkdir` are taken from the same directory.
+    pub gfal2_copy: PathBuf,
+    /// gfal2 settings for every gfal2 run, `"GROUP:KEY=VALUE"` as `gfal-copy -D` takes them;
+    /// they override `/etc/gfal2.d`. S3 keys per storage go here
+    /// (`"S3:S3.EXAMPLE.ORG:SECRET_KEY=..."`): they reach gfal2 through a private
+    /// configuration file, never a command line or a log.
+    pub gfal2_options: Vec<String>,
+    /// Which backend serves `http`, `https`, `dav` and `davs`: `native` (ftsd's own) or
+    /// `gfal2`.
+    pub http_backend: HttpBackendChoice,
+}
+
+/// `[engine] gfal2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gfal2Mode {
+    #[default]
+    Auto,
+    Off,
+}
+
+/// `[engine] http_backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpBackendChoice {
+    #[default]
+    Native,
+    Gfal2,
+}
+
+/// One `[engine] gfal2_options` entry: `GROUP:KEY=VALUE`, split as gfal2-util splits `-D`
+/// (the group is everything before the last `:` ahead of the `=`, so `S3:HOST:KEY=V` is group
+/// `S3:HOST`). Groups are upper-cased: gfal2 looks per-host groups up as `S3:<HOST>` in upper
+/// case.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Gfal2Option {
+    pub group: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl Gfal2Option {
+    pub fn parse(text: &str) -> Result<Gfal2Option, String> {
+        // The value may be a secret: errors quote only the part before `=`.
+        let Some((name, value)) = text.split_once('=') else {
+            return Err(format!(
+                "{:?} has no value: write \"GROUP:KEY=VALUE\"",
+                text.chars().take(40).collect::<String>()
+            ));
+        };
+        let Some((group, key)) = name.rsplit_once(':') else {
+            return Err(format!("{name:?} has no group: write \"GROUP:KEY=VALUE\""));
+        };
+        let (group, key) = (group.trim(), key.trim());
+        let bad = |s: &str| s.is_empty() || s.contains(['[', ']', '\n', '\r', '#', ';']);
+        if bad(group) || bad(key) || key.contains(':') {
+            return Err(format!("{name:?} is not a GROUP:KEY name"));
+        }
+        if value.contains(['\n', '\r']) {
+            return Err(format!("the value of {name} spans lines"));
+        }
+        Ok(Gfal2Option {
+            group: group.to_ascii_uppercase(),
+            key: key.to_string(),
+            value: value.trim().to_string(),
+        })
+    }
+}
+
+impl fmt::Debug for Gfal2Option {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values hold S3 secrets.
+        write!(f, "{}:{}=<redacted>", self.group, self.key)
+    }
 }
 
 /// One simulated link between two mock hosts (`[[engine.mock_links]]`).
@@ -189,6 +271,10 @@ impl Default for EngineConfig {
             optimizer_interval: 60,
             optimizer_retention_days: 7,
             optimizer_history: "persistent".into(),
+            gfal2: Gfal2Mode::Auto,
+            gfal2_copy: PathBuf::from("gfal-copy"),
+            gfal2_options: Vec::new(),
+            http_backend: HttpBackendChoice::Native,
         }
     }
 }
@@ -230,6 +316,8 @@ pub struct Resolved {
     pub engine: EngineConfig,
     /// Where per-transfer logs go.
     pub log_dir: PathBuf,
+    /// `engine.gfal2_options`, parsed.
+    pub gfal2_options: Vec<Gfal2Option>,
 }
 
 impl Config {
@@ -271,6 +359,18 @@ impl Config {
                 self.engine.optimizer_history.clone(),
             ));
         }
+        let gfal2_options = self
+            .engine
+            .gfal2_options
+            .iter()
+            .map(|o| Gfal2Option::parse(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Gfal2Option)?;
+        if self.engine.http_backend == HttpBackendChoice::Gfal2
+            && self.engine.gfal2 == Gfal2Mode::Off
+        {
+            return Err(ConfigError::HttpBackendWithoutGfal2);
+        }
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,
@@ -287,6 +387,7 @@ impl Config {
                 .log_dir
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("transfer-logs")),
+            gfal2_options,
         })
     }
 
@@ -1270,6 +1371,73 @@ mod tests {
         ));
         assert!(has(&findings, Severity::Warning, "listen", "port 0"));
         assert!(has(&findings, Severity::Warning, "data_dir", "mode 0755"));
+    }
+
+    #[test]
+    fn gfal2_settings() {
+        let config = Config::parse(
+            "[engine]\ngfal2 = \"off\"\ngfal2_copy = \"/opt/gfal/bin/gfal-copy\"\n\
+             gfal2_options = [\"S3:s3.example.org:SECRET_KEY=a=b \", \"HTTP PLUGIN:KEEP_ALIVE=false\"]\n",
+            Path::new("ftsd.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.engine.gfal2, Gfal2Mode::Off);
+        assert_eq!(config.engine.http_backend, HttpBackendChoice::Native);
+        let resolved = config.resolve().unwrap();
+        let parsed: Vec<(&str, &str, &str)> = resolved
+            .gfal2_options
+            .iter()
+            .map(|o| (o.group.as_str(), o.key.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                ("S3:S3.EXAMPLE.ORG", "SECRET_KEY", "a=b"),
+                ("HTTP PLUGIN", "KEEP_ALIVE", "false"),
+            ]
+        );
+        // Secrets stay out of debug output (and so of logs).
+        let shown = format!("{:?}", resolved.gfal2_options);
+        assert_eq!(
+            shown,
+            "[S3:S3.EXAMPLE.ORG:SECRET_KEY=<redacted>, HTTP PLUGIN:KEEP_ALIVE=<redacted>]"
+        );
+
+        for (bad, why) in [
+            ("S3_SECRET_KEY=x", "has no group"),
+            ("S3:SECRET_KEY", "has no value"),
+            (":KEY=x", "is not a GROUP:KEY name"),
+            ("S3:=x", "is not a GROUP:KEY name"),
+            ("S3]\n[X:KEY=x", "is not a GROUP:KEY name"),
+        ] {
+            let mut config = Config::default();
+            config.engine.gfal2_options = vec![bad.to_string()];
+            let err = config.resolve().unwrap_err().to_string();
+            assert!(err.starts_with("[engine] gfal2_options: "), "{err}");
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let mut config = Config::default();
+        config.engine.gfal2_options = vec!["S3:SECRET_KEY=line\nbreak".to_string()];
+        let err = config.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("spans lines") && !err.contains("break"),
+            "{err}"
+        );
+
+        let mut config = Config::default();
+        config.engine.gfal2 = Gfal2Mode::Off;
+        config.engine.http_backend = HttpBackendChoice::Gfal2;
+        assert!(matches!(
+            config.resolve(),
+            Err(ConfigError::HttpBackendWithoutGfal2)
+        ));
+        let err = Config::parse(
+            "[engine]\nhttp_backend = \"curl\"\n",
+            Path::new("ftsd.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http_backend"), "{err}");
     }
 
     // ---- the packaged configuration (packaging/ftsd.toml, /etc/ftsd/ftsd.toml) ----

@@ -101,13 +101,23 @@ pub async fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    // The schemes the engine can transfer: submissions naming others are refused. An API-only
+    // instance accepts any scheme (another node may transfer them).
+    let registry = if config.engine.enabled {
+        Some(registry(&config, &auth).await)
+    } else {
+        None
+    };
+    settings.submit.schemes = registry
+        .as_ref()
+        .map(|r| r.schemes().into_iter().map(str::to_string).collect());
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
     let service = Arc::new(
         Service::new(store.clone(), auth.clone(), settings).map_err(server::ServerError::Io)?,
     );
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
-    let engine = config.engine.enabled.then(|| {
+    let engine = registry.map(|registry| {
         let settings = engine::Settings {
             max_active: config.engine.max_active.max(1),
             default_link_active: config.engine.default_link_active.max(1),
@@ -131,33 +141,6 @@ pub async fn run(
                     .unwrap_or_default(),
             },
         };
-        let registry = engine::backends::Registry::new(vec![
-            Arc::new(engine::backends::mock::MockBackend::with_links(
-                config.engine.mock_transfer_time,
-                config
-                    .engine
-                    .mock_links
-                    .iter()
-                    .map(|l| {
-                        let model = engine::backends::link_model::LinkModel {
-                            bandwidth: l.bandwidth,
-                            per_transfer: l.per_transfer,
-                            latency: l.latency,
-                            failure_rate: l.failure_rate,
-                            concurrency_limit: l.concurrency_limit,
-                            failure_step: l.failure_step,
-                        };
-                        (l.source.clone(), l.destination.clone(), model)
-                    })
-                    .collect(),
-            )),
-            Arc::new(engine::backends::file::FileBackend::new(
-                config.engine.file_roots.clone(),
-            )),
-            Arc::new(engine::backends::http::HttpBackend::new(
-                auth.trust().anchors().to_vec(),
-            )),
-        ]);
         tokio::spawn(engine::Engine::run(
             store.clone(),
             registry,
@@ -184,4 +167,83 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+/// The transfer backends, in the order that decides which serves a scheme: mock, file, http
+/// (native unless `http_backend = "gfal2"`), then gfal2 (if found). One log line says which
+/// schemes each serves.
+async fn registry(config: &Resolved, auth: &Authenticator) -> engine::backends::Registry {
+    use config::{Gfal2Mode, HttpBackendChoice};
+    use engine::backends::{Backend, file, gfal2, http, link_model::LinkModel, mock};
+
+    let links = config
+        .engine
+        .mock_links
+        .iter()
+        .map(|l| {
+            let model = LinkModel {
+                bandwidth: l.bandwidth,
+                per_transfer: l.per_transfer,
+                latency: l.latency,
+                failure_rate: l.failure_rate,
+                concurrency_limit: l.concurrency_limit,
+                failure_step: l.failure_step,
+            };
+            (l.source.clone(), l.destination.clone(), model)
+        })
+        .collect();
+    let mut backends: Vec<Arc<dyn Backend>> = vec![
+        Arc::new(mock::MockBackend::with_links(
+            config.engine.mock_transfer_time,
+            links,
+        )),
+        Arc::new(file::FileBackend::new(config.engine.file_roots.clone())),
+    ];
+    if config.engine.http_backend == HttpBackendChoice::Native {
+        backends.push(Arc::new(http::HttpBackend::new(
+            auth.trust().anchors().to_vec(),
+        )));
+    }
+    if config.engine.gfal2 == Gfal2Mode::Auto {
+        let settings = gfal2::Gfal2Settings {
+            program: config.engine.gfal2_copy.clone(),
+            run_dir: config.data_dir.join("run"),
+            ca_dir: config.ca_dir.clone(),
+            voms_dir: config.voms_dir.clone(),
+            options: config
+                .gfal2_options
+                .iter()
+                .map(|o| (o.group.clone(), o.key.clone(), o.value.clone()))
+                .collect(),
+        };
+        match gfal2::Gfal2Backend::start(settings).await {
+            Ok(backend) => {
+                let found = backend.installation();
+                tracing::info!(
+                    version = %found.version,
+                    program = %found.copy.display(),
+                    python = %found.python.display(),
+                    plugins = %found.plugins.join(" "),
+                    "gfal2 found"
+                );
+                let unknown = backend.unknown_plugins();
+                if !unknown.is_empty() {
+                    tracing::warn!(plugins = %unknown.join(" "), "gfal2 plugins with schemes ftsd does not know: not used");
+                }
+                backends.push(Arc::new(backend));
+            }
+            Err(why) => tracing::warn!(
+                reason = %why,
+                "gfal2 is not available: root://, gsiftp://, srm://, s3:// and other gfal2 schemes cannot be transferred{}",
+                if config.engine.http_backend == HttpBackendChoice::Gfal2 {
+                    ", nor http(s)/dav(s) (http_backend = \"gfal2\")"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+    let registry = engine::backends::Registry::new(backends);
+    tracing::info!(backends = %registry.describe(), "transfer backends");
+    registry
 }

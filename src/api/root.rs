@@ -1,5 +1,6 @@
 //! `GET /`: versions and HAL links. The Python client reads `api.major/minor/patch` as integers
-//! on every command, so their shape is fixed.
+//! on every command, so their shape is fixed. ftsd adds `schemes`: the URL schemes its transfer
+//! engine serves (`null` on an API-only instance, which accepts any).
 
 use serde_json::json;
 use warp::{http::StatusCode, reply::Response};
@@ -12,7 +13,7 @@ pub const API_VERSION: (u32, u32, u32) = (3, 13, 4);
 /// The delegation protocol version.
 pub const DELEGATION_VERSION: (u32, u32, u32) = (1, 0, 0);
 
-pub fn root(_ctx: Ctx) -> Response {
+pub fn root(ctx: Ctx) -> Response {
     let version = |(major, minor, patch): (u32, u32, u32)| json!({"major": major, "minor": minor, "patch": patch});
     let body = json!({
         "delegation": version(DELEGATION_VERSION),
@@ -20,6 +21,7 @@ pub fn root(_ctx: Ctx) -> Response {
         // No FTS3 core packages are installed beside ftsd: null, as the reference reports then.
         "core": null,
         "schema": {"major": SCHEMA_VERSION, "minor": 0, "patch": 0},
+        "schemes": ctx.service.schemes(),
         "_links": {
             "curies": [{"name": "fts", "href": "https://gitlab.cern.ch/fts/fts3"}],
             "fts:whoami": {"href": "/whoami", "title": "Check user certificate"},

@@ -15,9 +15,15 @@
 //! 9. release of a staged source (warning only);
 //! 10. the [`TransferReport`], or a [`TransferFailure`] with scope, phase, errno, message.
 //!
-//! Source and destination must be served by the same backend (both `mock://`, both `file://`),
-//! like gfal2's plugin-to-plugin copies; they share one session, so the mock stat state
-//! machine sees the reference's order of calls.
+//! Source and destination must be served by one backend (both `mock://`, both `file://`; gfal2
+//! for `davs://` → `root://`), like gfal2's plugin-to-plugin copies; they share one session, so
+//! the mock stat state machine sees the reference's order of calls.
+//!
+//! A backend whose copy tool does steps 5–8 itself (gfal2: `gfal-copy` checks checksums, the
+//! destination and the result in one process) offers [`Session::copy_checked`]; the agent then
+//! runs steps 0–4, that one call under the same cancellation and watchdog as step 7 (which
+//! then spans the verification too, as the reference's does), and 9–10. After a failure or a
+//! stop it removes the destination only if the backend said the copy had begun.
 //!
 //! Deliberate differences from the reference: the watchdog covers the copy only (the
 //! reference's thread also spans verification); every step, not just the copy, stops on
@@ -36,8 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     backends::{
-        Backend, CopyMode, CopyParams, Credential, OpError, Progress, Registry, Session,
-        SessionContext,
+        Backend, CheckedCopy, CheckedReport, CopyMode, CopyParams, Credential, OpError, Progress,
+        Registry, Session, SessionContext,
     },
     checksum::{ChecksumMode, DEFAULT_ALGORITHM, UserChecksum, matches},
 };
@@ -551,17 +557,17 @@ async fn run_steps(
     log.info(format_args!("User filesize: {}", spec.user_filesize));
     log.info(format_args!("Strict copy: {}", spec.strict_copy));
 
-    let src_backend = backend_for(registry, &spec.source, Scope::Source)?;
-    let dst_backend = backend_for(registry, &spec.destination, Scope::Destination)?;
-    if !Arc::ptr_eq(src_backend, dst_backend) {
+    backend_for(registry, &spec.source, Scope::Source)?;
+    backend_for(registry, &spec.destination, Scope::Destination)?;
+    let Some(backend) = registry.for_pair(&spec.source, &spec.destination) else {
         return Err(TransferFailure::new(
             Scope::Transfer,
             TransferPreparation,
             libc::EPROTONOSUPPORT,
             "Copies between these protocols are not supported",
         ));
-    }
-    let mut session = src_backend.session(&SessionContext {
+    };
+    let mut session = backend.session(&SessionContext {
         credential: spec.credential.clone(),
         log: log.clone(),
     });
@@ -590,6 +596,55 @@ async fn run_steps(
     let timeout = transfer_timeout(spec.timeout, spec.sec_per_mb, filesize);
     log.info(format_args!("TCP streams: {}", spec.nostreams));
     log.info(format_args!("Timeout set to: {timeout}"));
+    let params = CopyParams {
+        filesize,
+        nostreams: spec.nostreams,
+        timeout,
+        copy_mode: spec.copy_mode,
+        disable_fallback: spec.disable_fallback,
+        no_streaming: spec.no_streaming,
+    };
+
+    // Steps 5–8 in one call, when the backend's tool does them itself.
+    let request = CheckedCopy {
+        job_id: spec.job_id.clone(),
+        file_id: spec.file_id,
+        source: spec.source.clone(),
+        destination: spec.destination.clone(),
+        params: params.clone(),
+        checksum_mode: mode,
+        checksum: user.clone(),
+        overwrite: spec.overwrite,
+        strict: spec.strict_copy,
+    };
+    let checked = match session.copy_checked(&request, progress) {
+        Some(copy) => {
+            log.info(format_args!(
+                "Starting transfer (checksums, destination checks and verification by the {} \
+                 backend)",
+                backend.name()
+            ));
+            Some(checked_copy(copy, timeout, cancel).await)
+        }
+        None => None,
+    };
+    if let Some(outcome) = checked {
+        return match outcome {
+            Ok(duration) => {
+                log.info(format_args!("Transfer done in {duration:.3} s"));
+                release_source(spec, session.as_mut(), cancel, log).await?;
+                Ok(report(filesize, duration, timeout, progress))
+            }
+            Err(failure) => {
+                if failure.errno == libc::EEXIST {
+                    log.info("The transfer failed because the file exists. Do not clean!");
+                } else if progress.copying.load(Ordering::Relaxed) {
+                    cleanup(session.as_mut(), dst, log).await;
+                }
+                Err(failure)
+            }
+        };
+    }
 
     // Step 5: source checksum.
     let mut source_checksum = None;
@@ -669,14 +724,6 @@ async fn run_steps(
     }
 
     // Step 7: the copy, under cancellation and the watchdog.
-    let params = CopyParams {
-        filesize,
-        nostreams: spec.nostreams,
-        timeout,
-        copy_mode: spec.copy_mode,
-        disable_fallback: spec.disable_fallback,
-        no_streaming: spec.no_streaming,
-    };
     log.info("Starting transfer");
     let started = Instant::now();
     let watchdog = tokio::time::sleep(Duration::from_secs(timeout).saturating_add(WATCHDOG_GRACE));
@@ -774,10 +821,52 @@ async fn run_steps(
         }
     }
 
-    // Step 9: release a staged source.
+    release_source(spec, session.as_mut(), cancel, log).await?;
+    Ok(report(filesize, duration, timeout, progress))
+}
+
+/// Run a backend's checked copy (steps 5–8) raced against cancellation and the watchdog, as
+/// step 7; returns the copy's duration.
+async fn checked_copy(
+    copy: futures_util::future::BoxFuture<'_, Result<CheckedReport, TransferFailure>>,
+    timeout: u64,
+    cancel: &CancellationToken,
+) -> Result<f64, TransferFailure> {
+    let started = Instant::now();
+    let watchdog = tokio::time::sleep(Duration::from_secs(timeout).saturating_add(WATCHDOG_GRACE));
+    let report = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(canceled(Phase::Transfer)),
+        _ = watchdog => Err(TransferFailure::new(
+            Scope::Transfer,
+            Phase::Transfer,
+            libc::ETIMEDOUT,
+            format!("Transfer canceled because the timeout of {timeout} seconds expired"),
+        )),
+        r = copy => r,
+    }?;
+    Ok(report
+        .copy_duration
+        .unwrap_or_else(|| started.elapsed().as_secs_f64()))
+}
+
+/// Step 9: release a staged source (a failure is only a warning).
+async fn release_source(
+    spec: &TransferSpec,
+    session: &mut dyn Session,
+    cancel: &CancellationToken,
+    log: &mut TransferLog,
+) -> Result<(), TransferFailure> {
+    let src = spec.source.as_str();
     if let Some(token) = spec.bringonline_token.as_ref().filter(|_| !spec.skip_evict) {
         log.info("Releasing source file");
-        match step(cancel, TransferFinalization, session.release(src, token)).await? {
+        match step(
+            cancel,
+            Phase::TransferFinalization,
+            session.release(src, token),
+        )
+        .await?
+        {
             Ok(()) => {}
             Err(e) => log.warn(format_args!(
                 "RELEASE-PIN Failed to release source file: {} ({})",
@@ -786,20 +875,23 @@ async fn run_steps(
             )),
         }
     }
+    Ok(())
+}
 
-    // Step 10.
+/// Step 10: the report; throughput in MiB/s over the copy.
+fn report(filesize: u64, duration: f64, timeout: u64, progress: &Progress) -> TransferReport {
     let throughput = if duration > 0.0 {
         filesize as f64 / f64::from(1u32 << 20) / duration
     } else {
         0.0
     };
-    Ok(TransferReport {
+    TransferReport {
         filesize,
         transferred: progress.transferred.load(Ordering::Relaxed),
         duration,
         throughput,
         timeout,
-    })
+    }
 }
 
 /// Remove a failed destination; failures (ENOENT included) are only logged.
@@ -955,7 +1047,10 @@ mod tests {
     }
 
     impl Backend for Recording {
-        fn schemes(&self) -> &'static [&'static str] {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        fn schemes(&self) -> &[&'static str] {
             &["mock"]
         }
         fn session(&self, context: &SessionContext) -> Box<dyn Session> {
@@ -1383,6 +1478,252 @@ mod tests {
         assert_eq!(f.scope, Scope::Destination);
         let f = failure(go(&spec("mock://a/f", "file:///tmp/x"), &registry).await.0);
         assert_eq!((f.scope, f.errno), (Scope::Transfer, libc::EPROTONOSUPPORT));
+    }
+
+    // ---- a backend doing steps 5–8 itself (Session::copy_checked), as gfal2 does ----
+
+    /// What the checked backend's calls were, and how its checked copy ends.
+    #[derive(Default)]
+    struct CheckedLog {
+        calls: Vec<String>,
+    }
+
+    struct CheckedBackend {
+        schemes: Vec<&'static str>,
+        /// The copy's outcome; `None`: it never ends (cancel and watchdog tests).
+        outcome: Option<Result<CheckedReport, TransferFailure>>,
+        /// Whether the copy had begun (`Progress::copying`) when it ended.
+        began: bool,
+        log: Arc<Mutex<CheckedLog>>,
+    }
+
+    struct CheckedSession {
+        outcome: Option<Result<CheckedReport, TransferFailure>>,
+        began: bool,
+        log: Arc<Mutex<CheckedLog>>,
+    }
+
+    impl CheckedSession {
+        fn call(&self, what: String) {
+            self.log.lock().unwrap().calls.push(what);
+        }
+    }
+
+    impl Backend for CheckedBackend {
+        fn name(&self) -> &'static str {
+            "checked"
+        }
+        fn schemes(&self) -> &[&'static str] {
+            &self.schemes
+        }
+        fn session(&self, _: &SessionContext) -> Box<dyn Session> {
+            Box::new(CheckedSession {
+                outcome: self.outcome.clone(),
+                began: self.began,
+                log: self.log.clone(),
+            })
+        }
+    }
+
+    impl Session for CheckedSession {
+        fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
+            self.call(format!("stat {url}"));
+            Box::pin(async { Ok(4 << 20) })
+        }
+        fn checksum(&mut self, url: &str, _: &str) -> BoxFuture<'_, OpResult<String>> {
+            self.call(format!("checksum {url}"));
+            Box::pin(async { Ok("1".into()) })
+        }
+        fn exists(&mut self, url: &str) -> BoxFuture<'_, OpResult<bool>> {
+            self.call(format!("exists {url}"));
+            Box::pin(async { Ok(false) })
+        }
+        fn delete(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+            self.call(format!("delete {url}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn make_parent(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
+            self.call(format!("make_parent {url}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn copy<'a>(
+            &'a mut self,
+            _: &'a str,
+            _: &'a str,
+            _: &'a CopyParams,
+            _: &'a Progress,
+        ) -> BoxFuture<'a, OpResult<()>> {
+            self.call("copy".into());
+            Box::pin(async { Ok(()) })
+        }
+        fn copy_checked<'a>(
+            &'a mut self,
+            request: &'a CheckedCopy,
+            progress: &'a Progress,
+        ) -> Option<BoxFuture<'a, Result<CheckedReport, TransferFailure>>> {
+            self.call(format!(
+                "copy_checked {} {} size={} timeout={} mode={} overwrite={}",
+                request.source,
+                request.destination,
+                request.params.filesize,
+                request.params.timeout,
+                request.checksum_mode.letter(),
+                request.overwrite
+            ));
+            let (outcome, began) = (self.outcome.clone(), self.began);
+            Some(Box::pin(async move {
+                progress.copying.store(began, Ordering::Relaxed);
+                match outcome {
+                    Some(outcome) => {
+                        progress.transferred.store(4 << 20, Ordering::Relaxed);
+                        outcome
+                    }
+                    None => std::future::pending().await,
+                }
+            }))
+        }
+    }
+
+    fn checked_env(
+        outcome: Option<Result<CheckedReport, TransferFailure>>,
+        began: bool,
+    ) -> (Registry, Arc<Mutex<CheckedLog>>) {
+        let log = Arc::new(Mutex::new(CheckedLog::default()));
+        let registry = Registry::new(vec![Arc::new(CheckedBackend {
+            schemes: vec!["chk"],
+            outcome,
+            began,
+            log: log.clone(),
+        })]);
+        (registry, log)
+    }
+
+    fn calls(log: &Arc<Mutex<CheckedLog>>) -> Vec<String> {
+        log.lock().unwrap().calls.clone()
+    }
+
+    #[tokio::test]
+    async fn checked_copy_replaces_steps_5_to_8() {
+        let report = CheckedReport {
+            copy_duration: Some(2.0),
+        };
+        let (registry, log) = checked_env(Some(Ok(report)), true);
+        let mut s = spec("chk://a/f", "chk://b/f");
+        s.checksum_mode = ChecksumMode::Both;
+        s.overwrite = true;
+        let (result, transfer_log) = go(&s, &registry).await;
+        let report = result.unwrap();
+        assert_eq!(report.filesize, 4 << 20);
+        assert_eq!(report.duration, 2.0, "the tool's copy time, not the call's");
+        assert_eq!(report.throughput, 2.0);
+        assert_eq!(report.transferred, 4 << 20);
+        assert_eq!(
+            calls(&log),
+            [
+                "stat chk://a/f",
+                "copy_checked chk://a/f chk://b/f size=4194304 timeout=608 mode=b overwrite=true",
+            ]
+        );
+        assert!(
+            transfer_log
+                .lines()
+                .iter()
+                .any(|l| l.contains("verification by the checked backend"))
+        );
+    }
+
+    #[tokio::test]
+    async fn checked_copy_failures_clean_up_only_what_was_written() {
+        let fail = |errno| {
+            Some(Err(TransferFailure::new(
+                Scope::Transfer,
+                Phase::Transfer,
+                errno,
+                "copy failed",
+            )))
+        };
+        // Failed after the copy began: the destination is removed, as after a plain copy.
+        let (registry, log) = checked_env(fail(libc::EIO), true);
+        let f = failure(go(&spec("chk://a/f", "chk://b/f"), &registry).await.0);
+        assert_eq!(f.reason(), "TRANSFER [5] copy failed");
+        assert_eq!(calls(&log).last().unwrap(), "delete chk://b/f");
+        // Failed in the tool's own checks: nothing to remove.
+        let (registry, log) = checked_env(fail(libc::EIO), false);
+        failure(go(&spec("chk://a/f", "chk://b/f"), &registry).await.0);
+        assert!(!calls(&log).iter().any(|c| c.starts_with("delete")));
+        // EEXIST: the file is someone else's.
+        let (registry, log) = checked_env(fail(libc::EEXIST), true);
+        failure(go(&spec("chk://a/f", "chk://b/f"), &registry).await.0);
+        assert!(!calls(&log).iter().any(|c| c.starts_with("delete")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checked_copy_under_cancel_and_watchdog() {
+        let (registry, log) = checked_env(None, true);
+        let mut s = spec("chk://a/f", "chk://b/f");
+        s.timeout = 30;
+        let (result, _) = go(&s, &registry).await;
+        let f = failure(result);
+        assert_eq!((f.scope, f.errno), (Scope::Transfer, libc::ETIMEDOUT));
+        assert_eq!(calls(&log).last().unwrap(), "delete chk://b/f");
+
+        let (registry, _log) = checked_env(None, true);
+        let cancel = CancellationToken::new();
+        let progress = Progress::default();
+        let mut transfer_log = TransferLog::null();
+        let (result, ()) = tokio::join!(
+            run(&s, &registry, &progress, &cancel, &mut transfer_log),
+            async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                cancel.cancel();
+            }
+        );
+        assert_eq!(failure(result).errno, libc::ECANCELED);
+    }
+
+    #[tokio::test]
+    async fn a_copy_between_backends_goes_to_one_serving_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (checked, log) = {
+            let log = Arc::new(Mutex::new(CheckedLog::default()));
+            let backend = Arc::new(CheckedBackend {
+                schemes: vec!["chk", "mock"],
+                outcome: Some(Ok(CheckedReport::default())),
+                began: true,
+                log: log.clone(),
+            });
+            (backend, log)
+        };
+        let registry = Registry::new(vec![
+            Arc::new(MockBackend::new(0)),
+            Arc::new(FileBackend::new(vec![dir.path().to_path_buf()])),
+            checked,
+        ]);
+        // mock:// alone stays with the mock backend; mock:// to chk:// goes to the backend
+        // serving both.
+        assert_eq!(registry.for_url("mock://a/f").unwrap().name(), "mock");
+        assert_eq!(
+            registry
+                .for_pair("mock://a/f", "mock://b/f")
+                .unwrap()
+                .name(),
+            "mock"
+        );
+        assert_eq!(
+            registry.for_pair("mock://a/f", "chk://b/f").unwrap().name(),
+            "checked"
+        );
+        assert!(registry.for_pair("file:///x", "chk://b/f").is_none());
+        assert_eq!(registry.schemes(), ["chk", "file", "mock"]);
+        assert_eq!(
+            registry.describe(),
+            "mock: mock; file: file; checked: chk (in copies with the above: mock)"
+        );
+        go(&spec("mock://a/f?size=10", "chk://b/f"), &registry)
+            .await
+            .0
+            .unwrap();
+        assert!(calls(&log)[1].starts_with("copy_checked mock://a/f?size=10 chk://b/f"));
     }
 
     fn file_env() -> (tempfile::TempDir, std::path::PathBuf, Registry) {

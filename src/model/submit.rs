@@ -104,6 +104,15 @@ pub mod msg {
         format!("Can not transfer local files ({url})")
     }
 
+    /// ftsd: a scheme no transfer backend serves.
+    pub fn unsupported_scheme(url: &str, schemes: &[String]) -> String {
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        format!(
+            "Unsupported scheme {scheme} ({url}): this service transfers {}",
+            schemes.join(", ")
+        )
+    }
+
     pub fn missing_path(url: &str) -> String {
         format!("Missing path ({url})")
     }
@@ -241,6 +250,9 @@ pub struct SubmitConfig {
     /// Directories `file://` URLs may name (the engine's `file_roots`); other `file://` URLs
     /// are refused as the reference refuses all of them.
     pub local_roots: Vec<String>,
+    /// The URL schemes this instance's transfer engine serves (lower case); URLs with others
+    /// are refused. `None`: any scheme (no engine here, or not known).
+    pub schemes: Option<Vec<String>>,
 }
 
 impl Default for SubmitConfig {
@@ -260,6 +272,7 @@ impl Default for SubmitConfig {
             max_big_file_size: 1_073_741_824,
             max_big_files: 2,
             local_roots: Vec::new(),
+            schemes: None,
         }
     }
 }
@@ -677,10 +690,10 @@ fn populate_file(
     let mut pairs: Vec<(pyurl::Url, pyurl::Url)> = Vec::new();
     let mut destinations: Vec<pyurl::Url> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let source = parse_url(source, &config.local_roots)?;
+        let source = parse_url(source, config)?;
         if i == 0 {
             for destination in url_list(file, "destinations")? {
-                destinations.push(parse_url(destination, &config.local_roots)?);
+                destinations.push(parse_url(destination, config)?);
             }
         }
         for destination in &destinations {
@@ -839,8 +852,24 @@ fn url_list<'a>(file: &'a Map<String, Value>, key: &str) -> Result<Vec<&'a str>>
     }
 }
 
-/// Strip, parse and validate one URL (`validate_url`), in the reference's order of checks.
-fn parse_url(raw: &str, local_roots: &[String]) -> Result<pyurl::Url> {
+/// Strip, parse and validate one URL (`validate_url`), in the reference's order of checks;
+/// then (ftsd) refuse schemes no transfer backend of this instance serves.
+fn parse_url(raw: &str, config: &SubmitConfig) -> Result<pyurl::Url> {
+    let url = validate_url(raw, &config.local_roots)?;
+    if let Some(schemes) = &config.schemes {
+        let scheme = url.scheme.to_ascii_lowercase();
+        if !schemes.contains(&scheme) {
+            return Err(SubmitError::invalid(&msg::unsupported_scheme(
+                &url.geturl(),
+                schemes,
+            )));
+        }
+    }
+    Ok(url)
+}
+
+/// The reference's `validate_url`.
+fn validate_url(raw: &str, local_roots: &[String]) -> Result<pyurl::Url> {
     let stripped = py_strip(raw);
     if stripped.len() > MAX_URL_LEN {
         return Err(SubmitError::invalid(&msg::url_too_long()));
@@ -2170,6 +2199,42 @@ pub(crate) mod tests {
             bad(with_url("file:///etc/passwd", "file:///srv/pub")),
             "Invalid value within the request: Can not transfer local files (file:///etc/passwd)"
         );
+    }
+
+    #[test]
+    fn url_with_a_scheme_no_backend_serves() {
+        let config = SubmitConfig {
+            schemes: Some(vec![
+                "davs".into(),
+                "file".into(),
+                "mock".into(),
+                "root".into(),
+            ]),
+            ..SubmitConfig::default()
+        };
+        assert_eq!(
+            bad_with(
+                with_url("root://source.es//file", "gsiftp://dest.ch:8446/file"),
+                &config
+            ),
+            "Invalid value within the request: Unsupported scheme gsiftp \
+             (gsiftp://dest.ch:8446/file): this service transfers davs, file, mock, root"
+        );
+        // Case does not matter; the reference's own checks come first.
+        assert!(
+            run_with(
+                with_url("ROOT://source.es//f", "davs://dest.ch/f"),
+                &config,
+                &|_, _, _| 0
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            bad_with(with_url("file:///etc/passwd", "davs://dest.ch/f"), &config),
+            "Invalid value within the request: Can not transfer local files (file:///etc/passwd)"
+        );
+        // Unknown (no engine here): any scheme.
+        assert!(run(with_url("gsiftp://source.es/f", "irods://dest.ch/f")).is_ok());
     }
 
     #[test]

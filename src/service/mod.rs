@@ -97,6 +97,11 @@ pub fn host_name() -> String {
 }
 
 impl Service {
+    /// The URL schemes this instance transfers (sorted), `None` when it runs no transfers.
+    pub fn schemes(&self) -> Option<&[String]> {
+        self.submit_config.schemes.as_deref()
+    }
+
     /// Start the service (and its job writer thread).
     pub fn new(
         store: Arc<Store>,

@@ -50,7 +50,11 @@ impl FileBackend {
 }
 
 impl Backend for FileBackend {
-    fn schemes(&self) -> &'static [&'static str] {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn schemes(&self) -> &[&'static str] {
         &["file"]
     }
 

@@ -107,7 +107,11 @@ impl HttpBackend {
 }
 
 impl Backend for HttpBackend {
-    fn schemes(&self) -> &'static [&'static str] {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn schemes(&self) -> &[&'static str] {
         SCHEMES
     }
 

@@ -126,7 +126,11 @@ impl Links {
 }
 
 impl Backend for MockBackend {
-    fn schemes(&self) -> &'static [&'static str] {
+    fn name(&self) -> &'static str {
+        "mock"
+    }
+
+    fn schemes(&self) -> &[&'static str] {
         &["mock"]
     }
 

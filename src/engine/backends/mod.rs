@@ -8,10 +8,21 @@
 //! A [`Session`] is opened per transfer (or per session-reuse job): the `mock://` backend keeps
 //! the gfal2 mock plugin's per-process stat state machine in it.
 //!
-//! Cancellation and timeouts drop the future returned by [`Session::copy`]; backends must leave
-//! nothing running when that happens (the agent then cleans up a partial destination).
+//! A backend that drives an external copy tool which does the checks itself (gfal2's
+//! `gfal-copy`) offers [`Session::copy_checked`]: the agent then hands it steps 5–8 at once, and
+//! the backend reports failures with scope, phase and errno, in the reference's words where the
+//! tool's differ (see `gfal2`).
+//!
+//! Cancellation and timeouts drop the future returned by [`Session::copy`] (or
+//! [`Session::copy_checked`]); backends must leave nothing running when that happens (the agent
+//! then cleans up a partial destination).
+//!
+//! The [`Registry`] picks a backend by scheme, in registration order; a copy between schemes
+//! whose first backends differ goes to the first backend serving both (gfal2 copies `davs://` to
+//! `root://` while `davs://` alone stays with the native http backend).
 
 pub mod file;
+pub mod gfal2;
 pub mod http;
 pub mod link_model;
 pub mod mock;
@@ -20,7 +31,10 @@ use std::{fmt, sync::Arc};
 
 use zeroize::Zeroizing;
 
-use super::agent::TransferLog;
+use super::{
+    agent::{TransferFailure, TransferLog},
+    checksum::{ChecksumMode, UserChecksum},
+};
 
 use futures_util::future::BoxFuture;
 
@@ -72,6 +86,10 @@ pub type OpResult<T> = Result<T, OpError>;
 pub struct Progress {
     /// Bytes written to the destination so far.
     pub transferred: std::sync::atomic::AtomicU64,
+    /// Set by [`Session::copy_checked`] once the backend's own checks let the copy begin: from
+    /// then on the destination may hold partial data the agent must remove if the copy is
+    /// stopped. (For plain copies the agent knows this itself.)
+    pub copying: std::sync::atomic::AtomicBool,
 }
 
 /// How a copy between two remote endpoints moves the bytes (spec §4.1).
@@ -148,6 +166,32 @@ pub struct CopyParams {
     pub no_streaming: bool,
 }
 
+/// Steps 5–8 of a transfer (source checksum, destination preparation, copy, verification) for
+/// a backend that does them itself ([`Session::copy_checked`]).
+#[derive(Debug, Clone)]
+pub struct CheckedCopy {
+    pub job_id: String,
+    pub file_id: u64,
+    pub source: String,
+    pub destination: String,
+    /// Size (stat or the user's), timeout, streams and copy mode, as for a plain copy.
+    pub params: CopyParams,
+    pub checksum_mode: ChecksumMode,
+    /// The algorithm (and the user's value, if any) to verify with.
+    pub checksum: UserChecksum,
+    pub overwrite: bool,
+    /// Copy only: no checksum, existence, parent or verification steps.
+    pub strict: bool,
+}
+
+/// What a checked copy measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckedReport {
+    /// Seconds the copy proper took (the tool's transfer start to end), when it said so; the
+    /// agent otherwise uses the time of the whole call, checks included.
+    pub copy_duration: Option<f64>,
+}
+
 /// A user's delegated proxy (certificate, key, chain as one PEM, the `X509_USER_PROXY`
 /// layout). Never printed: `Debug` shows only the cache key.
 pub struct Credential {
@@ -217,6 +261,19 @@ pub trait Session: Send {
         params: &'a CopyParams,
         progress: &'a Progress,
     ) -> BoxFuture<'a, OpResult<()>>;
+    /// Steps 5–8 done by the backend itself, or `None` (the default): the agent runs them over
+    /// the primitive operations. Failures carry their scope and phase. The backend sets
+    /// `progress.copying` once its checks passed and the destination may be written: after a
+    /// failure or a stop from then on, the agent removes the destination (unless EEXIST), as
+    /// after a plain copy.
+    fn copy_checked<'a>(
+        &'a mut self,
+        request: &'a CheckedCopy,
+        progress: &'a Progress,
+    ) -> Option<BoxFuture<'a, Result<CheckedReport, TransferFailure>>> {
+        let _ = (request, progress);
+        None
+    }
     /// Bring `url` online (staging); resolves when staged.
     fn bring_online(&mut self, url: &str, pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
         let _ = (url, pin_lifetime);
@@ -236,8 +293,10 @@ pub trait Session: Send {
 
 /// A protocol implementation.
 pub trait Backend: Send + Sync {
+    /// Short name for logs (`http`, `gfal2`).
+    fn name(&self) -> &'static str;
     /// URL schemes served (lower case, without `://`).
-    fn schemes(&self) -> &'static [&'static str];
+    fn schemes(&self) -> &[&'static str];
     /// Open a session for one transfer.
     fn session(&self, context: &SessionContext) -> Box<dyn Session>;
 }
@@ -255,17 +314,58 @@ impl Registry {
 
     /// The backend serving `url`'s scheme.
     pub fn for_url(&self, url: &str) -> Option<&Arc<dyn Backend>> {
-        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
-        self.backends
-            .iter()
-            .find(|b| b.schemes().iter().any(|s| *s == scheme))
+        let scheme = scheme_of(url)?;
+        self.backends.iter().find(|b| serves(b.as_ref(), &scheme))
     }
 
-    /// Every scheme some backend serves.
-    pub fn schemes(&self) -> Vec<&'static str> {
+    /// The backend copying `source` to `destination`: the one serving the source's scheme if
+    /// it serves the destination's too, else the first serving both. `None` if there is none.
+    pub fn for_pair(&self, source: &str, destination: &str) -> Option<&Arc<dyn Backend>> {
+        let (src, dst) = (scheme_of(source)?, scheme_of(destination)?);
+        let first = self.for_url(source)?;
+        if serves(first.as_ref(), &dst) {
+            return Some(first);
+        }
         self.backends
             .iter()
-            .flat_map(|b| b.schemes().iter().copied())
-            .collect()
+            .find(|b| serves(b.as_ref(), &src) && serves(b.as_ref(), &dst))
     }
+
+    /// Every scheme some backend serves, each once, sorted.
+    pub fn schemes(&self) -> Vec<&'static str> {
+        let mut all: Vec<&'static str> = self
+            .backends
+            .iter()
+            .flat_map(|b| b.schemes().iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// One line for the start-up log: each backend with the schemes it serves first, and those
+    /// it serves only in copies with another scheme (`gfal2: root xroot (copies: davs)`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (i, backend) in self.backends.iter().enumerate() {
+            let earlier = |s: &&str| self.backends[..i].iter().any(|b| serves(b.as_ref(), s));
+            let (mixed, own): (Vec<&str>, Vec<&str>) =
+                backend.schemes().iter().copied().partition(earlier);
+            let mut part = format!("{}: {}", backend.name(), own.join(" "));
+            if !mixed.is_empty() {
+                part.push_str(&format!(" (in copies with the above: {})", mixed.join(" ")));
+            }
+            parts.push(part);
+        }
+        parts.join("; ")
+    }
+}
+
+/// The lower-case scheme of `url`.
+fn scheme_of(url: &str) -> Option<String> {
+    Some(url.split_once(':')?.0.to_ascii_lowercase())
+}
+
+fn serves(backend: &dyn Backend, scheme: &str) -> bool {
+    backend.schemes().contains(&scheme)
 }
