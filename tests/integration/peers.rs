@@ -699,6 +699,23 @@ impl Apache {
         fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// The first access-log line for which `matches` holds, waiting for it: Apache writes the
+    /// line after the reply is sent, so a client can see the reply first.
+    pub fn access_line(&self, matches: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.access_log();
+            if let Some(line) = log.lines().find(|l| matches(l)) {
+                return line.to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no such line in the access log:\n{log}"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The error log (TLS handshake details at `ssl:info`).
     pub fn error_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
@@ -1163,13 +1180,11 @@ fn apache_accepts_a_legacy_proxy_and_logs_its_dn() {
     );
     assert_eq!(put.status, 201, "{}", put.text());
     assert!(fs::read(apache.data_path("legacy.bin")).unwrap() == data);
-    let log = apache.access_log();
-    assert!(
-        log.lines().any(|l| l.contains("verify=SUCCESS")
+    apache.access_line(|l| {
+        l.contains("verify=SUCCESS")
             && l.contains("CN=Test User,DC=example,DC=org\"")
-            && l.contains("\"PUT /legacy.bin HTTP/1.1\" 201")),
-        "{log}"
-    );
+            && l.contains("\"PUT /legacy.bin HTTP/1.1\" 201")
+    });
     // No Want-Digest support, and mod_dav does not create parents.
     let head = curl(
         pki,

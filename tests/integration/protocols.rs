@@ -172,11 +172,7 @@ fn apache_gridsite_takes_a_streamed_copy_made_with_a_legacy_proxy() {
     assert!(log.contains("reading the file to compute it"), "{log}");
     assert!(log.contains("End-to-end checksum match!"), "{log}");
     // Apache saw the legacy proxy's DN on the PUT.
-    let access = apache.access_log();
-    let put = access
-        .lines()
-        .find(|l| l.contains("\"PUT /new/dir/copy.bin"))
-        .unwrap_or_else(|| panic!("no PUT in the access log:\n{access}"));
+    let put = apache.access_line(|l| l.contains("\"PUT /new/dir/copy.bin"));
     assert!(put.contains("CN=proxy,CN=Test User"), "{put}");
 }
 

@@ -14,7 +14,8 @@
 //!   verdict, since storages answer 201 either way. Or streamed through this process: the
 //!   source's GET body is the destination's PUT body, chunk by chunk, no temporary file.
 //!   The mode comes from the storages' `tpc_support` ([`CopyMode::from_tpc_support`]), with
-//!   fallback pull → push → streamed where allowed; every attempt and fallback is logged.
+//!   fallback pull → push → streamed where allowed (not after a refusal: 401/403, or an
+//!   existing destination); every attempt and fallback is logged.
 //!
 //! rustls refuses to load a proxy chain as client certificate the usual way (it parses the
 //! leaf with webpki, which rejects the critical proxyCertInfo extension), so the chain and key
@@ -949,7 +950,12 @@ impl Session for HttpSession {
                     Err(e) => {
                         self.log
                             .warn(format_args!("{} copy failed: {}", mode.as_str(), e.message));
-                        let final_error = e.errno == libc::EEXIST;
+                        // The storage understood and refused (401/403: not allowed to write or
+                        // read there; 412: exists): another mode would be refused the same
+                        // way, and a streamed retry could even lose the refusal to a reset
+                        // connection. Anything else (405/501: no TPC, a `failure:` verdict,
+                        // a network error) may work in the next mode.
+                        let final_error = matches!(e.errno, libc::EEXIST | libc::EACCES);
                         last = Some(e);
                         if final_error {
                             break;
