@@ -14,8 +14,10 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    common::{Client, ROOT, TEST_USER, TEST_USER_DN, TestPki, TestServer, in_ci, pki, post_json},
-    delegation::delegate_test_user,
+    common::{
+        Client, ROOT, TEST_USER, TEST_USER_DN, TestPki, TestServer, delegate_test_user, in_ci, pki,
+        post_json,
+    },
     engine::{engine_server, files, reason, state, submit, transfer, wait_files, wait_job},
     peers::{self, Apache, Options, Xrootd, sample_data},
     tls_auth::independent_delegation_id,
