@@ -42,6 +42,9 @@ use tracing_subscriber::{
     Layer, filter::DynFilterFn, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
+mod support;
+use support::machine;
+
 /// proxyCertInfo with the inheritAll policy, as the fts3 client writes it.
 const PCI_INHERIT_ALL: &[u8] = &[
     0x30, 0x0c, 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x15, 0x01,
@@ -158,24 +161,6 @@ fn run(args: Args) -> Result<(), BoxError> {
     }
     drop(tmp);
     Ok(())
-}
-
-/// One line about the machine: cores, CPU model, load average before the run.
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    format!("machine: {cores} cores, {model}; load average before the run: {load}")
 }
 
 // ---------------------------------------------------------------------------------------------

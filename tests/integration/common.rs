@@ -688,3 +688,62 @@ pub fn post(client: &Client, path: &str, content_type: &str, body: &str) -> Repl
 pub fn post_json(client: &Client, path: &str, body: &serde_json::Value) -> Reply {
     post(client, path, "application/json", &body.to_string())
 }
+
+/// Delegate Test User's credential (`usercert.pem` + `userkey.pem`), the proxy signed with
+/// `openssl x509 -req` (rcgen cannot write a DN with two DC attributes): an RFC 3820 proxy
+/// (`…/CN=4242`) or, with `legacy`, a legacy Globus proxy (`…/CN=proxy`, no proxyCertInfo).
+pub fn delegate_test_user(
+    client: &Client,
+    pki: &TestPki,
+    dlg_id: &str,
+    legacy: bool,
+) -> (u16, String) {
+    let csr = client
+        .get(&format!("/delegation/{dlg_id}/request"))
+        .unwrap();
+    assert_eq!(csr.status, 200, "{}", csr.text());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("csr.pem"), csr.text()).unwrap();
+    let (leaf, pci) = if legacy {
+        ("proxy", "")
+    } else {
+        (
+            "4242",
+            "proxyCertInfo=critical,language:id-ppl-inheritAll\n",
+        )
+    };
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        format!("[p]\nkeyUsage=critical,digitalSignature,keyEncipherment\n{pci}"),
+    )
+    .unwrap();
+    let subject = format!("{}/CN={leaf}", pki.openssl_subject("usercert.pem"));
+    let out = Command::new("openssl")
+        .args(["x509", "-req", "-in", "csr.pem", "-CA"])
+        .arg(pki.path("usercert.pem"))
+        .arg("-CAkey")
+        .arg(pki.path("userkey.pem"))
+        .args(["-set_serial", "4242", "-days", "1", "-subj", &subject])
+        .args([
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "p",
+            "-out",
+            "proxy.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut body = std::fs::read_to_string(dir.path().join("proxy.pem")).unwrap();
+    body.push_str(&std::fs::read_to_string(pki.path("usercert.pem")).unwrap());
+    let reply = client
+        .put(&format!("/delegation/{dlg_id}/credential"), body)
+        .unwrap();
+    (reply.status, reply.text())
+}

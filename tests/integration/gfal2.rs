@@ -11,8 +11,9 @@ use ftsd::engine::checksum::{Algorithm, of_bytes};
 use serde_json::{Value, json};
 
 use crate::{
-    common::{Client, TEST_USER, TEST_USER_DN, TestPki, TestServer, pki, post_json},
-    delegation::delegate_test_user,
+    common::{
+        Client, TEST_USER, TEST_USER_DN, TestPki, TestServer, delegate_test_user, pki, post_json,
+    },
     engine::{engine_server, files, reason, state, submit, transfer, wait_files, wait_job},
     peers::{self, Moto, Options, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, Xrootd, sample_data},
     tls_auth::independent_delegation_id,

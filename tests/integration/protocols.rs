@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 
 use crate::common::{CliAs, fts_cli, fts3_client_bin, job_id_of};
 use crate::{
-    common::{Client, ROOT, TEST_USER, TEST_USER_DN, TestPki, TestServer, pki, post_json},
-    delegation::delegate_test_user,
+    common::{
+        Client, ROOT, TEST_USER, TEST_USER_DN, TestPki, TestServer, delegate_test_user, pki,
+        post_json,
+    },
     engine::{engine_server, files, reason, state, submit, transfer, wait_files, wait_job},
     peers::{self, Apache, Options, Xrootd, sample_data},
     tls_auth::independent_delegation_id,
