@@ -24,6 +24,9 @@ use x509_parser::prelude::FromDer;
 
 use crate::model::identity::{RoleGrantError, RoleGrants};
 
+mod limits;
+pub use limits::{Limits, LimitsConfig, LimitsError};
+
 /// Errors in the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -50,6 +53,8 @@ pub enum ConfigError {
     Gfal2Option(String),
     #[error("[engine] http_backend = \"gfal2\" needs gfal2 = \"auto\"")]
     HttpBackendWithoutGfal2,
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -92,8 +97,12 @@ pub struct Config {
     pub ca_dir: Option<PathBuf>,
     /// VOMS trust (`<vo>/<host>.lsc`), the `X509_VOMS_DIR` layout.
     pub voms_dir: Option<PathBuf>,
-    /// Most connections served at once; further clients wait in the kernel's accept queue.
+    /// Most connections held at once. When all are taken, a new connection closes the
+    /// longest-idle one, or is refused when every connection is busy with a request.
     pub max_connections: usize,
+    /// Deadlines of each connection phase and the sharing of connections and body memory
+    /// (`[limits]`).
+    pub limits: LimitsConfig,
     /// The transfer engine (`[engine]`).
     pub engine: EngineConfig,
     /// Role grants, as the reference's `[roles]` section: `role = "level:operation;..."`.
@@ -293,6 +302,7 @@ impl Default for Config {
             ca_dir: None,
             voms_dir: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: LimitsConfig::default(),
             engine: EngineConfig::default(),
             roles: BTreeMap::from([(
                 "public".to_string(),
@@ -312,6 +322,8 @@ pub struct Resolved {
     pub ca_dir: PathBuf,
     pub voms_dir: PathBuf,
     pub max_connections: usize,
+    /// `[limits]` with `max_connections` applied.
+    pub limits: Limits,
     pub roles: RoleGrants,
     pub engine: EngineConfig,
     /// Where per-transfer logs go.
@@ -371,6 +383,7 @@ impl Config {
         {
             return Err(ConfigError::HttpBackendWithoutGfal2);
         }
+        let limits = self.limits.resolve(self.max_connections)?;
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,
@@ -380,6 +393,7 @@ impl Config {
             ca_dir: paths.ca_dir,
             voms_dir: paths.voms_dir,
             max_connections: self.max_connections.max(1),
+            limits,
             roles,
             engine: self.engine.clone(),
             log_dir: self
@@ -617,6 +631,9 @@ impl Config {
                 "max_connections",
                 "0 would serve nobody; the service takes it as 1",
             );
+        }
+        if let Err(e) = self.limits.resolve(self.max_connections) {
+            out.error(&format!("limits.{}", e.field), e.reason);
         }
         check_data_dir(&self.data_dir, &mut out);
 

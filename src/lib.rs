@@ -9,6 +9,7 @@
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
 //! - [`server`]: TLS accept loop, per-connection identity, graceful shutdown.
 //! - [`config`]: the configuration file and its defaults; [`devpki`]: a throwaway PKI.
+//! - `fuzzing` (built for `cargo fuzz` and the tests only): the fuzz targets' entry points.
 //!
 //! [`run`] is the one entry point; the binary and the integration tests both use it.
 
@@ -17,6 +18,8 @@ pub mod auth;
 pub mod config;
 pub mod devpki;
 pub mod engine;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod model;
 pub mod server;
 pub mod service;
@@ -152,8 +155,8 @@ pub async fn run(
     let server = Server {
         tls: tls_config,
         auth,
-        routes: api::routes(service),
-        max_connections: config.max_connections,
+        routes: api::routes(service, api::BodyLimits::new(&config.limits)),
+        limits: config.limits.clone(),
     };
     tracing::info!(address = %listener.local_addr().map_err(server::ServerError::Io)?, "listening");
     let served = server.run(listener, shutdown).await;

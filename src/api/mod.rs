@@ -31,17 +31,20 @@ use crate::{
     model::identity::User,
     service::{self, Service},
 };
+pub use body::BodyLimits;
 use error::{ApiError, respond};
+use service::admission::BodyAccess;
 
 /// The certificate identity of the connection a request came on.
 #[derive(Clone, Default)]
 pub struct Peer(pub Option<Arc<CertIdentity>>);
 
-/// What handlers get: the service and who is calling.
+/// What handlers get: the service, who is calling, and the rules for reading bodies.
 #[derive(Clone)]
 pub struct Ctx {
     pub service: Arc<Service>,
     pub peer: Peer,
+    pub body: BodyLimits,
 }
 
 impl Ctx {
@@ -56,10 +59,11 @@ impl Ctx {
 }
 
 /// All routes, with the fallback answering OPTIONS, 405 and 404.
-pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
+pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,)> {
     let ctx = warp::ext::optional::<Peer>().map(move |peer: Option<Peer>| Ctx {
         service: service.clone(),
         peer: peer.unwrap_or_default(),
+        body: body.clone(),
     });
     let root = warp::get()
         .and(warp::path::end())
@@ -90,8 +94,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("delegation" / String / "credential"))
         .and(ctx.clone())
         .and(body::stream())
-        .then(|id: String, ctx: Ctx, body| async move {
-            respond(delegation::credential(ctx, id, body).await)
+        .then(|id: String, ctx: Ctx, len, body| async move {
+            respond(delegation::credential(ctx, id, len, body).await)
         });
     let delegation_delete = warp::delete()
         .and(warp::path!("delegation" / String))
@@ -137,15 +141,6 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
 
 type Query = std::collections::HashMap<String, String>;
 
-/// Bounded body read for handlers that take one.
-async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>>,
-    B: bytes::Buf,
-{
-    body::read(body, limit).await
-}
-
 /// `/ban/se`, `/ban/dn`, `/config/audit`.
 fn ban_routes(
     ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -162,20 +157,18 @@ fn ban_routes(
             .and(query())
             .and(body::stream())
     };
-    let ban_se = post("se").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
-        let result = match read_body(body, bans::MAX_BAN_BODY).await {
-            Ok(body) => bans::ban_se(&ctx, ct.as_deref(), q, &body),
-            Err(e) => Err(e),
-        };
-        respond(result)
-    });
-    let ban_dn = post("dn").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
-        let result = match read_body(body, bans::MAX_BAN_BODY).await {
-            Ok(body) => bans::ban_dn(&ctx, ct.as_deref(), q, &body),
-            Err(e) => Err(e),
-        };
-        respond(result)
-    });
+    let ban_se = post("se").then(
+        |ctx: Ctx, ct: Option<String>, q: Query, len, body| async move {
+            let body = body::read(&ctx, BodyAccess::Config, len, body, bans::MAX_BAN_BODY).await;
+            respond(body.and_then(|body| bans::ban_se(&ctx, ct.as_deref(), q, &body)))
+        },
+    );
+    let ban_dn = post("dn").then(
+        |ctx: Ctx, ct: Option<String>, q: Query, len, body| async move {
+            let body = body::read(&ctx, BodyAccess::Config, len, body, bans::MAX_BAN_BODY).await;
+            respond(body.and_then(|body| bans::ban_dn(&ctx, ct.as_deref(), q, &body)))
+        },
+    );
     let unban_se = warp::delete()
         .and(warp::path!("ban" / "se"))
         .and(ctx.clone())
@@ -231,17 +224,19 @@ fn config_routes(
             .and(warp::path::end())
     };
     let post = |name: &'static str, handler: Setter| {
+        // The activity shares and the grants also require a certificate (as their use cases).
+        let access = match name {
+            "activity_shares" | "authorize" => BodyAccess::CertificateAndConfig,
+            _ => BodyAccess::Config,
+        };
         warp::post()
             .and(path(name))
             .and(ctx.clone())
             .and(warp::header::optional::<String>("content-type"))
             .and(body::stream())
-            .then(move |ctx: Ctx, ct: Option<String>, body| async move {
-                let result = match read_body(body, config::MAX_CONFIG_BODY).await {
-                    Ok(body) => handler(&ctx, ct.as_deref(), &body),
-                    Err(e) => Err(e),
-                };
-                respond(result)
+            .then(move |ctx: Ctx, ct: Option<String>, len, body| async move {
+                let body = body::read(&ctx, access, len, body, config::MAX_CONFIG_BODY).await;
+                respond(body.and_then(|body| handler(&ctx, ct.as_deref(), &body)))
             })
             .boxed()
     };
@@ -325,12 +320,10 @@ fn optimizer_routes(
         .and(ctx.clone())
         .and(warp::header::optional::<String>("content-type"))
         .and(body::stream())
-        .then(|ctx: Ctx, ct: Option<String>, body| async move {
-            let result = match read_body(body, optimizer::MAX_OPTIMIZER_BODY).await {
-                Ok(body) => optimizer::set_current(&ctx, ct.as_deref(), &body),
-                Err(e) => Err(e),
-            };
-            respond(result)
+        .then(|ctx: Ctx, ct: Option<String>, len, body| async move {
+            let limit = optimizer::MAX_OPTIMIZER_BODY;
+            let body = body::read(&ctx, BodyAccess::Config, len, body, limit).await;
+            respond(body.and_then(|body| optimizer::set_current(&ctx, ct.as_deref(), &body)))
         });
     let snapshot = warp::get()
         .and(
@@ -379,8 +372,9 @@ fn job_routes(
         .and(content_type())
         .and(body::stream())
         .then(
-            |ctx: Ctx, method: Method, ct: Option<String>, body| async move {
-                let result = match read_body(body, jobs::MAX_SUBMIT_BODY).await {
+            |ctx: Ctx, method: Method, ct: Option<String>, len, body| async move {
+                let limit = jobs::MAX_SUBMIT_BODY;
+                let result = match body::read(&ctx, BodyAccess::Transfer, len, body, limit).await {
                     Ok(body) => jobs::submit(ctx, method, ct, body).await,
                     Err(e) => Err(e),
                 };
@@ -452,12 +446,10 @@ fn job_routes(
         .and(content_type())
         .and(body::stream())
         .then(
-            |ids: String, ctx: Ctx, ct: Option<String>, body| async move {
-                let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
-                    Ok(body) => jobs::modify(&ctx, &ids, ct.as_deref(), &body),
-                    Err(e) => Err(e),
-                };
-                respond(result)
+            |ids: String, ctx: Ctx, ct: Option<String>, len, body| async move {
+                let limit = jobs::MAX_SMALL_BODY;
+                let body = body::read(&ctx, BodyAccess::Transfer, len, body, limit).await;
+                respond(body.and_then(|body| jobs::modify(&ctx, &ids, ct.as_deref(), &body)))
             },
         );
     let files = warp::get()
@@ -482,12 +474,11 @@ fn job_routes(
         .and(ctx)
         .and(content_type())
         .and(body::stream())
-        .then(|ctx: Ctx, ct: Option<String>, body| async move {
-            let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
-                Ok(body) => jobs::force_start(&ctx, ct.as_deref(), &body),
-                Err(e) => Err(e),
-            };
-            respond(result)
+        .then(|ctx: Ctx, ct: Option<String>, len, body| async move {
+            let limit = jobs::MAX_SMALL_BODY;
+            let access = BodyAccess::CertificateAndAdmin;
+            let body = body::read(&ctx, access, len, body, limit).await;
+            respond(body.and_then(|body| jobs::force_start(&ctx, ct.as_deref(), &body)))
         });
     schema
         .or(submit)

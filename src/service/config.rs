@@ -56,14 +56,15 @@ fn nonempty(v: Option<&str>) -> Option<&str> {
 /// The reply of `POST /config/se`: the last storage's stored settings and limits input.
 pub type SeReply = (Option<SeConfig>, Option<Value>);
 
-impl Service {
-    fn require_certificate(&self, user: &User) -> Result<(), ServiceError> {
-        if user.method != AuthMethod::Certificate {
-            return Err(ServiceError::Forbidden("Certificate required".into()));
-        }
-        Ok(())
+/// The caller must have presented a certificate.
+pub(super) fn require_certificate(user: &User) -> Result<(), ServiceError> {
+    if user.method != AuthMethod::Certificate {
+        return Err(ServiceError::Forbidden("Certificate required".into()));
     }
+    Ok(())
+}
 
+impl Service {
     // --- Hosts and drain -----------------------------------------------------------------
 
     /// `GET /config`.
@@ -446,14 +447,14 @@ impl Service {
 
     /// `GET /config/activity_shares`.
     pub fn activity_shares(&self, user: &User) -> Result<Vec<ActivityShare>, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         Ok(self.store.activity_share_rows()?)
     }
 
     /// `GET /config/activity_shares/<vo>`.
     pub fn activity_share(&self, user: &User, vo: &str) -> Result<ActivityShare, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         self.store
             .activity_share_row(vo)?
@@ -466,7 +467,7 @@ impl Service {
         user: &User,
         input: &Map<String, Value>,
     ) -> Result<ActivityShare, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let vo = match input.get("vo") {
             Some(v) if python_truthy(v) => v,
@@ -502,7 +503,7 @@ impl Service {
 
     /// `DELETE /config/activity_shares/<vo>`.
     pub fn delete_activity_share(&self, user: &User, vo: &str) -> Result<(), ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let audit = self.audit(
             user,
@@ -526,7 +527,7 @@ impl Service {
         dn: Option<&str>,
         operation: Option<&str>,
     ) -> Result<Vec<(String, String)>, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         Ok(self
             .store
@@ -542,7 +543,7 @@ impl Service {
         user: &User,
         input: &Map<String, Value>,
     ) -> Result<(String, String), ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let (Some(dn), Some(op)) = (text(input, "dn"), text(input, "operation")) else {
             return Err(bad("Missing dn and/or operation"));
@@ -564,7 +565,7 @@ impl Service {
         dn: Option<&str>,
         operation: Option<&str>,
     ) -> Result<(), ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let dn = dn
             .filter(|s| !s.is_empty())
