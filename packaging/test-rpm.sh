@@ -285,6 +285,22 @@ body=$(whoami)
 check "SIGTERM stops the service with status 0" stop_service
 DB=$ROOT/var/lib/ftsd/ftsd.redb
 expect_installed /var/lib/ftsd/ftsd.redb 600 "$FTSD_UID" "$FTSD_GID"
+# ftsd_check LABEL: `ftsd check` of the stopped service's database, as the ftsd account.
+ftsd_check() {
+  "${AS_FTSD[@]}" "$ROOT/usr/bin/ftsd" check --config "$CONFIG" >"$WORK/dbcheck.log" 2>&1
+  local rc=$?
+  sed 's/^/     /' "$WORK/dbcheck.log"
+  [ $rc = 0 ] && grep -q 'no problem found' "$WORK/dbcheck.log" &&
+    pass "ftsd check $1: the database is sound" || fail "ftsd check $1: status $rc"
+}
+ftsd_check "after a clean stop"
+# The upgrade's %post runs the new binary's `ftsd check` chrooted in the root: give it the
+# binary's libraries, and the data directory under the path the edited configuration names.
+for lib in $(ldd "$BINARY" | grep -o '/[^ ]*'); do
+  [ -e "$ROOT$lib" ] || { mkdir -p "$(dirname "$ROOT$lib")" && cp -L "$lib" "$ROOT$lib"; }
+done
+mkdir -p "$ROOT$(dirname "$ROOT/var/lib/ftsd")"
+ln -s /var/lib/ftsd "$ROOT$ROOT/var/lib/ftsd"
 
 # ---------------------------------------------------------------------------------------------
 echo "== upgrade to release 2"
@@ -297,6 +313,9 @@ cat "$WORK/upgrade.log"
 grep -v 'ftsd.toml created as /etc/ftsd/ftsd.toml.rpmnew' "$WORK/upgrade.log" |
   grep -Eqi 'scriptlet|cannot|not exist|error|warning' &&
   fail "rpm -U printed errors" || pass "rpm -U: upgraded, every scriptlet succeeded"
+grep -q 'ftsd: database check: no problem found' "$WORK/upgrade.log" &&
+  pass "the upgrade's %post checked the stopped service's database: sound" ||
+  fail "the upgrade's %post did not report its database check"
 installed=$("${RPMR[@]}" -q ftsd)
 [[ "$installed" == ftsd-*-2.* ]] && pass "installed now: $installed" || fail "installed now: $installed"
 [ "$(sha256sum <"$CONFIG")" = "$config_sum" ] && pass "the edited ftsd.toml is kept as it was" ||
@@ -315,6 +334,7 @@ if start_service "$WORK/serve2.log"; then
     pass "after the upgrade, on the same database: GET /whoami answers" ||
     fail "after the upgrade: GET /whoami gave '$dn'"
   check "SIGTERM stops the upgraded service with status 0" stop_service
+  ftsd_check "after the upgraded service stopped"
   db_sum=$(sha256sum <"$DB")
 else
   fail "the upgraded service did not start on the existing database"

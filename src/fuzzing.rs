@@ -360,8 +360,11 @@ pub fn config_file(data: &[u8]) {
     }
 }
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the fuzz crate and the replay test know them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("submission", submission),
     ("certificate_chain", certificate_chain),
     ("certificate_pem", certificate_pem),

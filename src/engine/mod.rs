@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     model::{
         job::{File, FileState, Job},
-        lifecycle::{Failure, Success},
+        lifecycle::{self, Failure, Success},
         time,
     },
     store::{
@@ -88,9 +88,6 @@ const EVENT_BATCH: usize = 1024;
 /// How long shutdown waits for running transfers to hand their files back.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The reason of a transfer found running at start (the service died under it).
-pub const INTERRUPTED_MESSAGE: &str =
-    "Transfer interrupted: the service stopped while the transfer was running";
 /// The reason of a transfer stopped for lack of progress.
 pub const STALLED_MESSAGE: &str = "Transfer has been forced-killed because it was stalled";
 
@@ -133,7 +130,7 @@ impl Engine {
         wake: Arc<Notify>,
         stop: watch::Receiver<bool>,
     ) -> Result<(), EngineError> {
-        recover(&store, &settings).await?;
+        recover(&store).await?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Arc::new(Engine {
             store,
@@ -518,31 +515,27 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Start-up recovery (one log line per file).
-async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineError> {
+async fn recover(store: &Arc<Store>) -> Result<(), EngineError> {
     let store = store.clone();
-    let host = settings.host.clone();
-    let failure = Failure {
-        reason: format!("GENERAL_FAILURE [4] {INTERRUPTED_MESSAGE}"),
-        scope: "GENERAL_FAILURE".to_string(),
-        phase: "TRANSFER_SERVICE".to_string(),
-        class: "INTERRUPTED_SYSTEM_CALL".to_string(),
-        recoverable: true,
-    };
-    let applied = blocking(move || {
-        store.recover_interrupted(&failure, &host, time::now(), &scheduler::vo_retry(&store))
-    })
-    .await?;
+    let applied = blocking(move || store.recover_interrupted(time::now())).await?;
     for a in applied {
         match a.outcome {
-            Outcome::Retried(attempt) => {
-                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, attempt, "transfer interrupted by the last stop: queued again")
-            }
+            Outcome::Interrupted(n) => tracing::warn!(
+                job_id = %a.job_id,
+                file_id = a.file_id,
+                interruptions = n,
+                max = lifecycle::MAX_INTERRUPTIONS,
+                "transfer interrupted by the last stop: queued again, no attempt counted"
+            ),
             Outcome::Moved(FileState::Staging) => {
                 tracing::warn!(job_id = %a.job_id, file_id = a.file_id, "staging interrupted by the last stop: staging again")
             }
-            Outcome::Moved(state) => {
-                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, state = state.as_str(), "transfer interrupted by the last stop: no retry left")
-            }
+            Outcome::Moved(FileState::Failed) => tracing::error!(
+                job_id = %a.job_id,
+                file_id = a.file_id,
+                "{}",
+                lifecycle::POISON_REASON
+            ),
             _ => {}
         }
     }

@@ -8,10 +8,12 @@
 //!   in progress included, so that certificate holders always find a free slot;
 //! - at most `max_connections` in all.
 //!
-//! A limit that is reached makes room by closing the connection of that group that has been
-//! idle (no request in a handler) the longest; if every one is busy the new connection is
-//! refused. Idle connections of an anonymous flood therefore give way to new clients, and a
-//! client with a certificate, once its handshake is done, no longer counts against the
+//! A limit that is reached makes room by closing an idle connection of that group (one with no
+//! request in a handler): one of the address that holds the most connections, and of those the
+//! one idle the longest; if every one is busy the new connection is refused. Idle connections
+//! of a flood therefore give way to new clients, the flooding addresses' first (so that a
+//! flood that keeps reconnecting pushes out its own connections, not a newcomer's handshake),
+//! and a client with a certificate, once its handshake is done, no longer counts against the
 //! anonymous share.
 //!
 //! Each connection also has a deadline, kept here with its state and watched by its own task
@@ -264,16 +266,29 @@ impl Table {
         })
     }
 
-    /// Close the longest-idle connection matching `which` (the older one on a tie); false if
-    /// none is idle.
+    /// Close an idle connection matching `which`: of the address with the most connections,
+    /// the one idle the longest (the older one on a tie); false if none is idle.
     fn evict(&self, inner: &mut Inner, which: impl Fn(&Entry) -> bool) -> bool {
         // A linear scan: at most `max_connections` entries, a few microseconds per accept,
         // far below the cost of the TLS handshake that follows.
+        let held = |e: &Entry| {
+            inner
+                .per_address
+                .get(&e.state.address)
+                .copied()
+                .unwrap_or(0)
+        };
         let victim = inner
             .conns
             .values()
             .filter(|e| which(e) && e.state.in_flight.load(Ordering::SeqCst) == 0)
-            .min_by_key(|e| (e.state.idle_since.load(Ordering::SeqCst), e.state.id))
+            .min_by_key(|e| {
+                (
+                    std::cmp::Reverse(held(e)),
+                    e.state.idle_since.load(Ordering::SeqCst),
+                    e.state.id,
+                )
+            })
             .map(|e| e.state.id);
         match victim {
             Some(id) => {
@@ -364,6 +379,25 @@ mod tests {
         assert!(!c.state().evicted().is_cancelled());
         drop(b);
         assert_eq!(t.counts(), (3, 2));
+    }
+
+    #[test]
+    fn the_busiest_address_gives_way_first() {
+        let t = table(100, 100, 4);
+        let newcomer_old = t.admit(ip(9)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let flood: Vec<Slot> = (0..3).map(|_| t.admit(ip(1)).unwrap()).collect();
+        // The anonymous share is full: the flooding address loses a connection, although the
+        // newcomer's is idle longer.
+        let _next = t.admit(ip(2)).unwrap();
+        assert!(!newcomer_old.state().evicted().is_cancelled());
+        assert_eq!(
+            flood
+                .iter()
+                .filter(|s| s.state().evicted().is_cancelled())
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod delegation;
 pub mod jobs;
 pub mod optimizer;
+pub mod query;
 pub mod whoami;
 pub mod writer;
 

@@ -8,6 +8,7 @@ mod config;
 mod delegation;
 mod engine;
 mod gfal2;
+mod hardening;
 mod http_conventions;
 mod interop;
 mod jobs;
