@@ -66,7 +66,9 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let host_name = service::host_name();
     let beat_host = host_name.clone();
-    let store = tokio::task::spawn_blocking(move || {
+    // The database opens (after a crash: redb's repair) while the rest of the start-up runs
+    // (the CA directory, the gfal2 probe); the port answers as soon as both are done.
+    let opening = tokio::task::spawn_blocking(move || {
         let store = Store::open(&data_dir)?;
         // ftsd is one process: it registers itself in the host list (`GET /config`) at start;
         // the engine renews the beat while it runs.
@@ -76,10 +78,7 @@ pub async fn run(
             model::time::now(),
         )?;
         Ok::<_, store::StoreError>(store)
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))??;
-    tracing::info!(path = %store.path().display(), "database open");
+    });
     let provider = tls::provider();
     let auth = Arc::new(Authenticator::load(
         &config.ca_dir,
@@ -89,6 +88,15 @@ pub async fn run(
     let host = HostCredential::load(&config.host_cert, &config.host_key)?;
     let server_dn = host.dn.clone();
     let tls_config = tls::server_config(host, auth.clone())?;
+    // The schemes the engine can transfer: submissions naming others are refused. An API-only
+    // instance accepts any scheme (another node may transfer them).
+    let registry = if config.engine.enabled {
+        Some(registry(&config, &auth).await)
+    } else {
+        None
+    };
+    let store = opening.await.map_err(|e| Error::Task(e.to_string()))??;
+    tracing::info!(path = %store.path().display(), "database open");
     let proxy_dir = config.data_dir.join("run").join("proxies");
     service::delegation::prepare_proxy_dir(&proxy_dir).map_err(|source| store::StoreError::Io {
         path: proxy_dir.clone(),
@@ -104,13 +112,6 @@ pub async fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    // The schemes the engine can transfer: submissions naming others are refused. An API-only
-    // instance accepts any scheme (another node may transfer them).
-    let registry = if config.engine.enabled {
-        Some(registry(&config, &auth).await)
-    } else {
-        None
-    };
     settings.submit.schemes = registry
         .as_ref()
         .map(|r| r.schemes().into_iter().map(str::to_string).collect());
