@@ -354,6 +354,53 @@ fn a_stalled_body_is_cut_at_its_deadline() {
     });
 }
 
+/// Every endpoint that takes a body refuses a caller who may not use it before reading: an
+/// anonymous request announcing 100 MB (beyond every endpoint's limit) gets the use case's 403,
+/// not a 413 and not a wait for the body.
+#[test]
+fn write_endpoints_refuse_before_reading_the_body() {
+    let Some(pki) = pki() else { return };
+    let server = TestServer::start(pki);
+    let anonymous = server.client(pki, None).tls_config();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (method, path, message) in [
+        ("POST", "/jobs", "Not enough permissions"),
+        ("PUT", "/jobs", "Not enough permissions"),
+        ("POST", "/jobs/abc", "Not enough permissions"),
+        ("POST", "/ban/se", "Not enough permissions"),
+        ("POST", "/ban/dn", "Not enough permissions"),
+        ("POST", "/config/global", "Not enough permissions"),
+        ("POST", "/config/authorize", "Certificate required"),
+        ("POST", "/optimizer/current", "Not enough permissions"),
+        ("POST", "/admin/force-start", "Certificate required"),
+        ("PUT", "/delegation/0123456789abcdef/credential", "Certificate required"),
+    ] {
+        let answer = runtime.block_on(async {
+            let tcp = connect_from(USER_ADDRESS, server.port).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(anonymous.clone())
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+                 content-length: 100000000\r\n\r\n"
+            );
+            tls.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut answer))
+                .await
+                .expect("an answer without the body")
+                .unwrap();
+            String::from_utf8_lossy(&answer[..n]).into_owned()
+        });
+        assert!(answer.starts_with("HTTP/1.1 403"), "{method} {path}: {answer}");
+        assert!(answer.contains(message), "{method} {path}: {answer}");
+    }
+}
+
 /// Peak resident memory of a process, in bytes (`VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
