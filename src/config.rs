@@ -97,8 +97,8 @@ pub struct Config {
     pub ca_dir: Option<PathBuf>,
     /// VOMS trust (`<vo>/<host>.lsc`), the `X509_VOMS_DIR` layout.
     pub voms_dir: Option<PathBuf>,
-    /// Most connections held at once. When all are taken, a new connection closes the
-    /// longest-idle one, or is refused when every connection is busy with a request.
+    /// Most connections held at once. When all are taken, a new connection closes an idle one
+    /// of an address holding more connections than the newcomer's, or is refused.
     pub max_connections: usize,
     /// Deadlines of each connection phase and the sharing of connections and body memory
     /// (`[limits]`).

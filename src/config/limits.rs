@@ -31,8 +31,8 @@ pub struct LimitsConfig {
     /// take before the connection is considered dead (`http2_ping_timeout`, 10).
     pub http2_ping_interval: f64,
     pub http2_ping_timeout: f64,
-    /// Connections at once from one client address (128). At the cap, a new connection from
-    /// that address closes the address's longest-idle one, or is refused if all are busy.
+    /// Connections at once from one client address (128); more are refused until one of the
+    /// address's own connections closes.
     pub max_connections_per_address: usize,
     /// Percent of `max_connections` that connections without a client certificate may hold,
     /// handshakes in progress included (50): the rest is kept for certificate holders.

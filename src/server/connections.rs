@@ -3,18 +3,20 @@
 //!
 //! Fair share, checked when a connection is accepted (before its TLS handshake, when nothing is
 //! known of the client but its address):
-//! - at most `max_connections_per_address` connections per client address;
+//! - at most `max_connections_per_address` connections per client address: an address at its
+//!   cap is refused until one of its own connections closes;
 //! - at most `max_anonymous_connections` connections without a client certificate, handshakes
 //!   in progress included, so that certificate holders always find a free slot;
 //! - at most `max_connections` in all.
 //!
-//! A limit that is reached makes room by closing an idle connection of that group (one with no
-//! request in a handler): one of the address that holds the most connections, and of those the
-//! one idle the longest; if every one is busy the new connection is refused. Idle connections
-//! of a flood therefore give way to new clients, the flooding addresses' first (so that a
-//! flood that keeps reconnecting pushes out its own connections, not a newcomer's handshake),
-//! and a client with a certificate, once its handshake is done, no longer counts against the
-//! anonymous share.
+//! When the anonymous share or the table is full, the new connection makes room by closing an
+//! idle connection of that group (no request in a handler) that belongs to an address holding
+//! at least two more connections than the newcomer's (the share gets fairer), the busiest
+//! address first and its longest-idle connection first; a client from an address with no
+//! connection may also close one idle for [`Quotas::displace_after`]. Otherwise it is refused.
+//! So a newcomer gets in past a flood, the flood's own reconnections are refused at once
+//! (before any TLS work, they cannot churn each other's slots), and a client with a
+//! certificate, once its handshake is done, no longer counts against the anonymous share.
 //!
 //! Each connection also has a deadline, kept here with its state and watched by its own task
 //! (`server::serve_connection`): until its first request head, `request_head_timeout` from the
@@ -42,6 +44,9 @@ pub struct Quotas {
     pub max_anonymous: usize,
     pub request_head_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a connection must have been idle before a client from an address holding no
+    /// connection may close it to make room (when no address holds more than its share).
+    pub displace_after: Duration,
 }
 
 /// Why a new connection was refused (every connection of the full group is busy).
@@ -221,22 +226,21 @@ impl Table {
         (inner.conns.len(), inner.anonymous)
     }
 
-    /// Take a slot for a new connection from `address`, closing the longest-idle connection of
-    /// each group that is full.
+    /// Take a slot for a new connection from `address`, making room as the module says.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Slot, Refused> {
         let mut inner = self.lock();
         let q = &self.quotas;
-        if inner.per_address.get(&address).copied().unwrap_or(0) >= q.max_per_address
-            && !self.evict(&mut inner, |e| e.state.address == address)
-        {
+        let held = inner.per_address.get(&address).copied().unwrap_or(0);
+        if held >= q.max_per_address {
             return Err(Refused::AddressFull);
         }
-        if inner.anonymous >= q.max_anonymous && !self.evict(&mut inner, |e| !e.authenticated) {
+        if inner.anonymous >= q.max_anonymous && !self.evict(&mut inner, held, |e| !e.authenticated)
+        {
             return Err(Refused::AnonymousFull);
         }
         if inner.conns.len() >= q.max_connections
-            && !self.evict(&mut inner, |e| !e.authenticated)
-            && !self.evict(&mut inner, |_| true)
+            && !self.evict(&mut inner, held, |e| !e.authenticated)
+            && !self.evict(&mut inner, held, |_| true)
         {
             return Err(Refused::Full);
         }
@@ -266,11 +270,20 @@ impl Table {
         })
     }
 
-    /// Close an idle connection matching `which`: of the address with the most connections,
-    /// the one idle the longest (the older one on a tie); false if none is idle.
-    fn evict(&self, inner: &mut Inner, which: impl Fn(&Entry) -> bool) -> bool {
+    /// Close an idle connection matching `which` for a newcomer whose address holds
+    /// `newcomer_held` connections: one of an address holding at least two more (the busiest
+    /// first, then the longest idle, then the oldest), or, for a newcomer from an address with
+    /// none, one idle for `displace_after`. False if there is none.
+    fn evict(
+        &self,
+        inner: &mut Inner,
+        newcomer_held: usize,
+        which: impl Fn(&Entry) -> bool,
+    ) -> bool {
         // A linear scan: at most `max_connections` entries, a few microseconds per accept,
         // far below the cost of the TLS handshake that follows.
+        let now = self.now_ms();
+        let stale = u64::try_from(self.quotas.displace_after.as_millis()).unwrap_or(u64::MAX);
         let held = |e: &Entry| {
             inner
                 .per_address
@@ -282,6 +295,11 @@ impl Table {
             .conns
             .values()
             .filter(|e| which(e) && e.state.in_flight.load(Ordering::SeqCst) == 0)
+            .filter(|e| {
+                let idle_since = e.state.idle_since.load(Ordering::SeqCst);
+                held(e) >= newcomer_held + 2
+                    || (newcomer_held == 0 && now.saturating_sub(idle_since) >= stale)
+            })
             .min_by_key(|e| {
                 (
                     std::cmp::Reverse(held(e)),
@@ -293,7 +311,7 @@ impl Table {
         match victim {
             Some(id) => {
                 if let Some(entry) = Self::forget(inner, id) {
-                    tracing::debug!(address = %entry.state.address, "closing the longest-idle connection to make room");
+                    tracing::debug!(address = %entry.state.address, "closing an idle connection to make room");
                     entry.state.evicted.cancel();
                 }
                 true
@@ -333,6 +351,7 @@ mod tests {
             max_anonymous: anonymous,
             request_head_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(2),
+            displace_after: Duration::from_millis(50),
         })
     }
 
@@ -340,78 +359,78 @@ mod tests {
         IpAddr::from([10, 0, 0, last])
     }
 
+    fn evicted(slot: &Slot) -> bool {
+        slot.state().evicted().is_cancelled()
+    }
+
     #[test]
-    fn a_full_address_closes_its_longest_idle_connection() {
+    fn an_address_at_its_cap_is_refused() {
         let t = table(100, 2, 100);
-        let first = t.admit(ip(1)).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        let second = t.admit(ip(1)).unwrap();
-        let other = t.admit(ip(2)).unwrap();
-        let third = t.admit(ip(1)).unwrap();
-        assert!(
-            first.state().evicted().is_cancelled(),
-            "the oldest idle one"
-        );
-        assert!(!second.state().evicted().is_cancelled());
-        assert!(!other.state().evicted().is_cancelled());
-        assert_eq!(t.counts().0, 3);
-        // Both remaining connections of the address are busy: the next one is refused.
-        let _busy = (second.request(), third.request());
+        let _a = (t.admit(ip(1)).unwrap(), t.admit(ip(1)).unwrap());
         assert_eq!(t.admit(ip(1)).unwrap_err(), Refused::AddressFull);
-        assert!(t.admit(ip(3)).is_ok());
+        assert!(t.admit(ip(2)).is_ok());
+    }
+
+    #[test]
+    fn a_newcomer_pushes_out_the_busiest_address_not_a_fair_one() {
+        let t = table(100, 100, 4);
+        let lone = t.admit(ip(9)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let flood: Vec<Slot> = (0..3).map(|_| t.admit(ip(1)).unwrap()).collect();
+        // The anonymous share is full: the flooding address loses its longest-idle connection,
+        // although the lone client's is idle longer.
+        let _next = t.admit(ip(2)).unwrap();
+        assert!(!evicted(&lone));
+        assert!(evicted(&flood[0]) && !evicted(&flood[1]) && !evicted(&flood[2]));
+        // The flood cannot push out anyone to reconnect: it holds no less than the others + 2.
+        assert_eq!(t.admit(ip(1)).unwrap_err(), Refused::AnonymousFull);
+        assert_eq!(t.counts(), (4, 4));
+    }
+
+    #[test]
+    fn a_new_address_may_displace_a_long_idle_connection() {
+        let t = table(100, 100, 2);
+        let a = t.admit(ip(1)).unwrap();
+        let b = t.admit(ip(2)).unwrap();
+        // One connection per address: no address holds more than its share.
+        assert_eq!(t.admit(ip(3)).unwrap_err(), Refused::AnonymousFull);
+        std::thread::sleep(Duration::from_millis(60));
+        let _c = t.admit(ip(3)).unwrap();
+        assert!(evicted(&a) && !evicted(&b));
+        // An address that holds a connection may not.
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.admit(ip(3)).unwrap_err(), Refused::AnonymousFull);
     }
 
     #[test]
     fn certificate_holders_leave_the_anonymous_share() {
-        let t = table(4, 10, 2);
+        let t = table(10, 10, 2);
         let a = t.admit(ip(1)).unwrap();
         let b = t.admit(ip(2)).unwrap();
         a.handshake_done(true);
         assert_eq!(t.counts(), (2, 1));
         // The anonymous share is not full (1 of 2): no one is closed.
-        let c = t.admit(ip(3)).unwrap();
-        assert!(!b.state().evicted().is_cancelled());
-        // Now it is: the longest-idle anonymous connection (b) gives way, never the
-        // authenticated one.
+        let c = t.admit(ip(2)).unwrap();
+        assert!(!evicted(&b));
+        // Now it is: address 2 holds two, a newcomer pushes its longest-idle one out, never
+        // the authenticated connection.
         let _d = t.admit(ip(4)).unwrap();
-        assert!(b.state().evicted().is_cancelled());
-        assert!(!a.state().evicted().is_cancelled());
-        assert!(!c.state().evicted().is_cancelled());
+        assert!(evicted(&b) && !evicted(&c) && !evicted(&a));
         drop(b);
         assert_eq!(t.counts(), (3, 2));
-    }
-
-    #[test]
-    fn the_busiest_address_gives_way_first() {
-        let t = table(100, 100, 4);
-        let newcomer_old = t.admit(ip(9)).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        let flood: Vec<Slot> = (0..3).map(|_| t.admit(ip(1)).unwrap()).collect();
-        // The anonymous share is full: the flooding address loses a connection, although the
-        // newcomer's is idle longer.
-        let _next = t.admit(ip(2)).unwrap();
-        assert!(!newcomer_old.state().evicted().is_cancelled());
-        assert_eq!(
-            flood
-                .iter()
-                .filter(|s| s.state().evicted().is_cancelled())
-                .count(),
-            1
-        );
     }
 
     #[test]
     fn busy_connections_are_never_closed() {
         let t = table(2, 10, 2);
         let a = t.admit(ip(1)).unwrap();
-        let b = t.admit(ip(2)).unwrap();
+        let b = t.admit(ip(1)).unwrap();
         let _ga = a.request();
         let gb = b.request();
         assert_eq!(t.admit(ip(3)).unwrap_err(), Refused::AnonymousFull);
         drop(gb);
         assert!(t.admit(ip(3)).is_ok());
-        assert!(b.state().evicted().is_cancelled());
-        assert!(!a.state().evicted().is_cancelled());
+        assert!(evicted(&b) && !evicted(&a));
     }
 
     #[test]

@@ -57,6 +57,10 @@ const MAX_H2_PENDING_RESETS: usize = 20;
 /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list): FTS3 clients send a few hundred
 /// bytes; 64 KiB leaves room for long query strings and cookies of web front ends.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A connection idle this long may be closed for a client from an address holding no connection
+/// when the table offers no fairer room: long enough that a flood cannot churn the slots
+/// (each may change hands once a second at most), short next to every deadline.
+const DISPLACE_AFTER: Duration = Duration::from_secs(1);
 /// After a failed `accept` (EMFILE and friends): back off instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -94,6 +98,7 @@ impl Server {
             max_anonymous: limits.max_anonymous_connections,
             request_head_timeout: limits.request_head_timeout,
             idle_timeout: limits.idle_timeout,
+            displace_after: DISPLACE_AFTER,
         });
         let shared = Arc::new(Shared {
             acceptor: TlsAcceptor::from(self.tls.clone()),

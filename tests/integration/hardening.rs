@@ -376,7 +376,11 @@ fn write_endpoints_refuse_before_reading_the_body() {
         ("POST", "/config/authorize", "Certificate required"),
         ("POST", "/optimizer/current", "Not enough permissions"),
         ("POST", "/admin/force-start", "Certificate required"),
-        ("PUT", "/delegation/0123456789abcdef/credential", "Certificate required"),
+        (
+            "PUT",
+            "/delegation/0123456789abcdef/credential",
+            "Certificate required",
+        ),
     ] {
         let answer = runtime.block_on(async {
             let tcp = connect_from(USER_ADDRESS, server.port).await.unwrap();
@@ -396,7 +400,10 @@ fn write_endpoints_refuse_before_reading_the_body() {
                 .unwrap();
             String::from_utf8_lossy(&answer[..n]).into_owned()
         });
-        assert!(answer.starts_with("HTTP/1.1 403"), "{method} {path}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{method} {path}: {answer}"
+        );
         assert!(answer.contains(message), "{method} {path}: {answer}");
     }
 }
