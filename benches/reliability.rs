@@ -5,8 +5,8 @@
 //!
 //! Phases (`--phases`, all by default):
 //! - `flood`: for each attack (TCP without TLS, TLS then silence, HTTP/2 preface then silence,
-//!   a stalled 1 MB body), `--flood` connections from 9 loopback addresses, each reopened as
-//!   soon as the server closes it, for `--seconds`; meanwhile a certificate holder (from
+//!   a stalled 1 MB body), `--flood` connections from 9 loopback addresses, each reopened
+//!   `--reconnect-ms` after the server closes it, for `--seconds`; meanwhile a certificate holder (from
 //!   127.0.0.2) calls `GET /whoami` every 200 ms with a 5 s timeout: answers, failures,
 //!   latencies.
 //! - `memory`: 128 anonymous clients each `POST /jobs` a 12.7 MB body at once: the statuses, the
@@ -62,6 +62,9 @@ struct Args {
     /// Seconds each attack lasts.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Milliseconds a flooding connection waits, once closed, before it connects again.
+    #[arg(long, default_value_t = 1000)]
+    reconnect_ms: u64,
     /// Files in the store of the restart phase.
     #[arg(long, default_value_t = 1_000_000)]
     files: usize,
@@ -228,6 +231,7 @@ async fn flooder(
     config: Arc<rustls::ClientConfig>,
     stop: Arc<AtomicBool>,
     closed: Arc<AtomicUsize>,
+    reconnect: Duration,
 ) {
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
@@ -262,7 +266,7 @@ async fn flooder(
             }
         }
         closed.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(reconnect).await;
     }
 }
 
@@ -303,9 +307,9 @@ fn flood_phase(
     let h2 = Arc::new(h2);
     let user = Client::new(port, &pki.path("ca.pem"), Some(pki.path(TEST_USER))).tls_config();
     println!(
-        "\nflood: {} connections per attack from 9 addresses, {} s each; probes: GET /whoami with a \
-         certificate every 200 ms, 5 s timeout",
-        args.flood, args.seconds
+        "\nflood: {} connections per attack from 9 addresses, reopened {} ms after closing, {} s \
+         each; probes: GET /whoami with a certificate every 200 ms, 5 s timeout",
+        args.flood, args.reconnect_ms, args.seconds
     );
     println!(
         "{:<13} {:>7} {:>7} {:>9} {:>9} {:>9} {:>12} {:>10}",
@@ -333,6 +337,7 @@ fn flood_phase(
                 config,
                 stop.clone(),
                 closed.clone(),
+                Duration::from_millis(args.reconnect_ms),
             ));
         }
         std::thread::sleep(Duration::from_secs(2));
