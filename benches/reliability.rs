@@ -14,7 +14,8 @@
 //! - `restart`: a store of `--files` files (1,000-file jobs through the API), transfers running
 //!   (mock, one hour each), then `--restarts` times: `kill -9`, start again, time until
 //!   `GET /` answers; and one clean stop and start for comparison. With `--commit` it also
-//!   measures the latency of 1-file submissions (one durable commit each) on that store.
+//!   measures the latency of 1-file submissions (one durable commit each) on that store;
+//!   `--quick-repair` runs the server with redb's quick repair.
 //!
 //! The server runs with its default `[limits]` (only `--listen`, `--data-dir` and the PKI are
 //! given, so older binaries accept the same command line). Needs the grid tools of the test
@@ -74,6 +75,9 @@ struct Args {
     /// Measure 1-file submission latency (durable commits) on the restart phase's store.
     #[arg(long)]
     commit: bool,
+    /// Restart phase: run the server with `quick_repair = true`.
+    #[arg(long)]
+    quick_repair: bool,
     /// Keep the store of the restart phase here (and reuse it if it exists).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -138,6 +142,9 @@ fn start(
     config: &str,
 ) -> Result<(Server, Duration), BoxError> {
     let config_path = data_dir.with_extension("toml");
+    if let Some(parent) = data_dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     std::fs::write(&config_path, config)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -457,8 +464,16 @@ fn restart_phase(
         .clone()
         .unwrap_or_else(|| tmp.path().join("data"));
     // Transfers that run for an hour on 40 links, 10 at a time each: 400 running at every kill.
-    let config = "[engine]\nmax_active = 400\ndefault_link_active = 10\nscheduling_interval = 1\n\
-                  optimizer = false\ngfal2 = \"off\"\n";
+    let config = format!(
+        "{}[engine]\nmax_active = 400\ndefault_link_active = 10\nscheduling_interval = 1\n\
+         optimizer = false\ngfal2 = \"off\"\n",
+        if args.quick_repair {
+            "quick_repair = true\n"
+        } else {
+            ""
+        }
+    );
+    let config = config.as_str();
     let (mut server, first) = start(binary, pki, &dir, config)?;
     let client = Client::new(server.port, &pki.path("ca.pem"), Some(pki.path(TEST_USER)));
     let id = ftsd::model::identity::delegation_id(TEST_USER_DN, &[]);

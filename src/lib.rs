@@ -66,10 +66,13 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let host_name = service::host_name();
     let beat_host = host_name.clone();
+    let options = store::Options {
+        quick_repair: config.quick_repair,
+    };
     // The database opens (after a crash: redb's repair) while the rest of the start-up runs
     // (the CA directory, the gfal2 probe); the port answers as soon as both are done.
     let opening = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&data_dir)?;
+        let store = Store::open_with(&data_dir, options)?;
         // ftsd is one process: it registers itself in the host list (`GET /config`) at start;
         // the engine renews the beat while it runs.
         store.beat_host(
