@@ -298,7 +298,29 @@ def final(*request_ids):
         poll(set(request_ids))
         return all(state(r) in FINAL_REQUEST_STATES for r in request_ids)
     ready.__name__ = f'requests {", ".join(request_ids)} final'
+    ready.describe = lambda: describe(request_ids)
     return ready
+
+
+def describe(request_ids):
+    """Where requests stand, in Rucio and in FTS: what a timed-out case reports."""
+    lines = []
+    jobs = set()
+    for r in request_ids:
+        req = request(r)
+        lines.append(f"  request {r}: {req['state']}, job {req['external_id']}, "
+                     f"err_msg {req['err_msg']!r}")
+        if req['external_id']:
+            jobs.add(req['external_id'])
+    tt = FTS3Transfertool(ARGS.fts, logger=log)
+    for job_id in sorted(jobs):
+        try:
+            job = fts_job(tt, job_id)
+            files = [(f['file_id'], f['file_state'], f['reason']) for f in fts_files(tt, job_id)]
+            lines.append(f"  FTS job {job_id}: {job['job_state']}, files {files}")
+        except Exception as error:
+            lines.append(f'  FTS job {job_id}: {error}')
+    return '\n'.join(lines)
 
 
 def fts_job(tt, job_id):
@@ -558,6 +580,39 @@ def multihop_to_tape_with_archive_timeout(lab):
     expect_state(last.request_id, RequestState.DONE)
 
 
+@case()
+def tape_destination_already_holding_the_file(lab):
+    # Rucio asks tape destinations for `dst_file_report`. A copy already on tape with the right
+    # size and checksum ends DONE although FTS failed it; a different one stays FAILED.
+    rule = uuid.uuid4().hex
+    on_tape = '&exists=1&size_pre=1048576&user.status=ONLINE_AND_NEARLINE'
+    good, ck1 = did('on-tape-good', extra=on_tape)
+    stem = 'on-tape-corrupt'
+    ck2 = adler32_of(stem)
+    corrupt = f'{stem}?size=1048576&checksum=deadbeef&time=1{on_tape}'
+    source_path = f'/disk/{stem}?size=1048576&checksum={ck2}'
+    register(good, ck1, [lab.disk1])
+    register(corrupt, ck2, [lab.disk1], paths={lab.disk1: source_path})
+    r1 = queue(good, ck1, lab.tape, rule_id=rule)
+    r2 = queue(corrupt, ck2, lab.tape, rule_id=rule)
+    tt = submit([[hop([(lab.disk1, None)], lab.tape, r1)],
+                 [hop([(lab.disk1, source_path)], lab.tape, r2)]])
+    job_id = submitted(r1.request_id)
+    assert submitted(r2.request_id) == job_id
+    job = fts_job(tt, job_id)
+    assert job['dst_file_report'] is True, job
+    yield job_in(tt, job_id, 'FAILED', 'FINISHED', 'FINISHEDDIRTY', 'CANCELED')
+    reports_by_file = {f['file_metadata']['request_id']: f['file_metadata'].get('dst_file')
+                       for f in fts_files(tt, job_id)}
+    assert reports_by_file[r1.request_id] == {
+        'file_size': 1048576, 'checksum_type': 'ADLER32', 'checksum_value': ck1,
+        'file_on_tape': True, 'file_on_disk': True}, reports_by_file
+    yield final(r1.request_id, r2.request_id)
+    expect_state(r1.request_id, RequestState.DONE)
+    expect_state(r2.request_id, RequestState.FAILED,
+                 err_contains='Destination file exists and overwrite is not enabled')
+
+
 def lost_request(lab, stem):
     """A request Rucio believes FTS has, under a job id FTS never saw."""
     name, ck = did(stem)
@@ -715,6 +770,10 @@ def run(selected):
                 step(name, entry)
             elif time.monotonic() > entry[2]:
                 results[name] = f'timed out waiting for {entry[1].__name__}'
+                if hasattr(entry[1], 'describe'):
+                    CURRENT['case'] = name
+                    results[name] += '\n' + entry[1].describe()
+                    CURRENT['case'] = None
         time.sleep(TICK)
 
     failed = 0
