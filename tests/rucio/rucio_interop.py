@@ -25,11 +25,13 @@ Prints `ok <case>` / `FAIL <case>: <why>` per case; exit status 1 if any case fa
 
 import argparse
 import datetime
+import http.server
 import json
 import logging
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -47,6 +49,30 @@ ARGS = PARSER.parse_args()
 
 WORKDIR = Path(ARGS.workdir)
 WORKDIR.mkdir(parents=True, exist_ok=True)
+
+# The scitags registry Rucio reads its packet-marking ids from (www.scitags.org in production),
+# served locally: with packet marking on, every file Rucio submits carries a `scitag`.
+SCITAGS = {'experiments': [{'expName': 'atlas', 'expId': 2, 'activities': [
+    {'activityName': 'Data Consolidation', 'activityId': 17},
+    {'activityName': 'User Subscriptions', 'activityId': 18},
+]}]}
+
+
+class ScitagsRegistry(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the stdlib's name)
+        body = json.dumps(SCITAGS).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+REGISTRY = http.server.ThreadingHTTPServer(('127.0.0.1', 0), ScitagsRegistry)
+threading.Thread(target=REGISTRY.serve_forever, daemon=True).start()
 RUCIO_CFG = WORKDIR / 'rucio.cfg'
 RUCIO_CFG.write_text(f"""[common]
 loglevel = INFO
@@ -60,6 +86,10 @@ usercert = {ARGS.cert}
 [policy]
 permission = generic
 schema = generic
+[packet-marking]
+enabled = True
+exp_name = atlas
+fetch_url = http://127.0.0.1:{REGISTRY.server_address[1]}/api.json
 """)
 os.environ['RUCIO_CONFIG'] = str(RUCIO_CFG)
 
@@ -73,7 +103,8 @@ from rucio.core.replica import add_replicas  # noqa: E402
 from rucio.core.rse import RseData, add_protocol, add_rse, add_rse_attribute  # noqa: E402
 from rucio.core.scope import add_scope  # noqa: E402
 from rucio.core.topology import Topology  # noqa: E402
-from rucio.core.transfer import DirectTransferImplementation, ProtocolFactory  # noqa: E402
+from rucio.core.transfer import (  # noqa: E402
+    DirectTransferImplementation, ProtocolFactory, StageinTransferImplementation)
 from rucio.daemons.conveyor import poller  # noqa: E402
 from rucio.daemons.conveyor.common import (  # noqa: E402
     assign_paths_to_transfertool_and_create_hops, submit_transfer)
@@ -164,9 +195,13 @@ class Lab:
         self.disk2 = make_rse('DISK2', 'disk2.example.org')
         self.disk3 = make_rse('DISK3', 'disk3.example.org')
         # Checksums cannot be verified at this source: Rucio asks FTS for 'target' only.
-        self.nock = make_rse('NOCKSUM', 'nocksum.example.org', verify_checksum=False)
+        # It also wants IPv4 only (`ipv4`/`ipv6` job parameters).
+        self.nock = make_rse('NOCKSUM', 'nocksum.example.org', verify_checksum=False,
+                             use_ipv4=True)
         self.tape = make_rse('TAPE1', 'tape1.example.org', tape=True, archive_timeout=3600)
         self.tape_src = make_rse('TAPESRC', 'tapesrc.example.org', tape=True)
+        # A tape whose files are only staged in place (Rucio's STAGEIN requests).
+        self.stage = make_rse('STAGE', 'stage.example.org', tape=True, staging_required=True)
         # Dedicated storages for the cases that limit or ban one.
         self.slow = make_rse('SLOWSRC', 'slowsrc.example.org')
         self.banned = make_rse('BANNED', 'banned.example.org')
@@ -194,7 +229,7 @@ def register(name, checksum, rses, size=1048576, paths=None):
 
 
 def queue(name, checksum, dest, size=1048576, activity='User Subscriptions', priority=3,
-          rule_id=None):
+          rule_id=None, request_type=RequestType.TRANSFER):
     """A QUEUED transfer request as the rule engine creates it; returns its RequestWithSources."""
     attributes = {
         'activity': activity, 'source_replica_expression': None, 'lifetime': None,
@@ -202,12 +237,12 @@ def queue(name, checksum, dest, size=1048576, activity='User Subscriptions', pri
         'priority': priority, 'allow_tape_source': True,
     }
     [created] = request_core.queue_requests([{
-        'dest_rse_id': dest.id, 'request_type': RequestType.TRANSFER, 'scope': SCOPE,
+        'dest_rse_id': dest.id, 'request_type': request_type, 'scope': SCOPE,
         'name': name, 'rule_id': rule_id or uuid.uuid4().hex, 'attributes': attributes,
         'retry_count': 0, 'account': ACCOUNT,
     }])
     return RequestWithSources(
-        id_=created['id'], request_type=RequestType.TRANSFER, rule_id=created['rule_id'],
+        id_=created['id'], request_type=request_type, rule_id=created['rule_id'],
         scope=SCOPE, name=name, md5=None, adler32=checksum, byte_count=size,
         activity=activity, attributes=attributes, previous_attempt_id=None, dest_rse=dest,
         account=ACCOUNT, retry_count=0, priority=priority, transfertool=None)
@@ -332,6 +367,15 @@ def fts_files(tt, job_id):
     return tt.query([job_id], details=True)
 
 
+def after(seconds):
+    """A wait condition: true once `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    def ready():
+        return time.monotonic() >= deadline
+    ready.__name__ = f'{seconds} s'
+    return ready
+
+
 def job_in(tt, job_id, *states):
     def ready():
         return fts_job(tt, job_id)['job_state'] in states
@@ -377,13 +421,16 @@ def case(expected_warnings=()):
 
 @case()
 def single_file_checksum_both_priority_activity(lab):
-    name, ck = did('single-both', seconds=4)
+    name, ck = did('single-both', seconds=10)
     register(name, ck, [lab.disk1])
     rws = queue(name, ck, lab.disk2, activity='Data Consolidation', priority=4)
-    tt = submit([[hop([(lab.disk1, None)], lab.disk2, rws)]])
+    tt = submit([[hop([(lab.disk1, None)], lab.disk2, rws)]],
+                max_time_in_queue={'default': 168})
+    assert 'delegation' in tt.version(), tt.version()
     job_id = submitted(rws.request_id)
     job = fts_job(tt, job_id)
     assert job['priority'] == 4, job['priority']
+    assert job['max_time_in_queue'], job['max_time_in_queue']
     assert job['verify_checksum'] in ('b', 'both'), job['verify_checksum']
     assert job['job_type'] == 'N', job['job_type']
     rucio_metadata = {'issuer': 'rucio', 'multi_sources': False,
@@ -391,6 +438,7 @@ def single_file_checksum_both_priority_activity(lab):
     assert rucio_metadata.items() <= job['job_metadata'].items(), job['job_metadata']
     [f] = fts_files(tt, job_id)
     assert f['activity'] == 'Data Consolidation', f['activity']
+    assert f['scitag'] == 2 << 6 | 17, f['scitag']
     assert f['checksum'].lower() == f'adler32:{ck}', f['checksum']
     assert f['file_metadata']['request_id'] == rws.request_id, f['file_metadata']
     assert f['source_surl'] == f'mock://disk1.example.org:123{PREFIX}/test/' + \
@@ -415,7 +463,9 @@ def single_file_checksum_target(lab):
     tt = submit([[hop([(lab.nock, '/elsewhere/single-target?size=1048576&checksum=deadbeef')],
                       lab.disk2, rws)]])
     job_id = submitted(rws.request_id)
-    assert fts_job(tt, job_id)['verify_checksum'] in ('t', 'target')
+    job = fts_job(tt, job_id)
+    assert job['verify_checksum'] in ('t', 'target'), job['verify_checksum']
+    assert 'ipv4' in (job['internal_job_params'] or ''), job['internal_job_params']
     yield final(rws.request_id)
     expect_state(rws.request_id, RequestState.DONE)
 
@@ -564,6 +614,27 @@ def staging_from_tape(lab):
 
 
 @case()
+def stagein_request(lab):
+    # Rucio's STAGEIN request: the file is brought online in place (source = destination).
+    name, ck = did('stagein')
+    path_on_tape = f'/tape/stagein?size=1048576&checksum={ck}&staging_time=1'
+    register(name, ck, [lab.stage], paths={lab.stage: path_on_tape})
+    rws = queue(name, ck, lab.stage, request_type=RequestType.STAGEIN)
+    transfer = StageinTransferImplementation(
+        source=RequestSource(rse=lab.stage, file_path=path_on_tape, scheme='mock'),
+        destination=TransferDestination(rse=lab.stage, scheme='mock'),
+        rws=rws, protocol_factory=FACTORY, operation_src=TPC_READ, operation_dest=TPC_WRITE)
+    tt = submit([[transfer]])
+    job_id = submitted(rws.request_id)
+    [f] = fts_files(tt, job_id)
+    assert f['source_surl'] == f['dest_surl'], f
+    assert fts_job(tt, job_id)['bring_online'] == 43200
+    yield final(rws.request_id)
+    req = expect_state(rws.request_id, RequestState.DONE)
+    assert req['staging_started_at'] and req['staging_finished_at'], req
+
+
+@case()
 def multihop_to_tape_with_archive_timeout(lab):
     # Issue 23: the intermediate hop was archived too and the job never ended.
     path, first, last = multihop_path(lab, 'mh-tape', lab.tape, extra='&archiving_time=1')
@@ -670,7 +741,7 @@ def cancel_active_and_submitted(lab):
     r2 = queue(waiting, ck2, lab.disk2)
     submit([[hop([(lab.slow, None)], lab.disk2, r2)]])
     queued_job = submitted(r2.request_id)
-    time.sleep(2)  # two scheduling cycles: it must still wait
+    yield after(2)  # two scheduling cycles: it must still wait
     assert fts_job(tt, queued_job)['job_state'] == 'SUBMITTED'
     for job_id in (queued_job, active_job):
         reply = tt.cancel([job_id])
