@@ -654,7 +654,9 @@ def multihop_to_tape_with_archive_timeout(lab):
 @case()
 def tape_destination_already_holding_the_file(lab):
     # Rucio asks tape destinations for `dst_file_report`. A copy already on tape with the right
-    # size and checksum ends DONE although FTS failed it; a different one stays FAILED.
+    # size and checksum ends DONE although FTS failed it; a different one stays FAILED, marked
+    # to be overwritten next time (`overwrite_corrupted_files`).
+    config_core.set('transfers', 'overwrite_corrupted_files', 'True')
     rule = uuid.uuid4().hex
     on_tape = '&exists=1&size_pre=1048576&user.status=ONLINE_AND_NEARLINE'
     good, ck1 = did('on-tape-good', extra=on_tape)
@@ -680,8 +682,9 @@ def tape_destination_already_holding_the_file(lab):
         'file_on_tape': True, 'file_on_disk': True}, reports_by_file
     yield final(r1.request_id, r2.request_id)
     expect_state(r1.request_id, RequestState.DONE)
-    expect_state(r2.request_id, RequestState.FAILED,
-                 err_contains='Destination file exists and overwrite is not enabled')
+    req = expect_state(r2.request_id, RequestState.FAILED,
+                       err_contains='Destination file exists and overwrite is not enabled')
+    assert req['attributes'].get('overwrite') is True, req['attributes']
 
 
 def lost_request(lab, stem):
@@ -728,8 +731,11 @@ def cancel_active_and_submitted(lab):
     se = 'mock://slowsrc.example.org'
     # One transfer at a time out of this storage: the second job waits in SUBMITTED.
     fts = FTS3Transfertool(ARGS.fts, logger=log)
-    fts.set_se_config(se, outbound_max_active=1)
-    assert fts.get_se_config(se)['se_info']['outbound_max_active'] == 1, fts.get_se_config(se)
+    fts.set_se_config(se, outbound_max_active=1, staging=5)
+    se_config = fts.get_se_config(se)
+    assert se_config['se_info']['outbound_max_active'] == 1, se_config
+    # Rucio names the VO of its staging limit after its policy package.
+    assert se_config['operations'] == {'generic': {'staging': 5}}, se_config
     running, ck1 = did('cancel-active', seconds=120)
     waiting, ck2 = did('cancel-submitted', seconds=120)
     register(running, ck1, [lab.slow])
