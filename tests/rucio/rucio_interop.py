@@ -4,7 +4,7 @@
 Run by the integration test `rucio_transfertool_interop` (tests/integration/rucio.rs), which
 starts ftsd with the test PKI, delegates the user's proxy (Rucio never delegates) and calls:
 
-    python rucio_interop.py --fts https://localhost:PORT --cert PROXY.pem --workdir DIR [CASE ...]
+    python rucio_interop.py --fts https://127.0.0.1:PORT --cert PROXY.pem --workdir DIR [CASE ...]
 
 Rucio runs as its conveyor daemons do, on its own database (a throwaway SQLite file created with
 Rucio's models): the test builds RSEs (mock:// protocols), DIDs, replicas and requests in that
@@ -18,6 +18,7 @@ messages in Rucio's database, and the job as ftsd reports it.
 
 mock:// URLs carry the gfal2 mock plugin's parameters (size, checksum, time, errno...). Rucio
 builds destination URLs from the DID name, so names carry the query: `f1?size=...&time=1`.
+Packet marking is on, its scitags registry served by this script.
 
 Every warning or error Rucio logs fails the case that caused it, unless the case expects it.
 Prints `ok <case>` / `FAIL <case>: <why>` per case; exit status 1 if any case failed.
@@ -59,6 +60,8 @@ SCITAGS = {'experiments': [{'expName': 'atlas', 'expId': 2, 'activities': [
 
 
 class ScitagsRegistry(http.server.BaseHTTPRequestHandler):
+    """`GET <anything>`: the registry's JSON."""
+
     def do_GET(self):  # noqa: N802 (the stdlib's name)
         body = json.dumps(SCITAGS).encode()
         self.send_response(200)
@@ -73,6 +76,7 @@ class ScitagsRegistry(http.server.BaseHTTPRequestHandler):
 
 REGISTRY = http.server.ThreadingHTTPServer(('127.0.0.1', 0), ScitagsRegistry)
 threading.Thread(target=REGISTRY.serve_forever, daemon=True).start()
+
 RUCIO_CFG = WORKDIR / 'rucio.cfg'
 RUCIO_CFG.write_text(f"""[common]
 loglevel = INFO
