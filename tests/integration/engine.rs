@@ -170,6 +170,49 @@ fn mock_transfers_finish_with_their_measurements_and_a_log() {
     check_indexes(server);
 }
 
+/// Rucio's tape destinations ask for `dst_file_report`: when the destination already exists
+/// and may not be overwritten, the failure says so and the file's metadata gets what is there
+/// (`dst_file`), which Rucio compares with its own record to accept a copy already on tape.
+#[test]
+fn an_existing_destination_is_reported_in_the_file_metadata() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let id = submit(
+        &client,
+        json!([{
+            "sources": ["mock://src.example/t?size=1048576&checksum=1a2b3c4d"],
+            "destinations": ["mock://tape.example/t?exists=1&size_pre=1048576&checksum=1a2b3c4d\
+                              &user.status=ONLINE_AND_NEARLINE"],
+            "checksum": "ADLER32:1a2b3c4d",
+            "metadata": {"request_id": "r1", "dst_type": "TAPE"},
+        }]),
+        json!({"verify_checksum": "both", "overwrite": false, "archive_timeout": 3600,
+               "dst_file_report": true}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FAILED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert_eq!(
+        reason(f),
+        "DESTINATION [17] Destination file exists and overwrite is not enabled"
+    );
+    assert_eq!(
+        f["file_metadata"],
+        json!({"request_id": "r1", "dst_type": "TAPE", "dst_file": {
+            "file_size": 1048576, "checksum_type": "ADLER32", "checksum_value": "1a2b3c4d",
+            "file_on_tape": true, "file_on_disk": true}}),
+        "{f:#}"
+    );
+    // The bulk poll Rucio uses shows it too.
+    let polled = client
+        .get(&format!("/jobs/{id}?files=file_state,file_metadata"))
+        .unwrap()
+        .json();
+    assert_eq!(polled["files"][0]["file_metadata"], f["file_metadata"]);
+    check_indexes(server);
+}
+
 #[test]
 fn failed_transfers_carry_the_reference_reasons() {
     let Some(pki) = pki() else { return };

@@ -14,5 +14,6 @@ mod jobs;
 mod optimizer;
 mod peers;
 mod protocols;
+mod rucio;
 mod service_binary;
 mod tls_auth;

@@ -325,6 +325,16 @@ impl Session for MockSession {
             check_errno(&url, "archiving_errno")
         })
     }
+
+    fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            // The plugin's getxattr: `errno` first, then the parameter named like the
+            // attribute (empty when absent).
+            check_errno(&url, "errno")?;
+            Ok(value(&url, "user.status").unwrap_or_default().to_string())
+        })
+    }
 }
 
 /// Fail with the errno in parameter `key`, if it is > 0.

@@ -289,6 +289,18 @@ pub trait Session: Send {
         let _ = url;
         Box::pin(async { Ok(()) })
     }
+    /// Where the file at `url` lives, as gfal2's `user.status` extended attribute says it:
+    /// `ONLINE`, `NEARLINE`, `ONLINE_AND_NEARLINE` (the destination file report). The default:
+    /// ENOTSUP, the backend cannot tell.
+    fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
+        let _ = url;
+        Box::pin(async {
+            Err(OpError::new(
+                libc::ENOTSUP,
+                "The file locality (user.status) is not supported by this protocol",
+            ))
+        })
+    }
 }
 
 /// A protocol implementation.
