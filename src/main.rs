@@ -225,7 +225,7 @@ fn print_dev_instructions(pki: &DevPki, port: u16) {
     println!("  export X509_CERT_DIR={ca_dir} X509_USER_PROXY={proxy}");
     println!("  fts-rest-whoami -s {url}");
     println!(
-        "  fts-rest-transfer-submit -s {url} -b 'mock://a.example/f?size=1048576' \\\n      'mock://b.example/f?size_post=1048576&time=2'"
+        "  fts-rest-transfer-submit -s {url} -b -i 1 'mock://a.example/f?size=1048576' \\\n      'mock://b.example/f?size_post=1048576&time=2'"
     );
     println!(
         "Dev roles: the dev user ({DEV_USER_DN}, proxy.pem) submits and manages its own \

@@ -119,8 +119,8 @@ impl Server {
                         let (subject, issuer) = crate::auth::chain_names(&chain);
                         tracing::info!(
                             %remote,
-                            subject = %subject.unwrap_or_default(),
-                            issuer = %issuer.unwrap_or_default(),
+                            subject = ?subject.unwrap_or_default(),
+                            issuer = ?issuer.unwrap_or_default(),
                             %reason,
                             "client identity refused"
                         );
@@ -204,9 +204,10 @@ fn service_for(
                     .size_hint()
                     .exact()
                     .map_or_else(|| "-".to_string(), |n| n.to_string());
+                // DNs hold spaces: quoted (Debug), so the line stays parseable.
                 tracing::info!(
                     %remote,
-                    %user,
+                    user = ?user,
                     %method,
                     %path,
                     status = r.status().as_u16(),

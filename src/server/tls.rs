@@ -95,8 +95,8 @@ impl ClientCertVerifier for GridClientVerifier {
                 let (subject, issuer) = crate::auth::chain_names(&chain);
                 let unknown = || "(unreadable)".to_string();
                 tracing::info!(
-                    subject = %subject.unwrap_or_else(unknown),
-                    issuer = %issuer.unwrap_or_else(unknown),
+                    subject = ?subject.unwrap_or_else(unknown),
+                    issuer = ?issuer.unwrap_or_else(unknown),
                     reason = %e,
                     "client certificate refused"
                 );
