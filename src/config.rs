@@ -695,6 +695,12 @@ impl Config {
             let cert = check_host_cert(&paths.host_cert, &mut out);
             check_host_key(&paths.host_key, &paths.host_cert, cert.as_deref(), &mut out);
         }
+        if self.host_cert.is_some() && self.ca_dir.is_none() {
+            out.info(
+                "ca_dir",
+                format!("not set: with host_cert set, it defaults to {GRID_CA_DIR}"),
+            );
+        }
         if !dev_pending || self.ca_dir.is_some() {
             check_ca_dir(&paths.ca_dir, &mut out);
         }
