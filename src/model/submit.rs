@@ -906,8 +906,8 @@ fn parse_url(raw: &str, config: &SubmitConfig) -> Result<pyurl::Url> {
 
 /// ftsd: refuse what this instance's engine could not run, rather than fail it later: a pair
 /// no backend copies, staging from a scheme that cannot stage, archive monitoring of a
-/// destination that cannot be watched (`archive_timeout` >= 0 asks for it). With staging,
-/// the sources of a multihop job's later hops are not staged.
+/// destination that cannot be watched (`archive_timeout` >= 0 asks for it). In a multihop job
+/// only the first hop's source is staged and only the last hop's destination archived.
 fn check_engine_can(
     rows: &[File],
     multihop: bool,
@@ -940,7 +940,8 @@ fn check_engine_can(
             }
         }
         if let Some(able) = &config.archive_schemes {
-            if archive_timeout >= 0 && !able.contains(&dst) {
+            let last = i + 1 == rows.len();
+            if archive_timeout >= 0 && (!multihop || last) && !able.contains(&dst) {
                 return Err(SubmitError::invalid(&msg::unsupported_tape_step(
                     "Archive monitoring (archive_timeout)",
                     &row.dest_surl,
@@ -2391,6 +2392,16 @@ pub(crate) mod tests {
             "Invalid value within the request: Archive monitoring (archive_timeout) is not \
              supported for davs:// by this service (davs://b.ch/f); schemes that support it: mock"
         );
+        // Multihop: staging from the first source, archiving at the last destination only.
+        let hops = json!({"files": [
+            {"sources": ["mock://a.ch/f"], "destinations": ["https://b.ch/f"]},
+            {"sources": ["https://b.ch/f"], "destinations": ["mock://c.ch/f"]}
+        ], "params": {"multihop": true, "bring_online": 60, "archive_timeout": 60}});
+        let hop_config = SubmitConfig {
+            scheme_groups: None,
+            ..config.clone()
+        };
+        assert!(run_with(hops, &hop_config, &|_, _, _| 0).is_ok());
         // archive_timeout -1 (the default) asks for nothing.
         assert!(ok(with_params(
             "https://a.ch/f",
