@@ -1005,6 +1005,15 @@ pub async fn bring_online(
     log: &mut TransferLog,
 ) -> Result<(), TransferFailure> {
     let backend = backend_for(registry, url, Scope::Source)?;
+    if !backend.tape().staging {
+        let failure = TransferFailure::from_op(
+            Scope::Source,
+            Phase::TransferPreparation,
+            super::backends::not_supported("Staging", url),
+        );
+        log_outcome(log, "Bring-online", &Err(failure.clone()));
+        return Err(failure);
+    }
     let mut session = backend.session(&SessionContext {
         credential: None,
         log: log.clone(),
@@ -1047,6 +1056,15 @@ pub async fn archive_monitor(
     log: &mut TransferLog,
 ) -> Result<(), TransferFailure> {
     let backend = backend_for(registry, url, Scope::Archiving)?;
+    if !backend.tape().archive_monitoring {
+        let failure = TransferFailure::from_op(
+            Scope::Archiving,
+            Phase::TransferFinalization,
+            super::backends::not_supported("Archive monitoring", url),
+        );
+        log_outcome(log, "Archive monitoring", &Err(failure.clone()));
+        return Err(failure);
+    }
     let mut session = backend.session(&SessionContext {
         credential: None,
         log: log.clone(),
@@ -1144,6 +1162,9 @@ mod tests {
                 inner: self.inner.session(context),
                 deletes: self.deletes.clone(),
             })
+        }
+        fn tape(&self) -> crate::engine::backends::TapeSupport {
+            self.inner.tape()
         }
     }
 
@@ -2110,6 +2131,45 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(f.reason(), "ARCHIVING [5] Input/output error");
+    }
+
+    /// A backend without tape support (file://, http, gfal2 today) neither stages nor watches
+    /// archiving: the file fails with a final reason instead of "succeeding" at once.
+    #[tokio::test]
+    async fn tape_steps_on_a_backend_that_cannot_do_them_fail_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(vec![Arc::new(
+            crate::engine::backends::file::FileBackend::new(vec![dir.path().to_path_buf()]),
+        )]);
+        let url = format!("file://{}/f", dir.path().display());
+        let cancel = CancellationToken::new();
+        let mut log = TransferLog::memory();
+        let f = bring_online(&url, 3600, 100, &registry, &cancel, &mut log)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            f.reason(),
+            "SOURCE [93] Staging is not supported for file:// by this service"
+        );
+        assert!(!f.recoverable());
+        assert!(
+            log.lines()
+                .iter()
+                .any(|l| l.contains("Bring-online failed: SOURCE [93] Staging is not supported")),
+            "{:?}",
+            log.lines()
+        );
+        let f = archive_monitor(&url, 100, &registry, &cancel, &mut log)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            f.reason(),
+            "ARCHIVING [93] Archive monitoring is not supported for file:// by this service"
+        );
+        assert!(!f.recoverable());
+        assert!(registry.staging_schemes().is_empty());
+        assert!(registry.archive_schemes().is_empty());
+        assert_eq!(env().registry.staging_schemes(), ["mock"]);
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
+        "the database {path} is in use by another process: is another ftsd running on this \
+         data directory?"
+    )]
+    InUse { path: PathBuf },
+    #[error(
         "the database {path} has schema version {found}, newer than this ftsd understands ({supported}); \
          run the newer ftsd or restore a backup"
     )]
@@ -113,7 +118,10 @@ impl Store {
             .map_err(io(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
         let sealer = seal::Sealer::load_or_create(data_dir)?;
-        let db = Database::create(&path)?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            e => StoreError::from(e),
+        })?;
         let store = Store { db, path, sealer };
         store.init_schema()?;
         Ok(store)

@@ -925,3 +925,63 @@ fn a_transfer_without_progress_is_stopped_as_stalled() {
         "{f:#}"
     );
 }
+
+/// What the engine could not run is refused at submission with a 400 that names it, instead of
+/// failing later (a `file://` ↔ remote pair) or "succeeding" without doing it (staging or
+/// archive monitoring on storage whose backend cannot: everything but `mock://` today).
+#[test]
+fn what_the_engine_cannot_run_is_refused_at_submission() {
+    let Some(pki) = pki() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().to_path_buf();
+    let server = engine_server(pki, |c| c.engine.file_roots = vec![dir.clone()]);
+    let client = user(&server, pki);
+    let refused = |files: Value, params: Value| {
+        let reply = post_json(&client, "/jobs", &json!({"files": files, "params": params}));
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        reply.json()["message"].as_str().unwrap().to_string()
+    };
+    let local = format!("file://{}/a", dir.display());
+    assert_eq!(
+        refused(
+            json!([transfer(&local, "https://storage.example/b")]),
+            json!({})
+        ),
+        format!(
+            "Invalid value within the request: Copies from file:// to https:// are not supported \
+             by this service ({local} => https://storage.example/b)"
+        )
+    );
+    assert_eq!(
+        refused(
+            json!([transfer("https://tape.example/a", "https://disk.example/b")]),
+            json!({"bring_online": 60})
+        ),
+        "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is not \
+         supported for https:// by this service (https://tape.example/a); schemes that support \
+         it: mock"
+    );
+    assert_eq!(
+        refused(
+            json!([transfer("https://disk.example/a", "davs://tape.example/b")]),
+            json!({"archive_timeout": 3600})
+        ),
+        "Invalid value within the request: Archive monitoring (archive_timeout) is not \
+         supported for davs:// by this service (davs://tape.example/b); schemes that support \
+         it: mock"
+    );
+    // mock:// keeps its semantics: staged, copied, watched until archived.
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://tape.example/f?size=10&staging_time=1",
+            "mock://archive.example/f?size_post=10&time=0&archiving_time=1"
+        )]),
+        json!({"bring_online": 60, "archive_timeout": 60}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert!(f["staging_finished"].is_string(), "{f:#}");
+    assert!(f["archive_finish_time"].is_string(), "{f:#}");
+}

@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod delegation;
 mod engine;
+mod first_hour;
 mod gfal2;
 mod http_conventions;
 mod interop;

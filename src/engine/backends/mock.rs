@@ -141,6 +141,14 @@ impl Backend for MockBackend {
             links: self.links.clone(),
         })
     }
+
+    /// The gfal2 mock plugin stages and archives (`staging_time`, `archive_time`, ...).
+    fn tape(&self) -> super::TapeSupport {
+        super::TapeSupport {
+            staging: true,
+            archive_monitoring: true,
+        }
+    }
 }
 
 /// The plugin's stat stages, in the order fts_url_copy stats.
