@@ -34,7 +34,7 @@ use crate::{
         tls::{self, HostCredential},
     },
     service::Service,
-    store::Store,
+    store::{RedbStore, Store},
 };
 
 /// Everything that can stop the service from starting or running.
@@ -61,22 +61,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let data_dir = config.data_dir.clone();
-    let host_name = service::host_name();
-    let beat_host = host_name.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&data_dir)?;
-        // ftsd is one process: it registers itself in the host list (`GET /config`) at start;
-        // the engine renews the beat while it runs.
-        store.beat_host(
-            &beat_host,
+    let host_name = config.node_name.clone().unwrap_or_else(service::host_name);
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??,
+    );
+    // The node registers itself in the host list (`GET /config`) at start; the engine renews
+    // the beat while it runs.
+    store
+        .beat_host(
+            &host_name,
             model::config::SERVER_SERVICE,
             model::time::now(),
-        )?;
-        Ok::<_, store::StoreError>(store)
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))??;
-    tracing::info!(path = %store.path().display(), "database open");
+        )
+        .await?;
+    tracing::info!(path = %store.location(), node = %host_name, "database open");
     let provider = tls::provider();
     let auth = Arc::new(Authenticator::load(
         &config.ca_dir,
@@ -91,7 +91,6 @@ pub async fn run(
         path: proxy_dir.clone(),
         source,
     })?;
-    let store = Arc::new(store);
     let mut settings = service::Settings::new(server_dn, proxy_dir);
     settings.host_name = host_name;
     settings.roles = config.roles.clone();
@@ -113,9 +112,7 @@ pub async fn run(
         .map(|r| r.schemes().into_iter().map(str::to_string).collect());
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
-    let service = Arc::new(
-        Service::new(store.clone(), auth.clone(), settings).map_err(server::ServerError::Io)?,
-    );
+    let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
     let engine = registry.map(|registry| {
         let settings = engine::Settings {

@@ -121,7 +121,7 @@ pub(crate) fn reason(f: &Value) -> &str {
 fn check_indexes(server: TestServer) {
     let dir = server.data_dir.clone();
     server.stop().unwrap();
-    let store = ftsd::store::Store::open(&dir).unwrap();
+    let store = ftsd::store::Redb::open(&dir).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
 
@@ -695,7 +695,7 @@ fn kill_9_while_hundreds_of_transfers_run_loses_nothing() {
     );
     unsafe_sigterm(&child);
     child.wait().unwrap();
-    let store = ftsd::store::Store::open(&dir).unwrap();
+    let store = ftsd::store::Redb::open(&dir).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
 
