@@ -531,6 +531,10 @@ async fn recover(store: &Arc<dyn Store>, settings: &Settings) -> Result<(), Engi
             _ => {}
         }
     }
+    let repaired = store.repair_multihop(time::now()).await?;
+    for a in repaired {
+        tracing::warn!(job_id = %a.job_id, file_id = a.file_id, "multihop job had no hop queued: next hop queued");
+    }
     Ok(())
 }
 

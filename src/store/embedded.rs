@@ -623,6 +623,10 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn repair_multihop(&self, now: i64) -> Result<Vec<Applied>, StoreError> {
+        self.blocking(move |db| db.repair_multihop(now)).await
+    }
+
     async fn optimizer_current(
         &self,
         source_se: &str,

@@ -318,6 +318,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<Vec<Applied>, StoreError>;
 
+    /// Start-up repair of multihop jobs left without a queued hop (`lifecycle::repair_multihop`):
+    /// one entry per hop queued.
+    async fn repair_multihop(&self, now: i64) -> Result<Vec<Applied>, StoreError>;
+
     // --- The optimizer -----------------------------------------------------------------------
 
     async fn optimizer_current(
