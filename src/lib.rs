@@ -3,7 +3,8 @@
 //!
 //! Modules, in dependency order (each may only use the ones above it):
 //! - [`model`]: pure domain types (identities, authorization vocabulary).
-//! - [`store`]: the redb database: schema, versioned codec, indexes, batch operations.
+//! - [`store`]: the store interface ([`store::Store`], in domain terms, async) and its embedded
+//!   redb backend ([`store::RedbStore`]): schema, versioned codec, indexes, batch operations.
 //! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores.
 //! - [`service`]: use cases and authorization.
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
