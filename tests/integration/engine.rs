@@ -882,3 +882,36 @@ fn a_transfer_without_progress_is_stopped_as_stalled() {
         "{f:#}"
     );
 }
+
+/// `node_name` names the node wherever the machine's host name was used: its row in the host
+/// list, the `submit_host` of the jobs it takes and the `transfer_host` of its transfers.
+#[test]
+fn node_name_names_the_node_in_hosts_jobs_and_transfers() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.node_name = Some("node-a.test".into()));
+    let client = user(&server, pki);
+    let root = server.client(pki, Some(crate::common::ROOT));
+    let hosts = root.get("/config").unwrap().json();
+    let names: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "node-a.test"),
+        "{names:?}"
+    );
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://src.example/n?size=10",
+            "mock://dst.example/n?size_post=10&time=0"
+        )]),
+        json!({}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    assert_eq!(j["submit_host"], "node-a.test");
+    assert_eq!(files(&client, &id)[0]["transfer_host"], "node-a.test");
+}
