@@ -9,8 +9,9 @@
 //!   closure crosses the interface: the rules applied inside a transaction are pure functions
 //!   of `model` (`lifecycle`, `change`, `ban`) that every backend calls.
 //! - A method returns once its change is durable: a client told "done" finds it after a crash.
-//! - The methods are async and never block the caller's runtime thread (the embedded backend
-//!   runs its work on the blocking pool, submissions on its group-commit writer).
+//! - The methods are async and never block the caller's runtime thread on a write, a commit, a
+//!   lock or a scan (the embedded backend runs them on the blocking pool, submissions on its
+//!   group-commit writer; only its bounded point reads run inline).
 //! - Arguments and results are `model` types; no backend type leaks out.
 
 use std::collections::BTreeMap;
