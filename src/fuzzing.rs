@@ -26,9 +26,11 @@ use crate::{
         http::MarkerParser,
         mock::MockBackend,
     },
-    model::submit::{self, SubmitConfig, SubmitContext},
+    model::{
+        credential::PendingRequest,
+        submit::{self, SubmitConfig, SubmitContext},
+    },
     service::delegation::{new_request, validate_upload},
-    store::credentials::PendingRequest,
 };
 
 /// The real clock: the dev PKI made at start is valid now.

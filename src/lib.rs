@@ -3,7 +3,8 @@
 //!
 //! Modules, in dependency order (each may only use the ones above it):
 //! - [`model`]: pure domain types (identities, authorization vocabulary).
-//! - [`store`]: the redb database: schema, versioned codec, indexes, batch operations.
+//! - [`store`]: the store interface ([`store::Store`], in domain terms, async) and its embedded
+//!   redb backend ([`store::RedbStore`]): schema, versioned codec, indexes, batch operations.
 //! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores.
 //! - [`service`]: use cases and authorization.
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
@@ -37,7 +38,7 @@ use crate::{
         tls::{self, HostCredential},
     },
     service::Service,
-    store::Store,
+    store::{Redb, RedbStore, Store},
 };
 
 /// Everything that can stop the service from starting or running.
@@ -55,6 +56,10 @@ pub enum Error {
     Pki(#[from] devpki::PkiError),
     #[error("start-up task failed: {0}")]
     Task(String),
+    /// The listen address cannot be bound; the text names it and says why
+    /// ([`config::explain_bind_error`]).
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// Run the service on `listener` until `shutdown` completes.
@@ -63,34 +68,40 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    run_with(config, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the address once the service is about to accept requests
+/// (its certificates, trust store and database are loaded): the binary prints its start-up
+/// instructions there, and never for a service that then fails to start.
+pub async fn run_with(
+    config: Resolved,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), Error> {
+    // Certificates first: a wrong path or key must not leave a data directory, a seal key and
+    // a database behind, and must be reported as what it is.
+    let host = HostCredential::load(&config.host_cert, &config.host_key)?;
+    let provider = tls::provider();
+    let auth = Arc::new(
+        Authenticator::load(
+            &config.ca_dir,
+            &config.voms_dir,
+            provider.signature_verification_algorithms.all,
+        )
+        .map_err(|e| config.explain_trust_error(e))?,
+    );
+    let server_dn = host.dn.clone();
+    let tls_config = tls::server_config(host, auth.clone())?;
+    // The database opens (after a crash: redb's repair, unless `quick_repair`) while the
+    // engine's backends are probed (gfal2); the port answers once both are done.
     let data_dir = config.data_dir.clone();
-    let host_name = service::host_name();
-    let beat_host = host_name.clone();
     let options = store::Options {
         quick_repair: config.quick_repair,
     };
-    // The database opens (after a crash: redb's repair) while the rest of the start-up runs
-    // (the CA directory, the gfal2 probe); the port answers as soon as both are done.
-    let opening = tokio::task::spawn_blocking(move || {
-        let store = Store::open_with(&data_dir, options)?;
-        // ftsd is one process: it registers itself in the host list (`GET /config`) at start;
-        // the engine renews the beat while it runs.
-        store.beat_host(
-            &beat_host,
-            model::config::SERVER_SERVICE,
-            model::time::now(),
-        )?;
-        Ok::<_, store::StoreError>(store)
-    });
-    let provider = tls::provider();
-    let auth = Arc::new(Authenticator::load(
-        &config.ca_dir,
-        &config.voms_dir,
-        provider.signature_verification_algorithms.all,
-    )?);
-    let host = HostCredential::load(&config.host_cert, &config.host_key)?;
-    let server_dn = host.dn.clone();
-    let tls_config = tls::server_config(host, auth.clone())?;
+    let opening =
+        tokio::task::spawn_blocking(move || RedbStore::new(Redb::open_with(&data_dir, options)?));
     // The schemes the engine can transfer: submissions naming others are refused. An API-only
     // instance accepts any scheme (another node may transfer them).
     let registry = if config.engine.enabled {
@@ -98,14 +109,23 @@ pub async fn run(
     } else {
         None
     };
-    let store = opening.await.map_err(|e| Error::Task(e.to_string()))??;
-    tracing::info!(path = %store.path().display(), "database open");
+    let host_name = config.node_name.clone().unwrap_or_else(service::host_name);
+    let store: Arc<dyn Store> = Arc::new(opening.await.map_err(|e| Error::Task(e.to_string()))??);
+    // The node registers itself in the host list (`GET /config`) at start; the engine renews
+    // the beat while it runs.
+    store
+        .beat_host(
+            &host_name,
+            model::config::SERVER_SERVICE,
+            model::time::now(),
+        )
+        .await?;
+    tracing::info!(path = %store.location(), node = %host_name, "database open");
     let proxy_dir = config.data_dir.join("run").join("proxies");
     service::delegation::prepare_proxy_dir(&proxy_dir).map_err(|source| store::StoreError::Io {
         path: proxy_dir.clone(),
         source,
     })?;
-    let store = Arc::new(store);
     let mut settings = service::Settings::new(server_dn, proxy_dir);
     settings.host_name = host_name;
     settings.roles = config.roles.clone();
@@ -115,14 +135,17 @@ pub async fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    settings.submit.schemes = registry
+    let owned = |schemes: Vec<&str>| schemes.into_iter().map(str::to_string).collect();
+    settings.submit.schemes = registry.as_ref().map(|r| owned(r.schemes()));
+    // And what it cannot run is refused too: pairs no backend copies, tape steps no backend does.
+    settings.submit.scheme_groups = registry
         .as_ref()
-        .map(|r| r.schemes().into_iter().map(str::to_string).collect());
+        .map(|r| r.scheme_groups().into_iter().map(owned).collect());
+    settings.submit.staging_schemes = registry.as_ref().map(|r| owned(r.staging_schemes()));
+    settings.submit.archive_schemes = registry.as_ref().map(|r| owned(r.archive_schemes()));
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
-    let service = Arc::new(
-        Service::new(store.clone(), auth.clone(), settings).map_err(server::ServerError::Io)?,
-    );
+    let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
     let engine = registry.map(|registry| {
         let settings = engine::Settings {
@@ -162,7 +185,9 @@ pub async fn run(
         routes: api::routes(service, api::BodyLimits::new(&config.limits)),
         limits: config.limits.clone(),
     };
-    tracing::info!(address = %listener.local_addr().map_err(server::ServerError::Io)?, "listening");
+    let address = listener.local_addr().map_err(server::ServerError::Io)?;
+    tracing::info!(%address, "listening");
+    ready(address);
     let served = server.run(listener, shutdown).await;
     let _ = stop_engine.send(true);
     if let Some(engine) = engine {

@@ -89,7 +89,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     ctx.service.admit_body(&user, access)?;
     read_admitted(&ctx.body, announced, body, limit).await
 }

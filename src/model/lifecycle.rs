@@ -7,7 +7,7 @@
 //! from and returns false (changing nothing) when the file is elsewhere, like the reference's
 //! compare-and-swap updates.
 
-use super::job::{File, FileState, Job, JobState, JobType};
+use super::job::{File, FileState, Job, JobState, JobType, JsonText};
 
 /// `DEFAULT_RETRY_DELAY`: seconds before a failed transfer is tried again when the job gives
 /// no `retry_delay`.
@@ -63,6 +63,53 @@ pub struct Failure {
     /// The errno category (`NO_SUCH_FILE_OR_DIRECTORY`, ...).
     pub class: String,
     pub recoverable: bool,
+    /// What the transfer found at a destination it could not overwrite, when the job asked for
+    /// a report (`dst_file_report`); kept in the file's metadata.
+    pub dst_file: Option<DestFile>,
+}
+
+/// The reference's destination file report (`dst_file` in `file_metadata`): the existing
+/// destination's size, checksum and locality. Rucio compares it with its own record to accept
+/// a copy that already sits on tape instead of failing the request forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestFile {
+    pub file_size: u64,
+    /// Upper-case algorithm (`ADLER32`, `MD5`).
+    pub checksum_type: String,
+    pub checksum_value: String,
+    pub file_on_tape: bool,
+    pub file_on_disk: bool,
+}
+
+impl DestFile {
+    /// `metadata` with this report under `dst_file`: an object keeps its keys, anything else
+    /// that is not null moves under `file_metadata` (the reference's
+    /// `appendDestFileToFileMetadata`).
+    pub fn add_to(&self, metadata: &JsonText) -> JsonText {
+        let mut object = match metadata.0.as_deref() {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(serde_json::Value::Null) => serde_json::Map::new(),
+                _ => {
+                    let mut map = serde_json::Map::new();
+                    map.insert("file_metadata".into(), text.into());
+                    map
+                }
+            },
+        };
+        object.insert(
+            "dst_file".into(),
+            serde_json::json!({
+                "file_size": self.file_size,
+                "checksum_type": self.checksum_type,
+                "checksum_value": self.checksum_value,
+                "file_on_tape": self.file_on_tape,
+                "file_on_disk": self.file_on_disk,
+            }),
+        );
+        JsonText(Some(serde_json::Value::Object(object).to_string()))
+    }
 }
 
 /// How many attempts after the first a job's files get (engine spec §1.4): the job's `retry`
@@ -156,6 +203,9 @@ impl File {
         self.error_phase = Some(failure.phase.clone());
         self.reason_class = Some(failure.class.clone());
         self.current_failures = u32::from(failure.recoverable);
+        if let Some(report) = &failure.dst_file {
+            self.file_metadata = report.add_to(&self.file_metadata);
+        }
         true
     }
 
@@ -211,6 +261,7 @@ impl File {
                     phase: "TRANSFER_SERVICE".to_string(),
                     class: "INTERRUPTED_SYSTEM_CALL".to_string(),
                     recoverable: false,
+                    dst_file: None,
                 },
             );
             return Some(Recovered::Poisoned);
@@ -273,6 +324,55 @@ impl File {
         self.transfer_host = None;
         self.start_time = None;
         true
+    }
+}
+
+/// Whether a file whose copy succeeded goes to ARCHIVING (watched until it is on tape) rather
+/// than FINISHED: the job asked for archive monitoring and, in a multihop job, the file is the
+/// last hop. Intermediate hops land on disk buffers that are never archived; only the final
+/// destination is watched (engine spec §1.1: "if archive_timeout > -1 AND (not multihop or no
+/// further NOT_USED hop)", §2.6: "ARCHIVING only applies to the last hop").
+pub fn archives(job: &Job, files: &[File], file_id: u64) -> bool {
+    job.archive_timeout > -1
+        && (job.job_type != JobType::Multihop
+            || !files
+                .iter()
+                .any(|f| f.file_id != file_id && f.file_state == FileState::NotUsed))
+}
+
+/// What follows once `files[pos]` has ended, whichever way it ended: FINISHED (directly, after
+/// staging a stage-only hop, or after archiving) queues the next hop; FAILED or CANCELED hands
+/// over to the next replica or closes the remaining hops. Every end of a file goes through
+/// here, so no path can leave a multihop job waiting for a hop that nobody queues.
+/// Returns the ids of files promoted to SUBMITTED.
+pub fn after_end(job: &Job, files: &mut [File], pos: usize) -> Vec<u64> {
+    match files[pos].file_state {
+        FileState::Finished => next_hop(job, files),
+        FileState::Failed | FileState::Canceled => {
+            let index = files[pos].file_index;
+            fail_over(job, files, index)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The reference's multihop sanity check (engine spec §1.3, `MultihopSanityStateInterval`): an
+/// unfinished multihop job in which no hop is queued, running or failed, but a hop is still
+/// NOT_USED, gets that hop queued. Stores written before [`archives`] limited archiving to the
+/// last hop hold such jobs (an intermediate hop finished after ARCHIVING without queuing the
+/// next). Returns the promoted file ids.
+pub fn repair_multihop(job: &Job, files: &mut [File]) -> Vec<u64> {
+    if job.job_type != JobType::Multihop || job.job_state.is_terminal() {
+        return Vec::new();
+    }
+    let stuck = files
+        .iter()
+        .all(|f| matches!(f.file_state, FileState::Finished | FileState::NotUsed))
+        && files.iter().any(|f| f.file_state == FileState::Finished);
+    if stuck {
+        next_hop(job, files)
+    } else {
+        Vec::new()
     }
 }
 
@@ -495,6 +595,7 @@ mod tests {
             phase: "TRANSFER".into(),
             class: "CONNECTION_TIMED_OUT".into(),
             recoverable,
+            dst_file: None,
         }
     }
 
@@ -575,6 +676,44 @@ mod tests {
         assert_eq!((j.job_state, j.reason.clone()), (JobState::Finished, None));
         assert_eq!(a.transferred, 10);
         assert_eq!(a.finish_time, Some(9));
+    }
+
+    #[test]
+    fn a_destination_report_lands_in_the_file_metadata() {
+        let report = DestFile {
+            file_size: 10,
+            checksum_type: "ADLER32".into(),
+            checksum_value: "abc123ab".into(),
+            file_on_tape: true,
+            file_on_disk: false,
+        };
+        let dst_file = serde_json::json!({"file_size": 10, "checksum_type": "ADLER32",
+            "checksum_value": "abc123ab", "file_on_tape": true, "file_on_disk": false});
+        let failed = |metadata: Option<&str>| {
+            let mut f = file(1, 0, FileState::Active);
+            f.file_metadata = JsonText(metadata.map(String::from));
+            let failure = Failure {
+                dst_file: Some(report.clone()),
+                ..failure(false)
+            };
+            assert!(f.fail(3, &failure));
+            f.file_metadata.to_value()
+        };
+        // Rucio's metadata keeps its keys.
+        assert_eq!(
+            failed(Some(r#"{"request_id": "r1", "dst_type": "TAPE"}"#)),
+            serde_json::json!({"request_id": "r1", "dst_type": "TAPE", "dst_file": dst_file})
+        );
+        assert_eq!(failed(None), serde_json::json!({"dst_file": dst_file}));
+        assert_eq!(
+            failed(Some("42")),
+            serde_json::json!({"file_metadata": "42", "dst_file": dst_file})
+        );
+        // Without a report the metadata is untouched.
+        let mut f = file(1, 0, FileState::Active);
+        f.file_metadata = JsonText(Some(r#"{"a":1}"#.into()));
+        f.fail(3, &failure(false));
+        assert_eq!(f.file_metadata.0.as_deref(), Some(r#"{"a":1}"#));
     }
 
     #[test]

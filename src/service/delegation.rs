@@ -5,7 +5,8 @@
 //!
 //! Checks on upload, in the reference's order and with its messages, then ftsd's own: the
 //! whole chain validates with the TLS layer's rules and belongs to the caller. A delegated proxy
-//! lives until the earliest notAfter of its chain.
+//! lives until the earliest notAfter of its chain; one that has already expired is stored all
+//! the same (201), as the reference does, and submissions then answer 419.
 
 use std::{
     fs,
@@ -24,10 +25,10 @@ use super::{Service, ServiceError, blocking};
 use crate::{
     auth::{Authenticator, chain, dn, signature},
     model::{
+        credential::{NewCredential, PendingRequest, StoreOutcome},
         identity::{AuthMethod, User},
         time,
     },
-    store::credentials::{NewCredential, PendingRequest, StoreOutcome},
 };
 
 /// Largest credential upload accepted: a proxy plus a long chain with VOMS ACs is ~10 KiB.
@@ -156,22 +157,25 @@ pub(crate) fn validate_upload(
         return Err("Missing trailing Common Name in the proxy".into());
     }
     // Beyond the reference: the chain must be one the TLS layer would accept, for the caller.
-    let now = time::now();
+    // An expired chain is checked as of its last valid second and stored, as the reference
+    // stores it: the next submission then gets its 419 "The delegated credentials expired
+    // ... ago", the answer clients know how to handle (they delegate again).
+    let termination_time = parsed
+        .iter()
+        .map(|c| c.validity().not_after.timestamp())
+        .min()
+        .unwrap_or(0);
+    let at = time::now().min(termination_time);
     let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
-    let verified = auth.verify(&ders, now).map_err(|e| e.to_string())?;
+    let verified = auth.verify(&ders, at).map_err(|e| e.to_string())?;
     let owner = dn::oneline(parsed[verified.eec].subject());
     if owner != caller_dn {
         return Err(format!(
             "the delegated chain belongs to {owner}, not to the caller {caller_dn}"
         ));
     }
-    let termination_time = parsed
-        .iter()
-        .map(|c| c.validity().not_after.timestamp())
-        .min()
-        .unwrap_or(0);
     let voms_attrs = auth
-        .fqans(&ders, verified.eec, now)
+        .fqans(&ders, verified.eec, at)
         .map_err(|e| e.to_string())?;
     Ok(NewCredential {
         proxy_pem: pem_of(certs[0].as_ref()),
@@ -184,7 +188,7 @@ pub(crate) fn validate_upload(
 
 impl Service {
     /// `GET /delegation/{id}`: the credential's expiry and VOMS attributes, or `None`.
-    pub fn delegation_view(
+    pub async fn delegation_view(
         &self,
         user: &User,
         dlg_id: &str,
@@ -192,7 +196,8 @@ impl Service {
         check_owner(user, dlg_id, false)?;
         Ok(self
             .store
-            .credential(dlg_id, &user.user_dn)?
+            .credential(dlg_id, &user.user_dn)
+            .await?
             .map(|c| DelegationView {
                 termination_time: time::fts_datetime(c.termination_time),
                 voms_attrs: c.voms_attrs,
@@ -209,20 +214,20 @@ impl Service {
     ) -> Result<String, ServiceError> {
         check_owner(user, dlg_id, true)?;
         let (size, bits) = key_size(caller_key_bits.unwrap_or(DEFAULT_KEY_BITS));
-        let store = self.store.clone();
-        let (dlg_id, dn) = (dlg_id.to_string(), user.user_dn.clone());
-        blocking(move || {
-            if let Some(pending) = store.pending_request(&dlg_id, &dn)? {
-                if pending.key_bits == bits {
-                    return Ok(pending.csr_pem);
-                }
+        let dn = &user.user_dn;
+        if let Some(pending) = self.store.pending_request(dlg_id, dn).await? {
+            if pending.key_bits == bits {
+                return Ok(pending.csr_pem);
             }
-            let (request, key_pem) = new_request(size).map_err(ServiceError::Task)?;
-            store.save_pending_request(&dlg_id, &dn, &request, key_pem.as_bytes(), time::now())?;
-            tracing::info!(dlg_id = %dlg_id, bits, "new delegation request");
-            Ok(request.csr_pem)
-        })
-        .await
+        }
+        // Key generation takes tens of milliseconds of CPU: off the runtime threads.
+        let (request, key_pem) =
+            blocking(move || new_request(size).map_err(ServiceError::Task)).await?;
+        self.store
+            .save_pending_request(dlg_id, dn, &request, key_pem.as_bytes(), time::now())
+            .await?;
+        tracing::info!(dlg_id = %dlg_id, bits, "new delegation request");
+        Ok(request.csr_pem)
     }
 
     /// `PUT /delegation/{id}/credential`: validate and store the delegated proxy.
@@ -235,33 +240,39 @@ impl Service {
         check_owner(user, dlg_id, true)?;
         let pending = self
             .store
-            .pending_request(dlg_id, &user.user_dn)?
+            .pending_request(dlg_id, &user.user_dn)
+            .await?
             .ok_or_else(|| ServiceError::BadRequest("No credential cache found".into()))?;
+        // Chain verification (signatures, VOMS) is CPU work: off the runtime threads.
         let service = self.clone();
-        let (dlg_id, dn) = (dlg_id.to_string(), user.user_dn.clone());
-        blocking(move || {
-            let new = validate_upload(&service.auth, &body, &pending, &dn)
-                .map_err(|reason| ServiceError::BadRequest(format!("{PROXY_ERROR}{reason}")))?;
-            match service.store.store_credential(&dlg_id, &dn, &new, time::now())? {
-                StoreOutcome::Stored => {
-                    tracing::info!(dlg_id = %dlg_id, termination = %time::fts_datetime(new.termination_time), "credential delegated");
-                    Ok(())
-                }
-                StoreOutcome::NoPending => {
-                    Err(ServiceError::BadRequest("No credential cache found".into()))
-                }
-                StoreOutcome::KeyChanged => Err(ServiceError::BadRequest(format!(
-                    "{PROXY_ERROR}The proxy does not match the stored associated private key"
-                ))),
-            }
+        let dn = user.user_dn.clone();
+        let new = blocking(move || {
+            validate_upload(&service.auth, &body, &pending, &dn)
+                .map_err(|reason| ServiceError::BadRequest(format!("{PROXY_ERROR}{reason}")))
         })
-        .await
+        .await?;
+        match self
+            .store
+            .store_credential(dlg_id, &user.user_dn, &new, time::now())
+            .await?
+        {
+            StoreOutcome::Stored => {
+                tracing::info!(dlg_id = %dlg_id, termination = %time::fts_datetime(new.termination_time), "credential delegated");
+                Ok(())
+            }
+            StoreOutcome::NoPending => {
+                Err(ServiceError::BadRequest("No credential cache found".into()))
+            }
+            StoreOutcome::KeyChanged => Err(ServiceError::BadRequest(format!(
+                "{PROXY_ERROR}The proxy does not match the stored associated private key"
+            ))),
+        }
     }
 
     /// `DELETE /delegation/{id}`.
-    pub fn delegation_delete(&self, user: &User, dlg_id: &str) -> Result<(), ServiceError> {
+    pub async fn delegation_delete(&self, user: &User, dlg_id: &str) -> Result<(), ServiceError> {
         check_owner(user, dlg_id, true)?;
-        if self.store.delete_credential(dlg_id, &user.user_dn)? {
+        if self.store.delete_credential(dlg_id, &user.user_dn).await? {
             tracing::info!(dlg_id = %dlg_id, "delegated credential deleted");
             Ok(())
         } else {
@@ -284,8 +295,12 @@ impl Service {
 
     /// A proxy file for `(dlg_id, dn)` in the X509_USER_PROXY layout (proxy, key, chain),
     /// written 0600 in the runtime directory and removed when the returned handle is dropped.
-    pub fn proxy_file(&self, dlg_id: &str, dn: &str) -> Result<Option<ProxyFile>, ServiceError> {
-        let Some(material) = self.store.credential_material(dlg_id, dn)? else {
+    pub async fn proxy_file(
+        &self,
+        dlg_id: &str,
+        dn: &str,
+    ) -> Result<Option<ProxyFile>, ServiceError> {
+        let Some(material) = self.store.credential_material(dlg_id, dn).await? else {
             return Ok(None);
         };
         let mut contents = Zeroizing::new(Vec::with_capacity(

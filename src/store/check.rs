@@ -140,13 +140,13 @@ fn check_rows(db: &Database, report: &mut CheckReport) -> Result<(), StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::Redb;
 
     #[test]
     fn a_healthy_store_passes_and_a_broken_index_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             store.grant_dn("/CN=a", "config", 1).unwrap();
         }
         let report = check(dir.path()).unwrap();
@@ -158,7 +158,7 @@ mod tests {
                 .any(|n| n.contains("integrity check passed"))
         );
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             store
                 .write(|tx| {
                     tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?
@@ -175,7 +175,7 @@ mod tests {
     fn no_database_and_a_database_in_use_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(check(dir.path()), Err(CheckError::Missing(_))));
-        let _store = Store::open(dir.path()).unwrap();
+        let _store = Redb::open(dir.path()).unwrap();
         assert!(matches!(check(dir.path()), Err(CheckError::InUse(_))));
     }
 }

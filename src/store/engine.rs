@@ -9,131 +9,22 @@
 use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, codec, jobs::update_jobs_in, schema};
+use super::{Redb, StoreError, codec, jobs::update_jobs_in, schema};
 use crate::model::{
+    config::{ANY, EffectiveServerConfig, ServerConfig},
     job::{File, FileState, Job, JobState, JobType},
-    lifecycle::{self, Failure, Recovered, Success},
+    lifecycle::{self, Recovered},
+    transfer::{Applied, Claim, Event, Outcome, QueueKey, RetryRow},
 };
-
-/// One retried attempt (`t_file_retry_errors`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryRow {
-    pub attempt: u32,
-    pub datetime: i64,
-    pub reason: String,
-    pub transfer_host: Option<String>,
-    pub log_file: Option<String>,
-}
 
 impl codec::Record for RetryRow {
     const NAME: &'static str = "file retry";
     const VERSION: u8 = 1;
 }
 
-/// A scheduler queue: a link and a VO.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueKey {
-    pub source_se: String,
-    pub dest_se: String,
-    pub vo_name: String,
-}
-
-/// Something that happened to a file, reported by the engine.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// READY → ACTIVE, writing its log to `log_file`.
-    Started {
-        file_id: u64,
-        log_file: Option<String>,
-    },
-    Finished {
-        file_id: u64,
-        success: Success,
-    },
-    /// The attempt failed; the store decides between a retry and FAILED.
-    Failed {
-        file_id: u64,
-        failure: Failure,
-    },
-    /// The transfer was stopped because the file was canceled meanwhile.
-    Aborted {
-        file_id: u64,
-    },
-    /// The service is stopping: the transfer goes back to the queue, no attempt counted.
-    Interrupted {
-        file_id: u64,
-    },
-    /// STAGING → STARTED.
-    StagingStarted {
-        file_id: u64,
-    },
-    /// STARTED → SUBMITTED or FINISHED.
-    Staged {
-        file_id: u64,
-    },
-    StagingFailed {
-        file_id: u64,
-        failure: Failure,
-    },
-    /// ARCHIVING → FINISHED.
-    Archived {
-        file_id: u64,
-    },
-    ArchiveFailed {
-        file_id: u64,
-        failure: Failure,
-    },
-}
-
-impl Event {
-    pub fn file_id(&self) -> u64 {
-        match self {
-            Event::Started { file_id, .. }
-            | Event::Finished { file_id, .. }
-            | Event::Failed { file_id, .. }
-            | Event::Aborted { file_id }
-            | Event::Interrupted { file_id }
-            | Event::StagingStarted { file_id }
-            | Event::Staged { file_id }
-            | Event::StagingFailed { file_id, .. }
-            | Event::Archived { file_id }
-            | Event::ArchiveFailed { file_id, .. } => *file_id,
-        }
-    }
-}
-
-/// What an event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The file is now in this state.
-    Moved(FileState),
-    /// The attempt failed and the file is queued again (attempt number).
-    Retried(u32),
-    /// Found running at start after a crash: queued again, no attempt counted (the file's
-    /// interruption count).
-    Interrupted(u32),
-    /// The file was not where the event expected it (late report, lost race): nothing changed.
-    Ignored(FileState),
-    /// No such file.
-    Missing,
-}
-
-/// The result of applying one event, with the job it touched.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub file_id: u64,
-    pub job_id: String,
-    pub outcome: Outcome,
-    /// The job's state after the batch.
-    pub job_state: JobState,
-    /// Files the event queued (next replica, next hop).
-    pub promoted: Vec<u64>,
-}
-
 /// Per-VO settings the engine needs inside a transaction.
-pub trait VoSettings {
+pub(crate) trait VoSettings {
     /// Default retry count of the VO (`t_server_config.retry`).
     fn retry(&self, vo: &str) -> i64;
 }
@@ -144,7 +35,24 @@ impl<F: Fn(&str) -> i64> VoSettings for F {
     }
 }
 
-impl Store {
+/// Every VO's server settings (the table holds one row per configured VO).
+fn server_configs_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<HashMap<String, ServerConfig>, StoreError> {
+    let mut out = HashMap::new();
+    for row in table.iter()? {
+        let row: ServerConfig = codec::decode(row?.1.value())?;
+        out.insert(row.vo_name.clone(), row);
+    }
+    Ok(out)
+}
+
+/// The settings of `vo` as the engine applies them (its row, then `*`, then defaults).
+fn effective(configs: &HashMap<String, ServerConfig>, vo: &str) -> EffectiveServerConfig {
+    EffectiveServerConfig::resolve(configs.get(vo), configs.get(ANY))
+}
+
+impl Redb {
     /// Every (link, VO) with queued (SUBMITTED) files. One index seek per queue, not per file.
     pub fn submitted_queues(&self) -> Result<Vec<QueueKey>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -281,12 +189,11 @@ impl Store {
     /// Claim files for transfer (SUBMITTED/FORCE_START → READY) or for staging (STAGING →
     /// STARTED) in one transaction. Returns the files won, with their jobs as updated; a file
     /// that moved meanwhile is left out.
-    pub fn claim(
-        &self,
-        file_ids: &[u64],
-        host: &str,
-        now: i64,
-    ) -> Result<Vec<(Job, File)>, StoreError> {
+    ///
+    /// `claim.caps` are not checked again: this store belongs to one process, whose single
+    /// scheduler dealt the claim within them.
+    pub fn claim(&self, claim: &Claim) -> Result<Vec<(Job, File)>, StoreError> {
+        let (file_ids, host, now) = (claim.file_ids.as_slice(), claim.host.as_str(), claim.now);
         self.write(|tx| {
             let by_job = group_by_job(tx, file_ids)?;
             let job_ids: Vec<String> = by_job.keys().cloned().collect();
@@ -324,14 +231,18 @@ impl Store {
     }
 
     /// Apply a batch of engine events in one durable transaction.
+    /// The VO's retry setting is read in the same transaction.
     pub fn apply_events(
         &self,
         events: &[Event],
         host: &str,
         now: i64,
-        vo: &dyn VoSettings,
     ) -> Result<Vec<Applied>, StoreError> {
-        self.write(|tx| apply_events_in(tx, events, host, now, vo))
+        self.write(|tx| {
+            let configs = server_configs_in(&tx.open_table(schema::SERVER_CONFIG)?)?;
+            let retry = |vo: &str| effective(&configs, vo).retry;
+            apply_events_in(tx, events, host, now, &retry)
+        })
     }
 
     /// Current states of files (None for a missing file).
@@ -386,16 +297,14 @@ impl Store {
         })
     }
 
-    /// The global queue timeout: jobs SUBMITTED or STAGING since before `cutoff` for which
-    /// `expired(vo, submit_time)` says their VO's limit passed are canceled.
-    pub fn expire_global(
-        &self,
-        cutoff: i64,
-        now: i64,
-        mut expired: impl FnMut(&str, i64) -> bool,
-    ) -> Result<Vec<String>, StoreError> {
-        let candidates: Vec<String> = {
+    /// The global queue timeout (`/config/global` `max_time_queue`, hours, of the VO's row or
+    /// `*`): jobs SUBMITTED or STAGING for longer are canceled. Returns the ids changed.
+    pub fn expire_global(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        // No VO can time out sooner than an hour after submission.
+        let cutoff = now - 3600;
+        let (candidates, configs) = {
             let tx = self.db.begin_read()?;
+            let configs = server_configs_in(&tx.open_table(schema::SERVER_CONFIG)?)?;
             let table = tx.open_table(schema::JOBS_BY_STATE)?;
             let mut ids = Vec::new();
             for state in [JobState::Submitted, JobState::Staging] {
@@ -407,11 +316,15 @@ impl Store {
                     }
                 }
             }
-            ids
+            (ids, configs)
         };
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
+        let expired = |vo: &str, submit_time: i64| {
+            let hours = effective(&configs, vo).max_time_queue;
+            hours > 0 && submit_time < now - hours * 3600
+        };
         self.cancel_waiting(
             &candidates,
             lifecycle::GLOBAL_QUEUE_TIMEOUT_REASON,
@@ -475,6 +388,8 @@ impl Store {
     /// their [`lifecycle::MAX_INTERRUPTIONS`]-th interruption: then they fail with
     /// [`lifecycle::POISON_REASON`]. STARTED staging goes back to STAGING. Returns one entry
     /// per file touched.
+    /// This store belongs to one process: every READY/ACTIVE file was its own, whatever host
+    /// name it ran under.
     pub fn recover_interrupted(&self, now: i64) -> Result<Vec<Applied>, StoreError> {
         let mut running = Vec::new();
         for state in [FileState::Ready, FileState::Active] {
@@ -526,7 +441,7 @@ impl Store {
     }
 }
 
-/// One batch of [`Store::recover_interrupted`]: count the interruption of each file, requeue or
+/// One batch of [`Redb::recover_interrupted`]: count the interruption of each file, requeue or
 /// fail it.
 fn requeue_interrupted(
     tx: &WriteTransaction,
@@ -605,6 +520,53 @@ fn forget_finished_interruptions(tx: &WriteTransaction) -> Result<(), StoreError
         counts.remove(id)?;
     }
     Ok(())
+}
+
+impl Redb {
+    /// Start-up repair of multihop jobs left without a queued hop (see
+    /// [`lifecycle::repair_multihop`]). Only ACTIVE jobs can be in that state: the hop that
+    /// ended had made its job ACTIVE, and nothing moved it since. Returns one entry per hop
+    /// queued.
+    pub fn repair_multihop(&self, now: i64) -> Result<Vec<Applied>, StoreError> {
+        let candidates: Vec<String> = {
+            let tx = self.db.begin_read()?;
+            let jobs = tx.open_table(schema::JOBS)?;
+            let mut out = Vec::new();
+            for id in self.job_ids_in_states(&[JobState::Active], None)? {
+                if let Some(v) = jobs.get(id.as_str())? {
+                    let job: Job = codec::decode(v.value())?;
+                    if job.job_type == JobType::Multihop {
+                        out.push(id);
+                    }
+                }
+            }
+            out
+        };
+        let mut applied = Vec::new();
+        for chunk in candidates.chunks(RECOVERY_BATCH) {
+            applied.extend(self.write(|tx| {
+                let mut out = Vec::new();
+                update_jobs_in(tx, chunk, |job, files| {
+                    let promoted = lifecycle::repair_multihop(job, files);
+                    if promoted.is_empty() {
+                        return;
+                    }
+                    lifecycle::derive_job_state(job, files, FileState::Submitted, now);
+                    for file_id in promoted {
+                        out.push(Applied {
+                            file_id,
+                            job_id: job.job_id.clone(),
+                            outcome: Outcome::Moved(FileState::Submitted),
+                            job_state: job.job_state,
+                            promoted: vec![file_id],
+                        });
+                    }
+                })?;
+                Ok(out)
+            })?);
+        }
+        Ok(applied)
+    }
 }
 
 /// Expired jobs canceled per pass; the next pass takes the rest.
@@ -721,16 +683,12 @@ fn apply_one(
             )
         }
         Event::Finished { success, .. } => {
-            let archive = job.archive_timeout > -1;
+            let archive = lifecycle::archives(job, files, files[pos].file_id);
             if !files[pos].finish(now, success, archive) {
                 return ignored;
             }
             let state = files[pos].file_state;
-            let promoted = if state == FileState::Finished {
-                lifecycle::next_hop(job, files)
-            } else {
-                Vec::new()
-            };
+            let promoted = lifecycle::after_end(job, files, pos);
             (Outcome::Moved(state), Some(state), promoted)
         }
         Event::Failed { failure, .. } => {
@@ -755,8 +713,7 @@ fn apply_one(
                 return (Outcome::Retried(f.retry), None, Vec::new());
             }
             f.fail(now, failure);
-            let index = f.file_index;
-            let promoted = lifecycle::fail_over(job, files, index);
+            let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Failed),
                 Some(FileState::Failed),
@@ -769,9 +726,8 @@ fn apply_one(
                 if f.finish_time.is_none() {
                     f.finish_time = Some(now);
                 }
-                let index = f.file_index;
                 let promoted = if f.file_state == FileState::Canceled {
-                    lifecycle::fail_over(job, files, index)
+                    lifecycle::after_end(job, files, pos)
                 } else {
                     Vec::new()
                 };
@@ -794,7 +750,9 @@ fn apply_one(
                 return ignored;
             }
             let state = files[pos].file_state;
-            (Outcome::Moved(state), Some(state), Vec::new())
+            // A stage-only hop is FINISHED here: the next hop runs (engine spec §1.1).
+            let promoted = lifecycle::after_end(job, files, pos);
+            (Outcome::Moved(state), Some(state), promoted)
         }
         Event::StagingFailed { failure, .. } => {
             let f = &mut files[pos];
@@ -802,10 +760,11 @@ fn apply_one(
                 return ignored;
             }
             f.fail(now, failure);
+            let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Failed),
                 Some(FileState::Failed),
-                Vec::new(),
+                promoted,
             )
         }
         Event::Archived { .. } => {
@@ -817,10 +776,11 @@ fn apply_one(
             f.finish_time = Some(now);
             f.archive_finish_time = Some(now);
             f.dest_surl_uuid = None;
+            let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Finished),
                 Some(FileState::Finished),
-                Vec::new(),
+                promoted,
             )
         }
         Event::ArchiveFailed { failure, .. } => {
@@ -830,10 +790,17 @@ fn apply_one(
             }
             f.archive_finish_time = Some(now);
             f.fail(now, failure);
+            // The copy itself succeeded: a multiple-replica job fails as a whole ("Archive
+            // monitoring failed in a multiple replica job"), no other replica is tried.
+            let promoted = if job.job_type == JobType::MultipleReplica {
+                Vec::new()
+            } else {
+                lifecycle::after_end(job, files, pos)
+            };
             (
                 Outcome::Moved(FileState::Failed),
                 Some(FileState::Failed),
-                Vec::new(),
+                promoted,
             )
         }
     }
@@ -842,11 +809,14 @@ fn apply_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::job::fixtures::{file, job};
+    use crate::model::{
+        job::fixtures::{file, job},
+        lifecycle::{Failure, Success},
+    };
 
-    fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Store) {
+    fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Redb) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         let mut batch = jobs;
         for r in store.insert_jobs(&mut batch).unwrap() {
             r.unwrap();
@@ -854,140 +824,326 @@ mod tests {
         (dir, store)
     }
 
-    fn named(id: &str, submit_time: i64, vo: &str) -> (Job, Vec<File>) {
-        let mut j = job(JobType::Normal);
-        j.job_id = id.into();
-        j.submit_time = submit_time;
-        j.vo_name = vo.into();
-        let mut f = file(0, 0, FileState::Submitted);
-        f.job_id = id.into();
-        f.vo_name = vo.into();
-        (j, vec![f])
+    /// A three-hop job (disk → disk → tape as Rucio submits it), hop 0 queued, the others
+    /// NOT_USED.
+    fn three_hops(archive_timeout: i64) -> (Job, Vec<File>) {
+        let mut j = job(JobType::Multihop);
+        j.job_id = "mh".into();
+        j.archive_timeout = archive_timeout;
+        let mut files = vec![
+            file(1, 0, FileState::Submitted),
+            file(2, 1, FileState::NotUsed),
+            file(3, 2, FileState::NotUsed),
+        ];
+        for f in &mut files {
+            f.job_id = "mh".into();
+        }
+        (j, files)
+    }
+
+    fn claim_of(ids: &[u64], now: i64) -> Claim {
+        Claim {
+            file_ids: ids.to_vec(),
+            host: "h".into(),
+            now,
+            caps: Default::default(),
+        }
+    }
+
+    fn ok() -> Success {
+        Success {
+            filesize: 10,
+            duration: 1.0,
+            throughput: 1.0,
+        }
+    }
+
+    fn boom() -> Failure {
+        Failure {
+            reason: "TRANSFER [5] boom".into(),
+            scope: "TRANSFER".into(),
+            phase: "TRANSFER".into(),
+            class: "INPUT/OUTPUT_ERROR".into(),
+            recoverable: false,
+            dst_file: None,
+        }
+    }
+
+    /// Claims `id` and reports `event` for it; the applied outcome.
+    fn run(store: &Redb, id: u64, event: Event, t: i64) -> Applied {
+        if store.file_states(&[id]).unwrap()[0].1 == Some(FileState::Submitted) {
+            assert_eq!(
+                store
+                    .claim(&Claim {
+                        file_ids: vec![id],
+                        host: "h".into(),
+                        now: t,
+                        caps: Default::default(),
+                    })
+                    .unwrap()
+                    .len(),
+                1,
+                "claim of {id}"
+            );
+        }
+        store.apply_events(&[event], "h", t).unwrap().remove(0)
+    }
+
+    fn states(store: &Redb, ids: &[u64]) -> Vec<FileState> {
+        store
+            .file_states(ids)
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.unwrap())
+            .collect()
+    }
+
+    // Rucio's disk → disk → tape path (issue 23): with archive_timeout, only the last hop is
+    // archived; the intermediate hops finish and queue the next one. This hung before: hop 0
+    // went to ARCHIVING, then FINISHED without queuing hop 1, and the job stayed ACTIVE forever.
+    #[test]
+    fn a_multihop_job_to_tape_archives_only_its_last_hop_and_finishes() {
+        let (_dir, store) = store_with(vec![three_hops(3600)]);
+        let a = run(
+            &store,
+            1,
+            Event::Finished {
+                file_id: 1,
+                success: ok(),
+            },
+            10,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![2]);
+        let a = run(
+            &store,
+            2,
+            Event::Finished {
+                file_id: 2,
+                success: ok(),
+            },
+            11,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![3]);
+        let a = run(
+            &store,
+            3,
+            Event::Finished {
+                file_id: 3,
+                success: ok(),
+            },
+            12,
+        );
+        assert_eq!(
+            a.outcome,
+            Outcome::Moved(FileState::Archiving),
+            "the last hop is watched"
+        );
+        assert_eq!(
+            store.job("mh").unwrap().unwrap().job_state,
+            JobState::Archiving
+        );
+        let a = run(&store, 3, Event::Archived { file_id: 3 }, 13);
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        let (job, files) = store.job_with_files("mh").unwrap().unwrap();
+        assert_eq!(job.job_state, JobState::Finished);
+        assert_eq!(job.job_finished, Some(13));
+        assert!(
+            files
+                .iter()
+                .take(2)
+                .all(|f| f.archive_finish_time.is_none())
+        );
+        assert_eq!(files[2].archive_finish_time, Some(13));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    // A hop that finishes after ARCHIVING (an intermediate hop archived by a store written
+    // before the fix) goes through the same next-hop logic as a direct FINISHED.
+    #[test]
+    fn a_hop_finished_after_archiving_queues_the_next_hop() {
+        let (j, mut files) = three_hops(3600);
+        files[0].file_state = FileState::Archiving;
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let a = run(&store, 1, Event::Archived { file_id: 1 }, 10);
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![2]);
+        assert_eq!(
+            states(&store, &[1, 2, 3]),
+            [
+                FileState::Finished,
+                FileState::Submitted,
+                FileState::NotUsed
+            ]
+        );
     }
 
     #[test]
-    fn the_global_queue_timeout_cancels_only_jobs_of_vos_past_their_limit() {
-        let now = 100_000;
-        let (_dir, store) = store_with(vec![
-            named("old-a", now - 7200, "a"),
-            named("old-b", now - 7200, "b"),
-            named("new-a", now - 60, "a"),
-        ]);
-        // VO a: one hour; VO b: no limit.
-        let canceled = store
-            .expire_global(now - 3600, now, |vo, t| vo == "a" && t < now - 3600)
+    fn a_failed_hop_fails_the_multihop_job_and_leaves_the_rest_unused() {
+        let (_dir, store) = store_with(vec![three_hops(3600)]);
+        run(
+            &store,
+            1,
+            Event::Finished {
+                file_id: 1,
+                success: ok(),
+            },
+            10,
+        );
+        let a = run(
+            &store,
+            2,
+            Event::Failed {
+                file_id: 2,
+                failure: boom(),
+            },
+            11,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Failed));
+        assert!(a.promoted.is_empty());
+        assert_eq!(a.job_state, JobState::Failed);
+        assert_eq!(
+            states(&store, &[1, 2, 3]),
+            [FileState::Finished, FileState::Failed, FileState::NotUsed]
+        );
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_failed_first_hop_fails_the_job_without_running_the_others() {
+        let (_dir, store) = store_with(vec![three_hops(-1)]);
+        let a = run(
+            &store,
+            1,
+            Event::Failed {
+                file_id: 1,
+                failure: boom(),
+            },
+            10,
+        );
+        assert_eq!(a.job_state, JobState::Failed);
+        assert_eq!(
+            states(&store, &[1, 2, 3]),
+            [FileState::Failed, FileState::NotUsed, FileState::NotUsed]
+        );
+    }
+
+    #[test]
+    fn a_canceled_running_hop_ends_the_multihop_job_canceled() {
+        let (_dir, store) = store_with(vec![three_hops(3600)]);
+        run(
+            &store,
+            1,
+            Event::Finished {
+                file_id: 1,
+                success: ok(),
+            },
+            10,
+        );
+        store.claim(&claim_of(&[2], 11)).unwrap();
+        // The user cancels the file while it runs; the agent then reports the abort.
+        store
+            .update_jobs(&["mh".to_string()], |_, files| {
+                files[1].cancel(12, "Transfer canceled by the user");
+            })
             .unwrap();
-        assert_eq!(canceled, vec!["old-a".to_string()]);
-        let (j, f) = store.job_with_files("old-a").unwrap().unwrap();
-        assert_eq!(j.job_state, JobState::Canceled);
+        let a = run(&store, 2, Event::Aborted { file_id: 2 }, 13);
+        assert!(a.promoted.is_empty());
+        assert_eq!(a.job_state, JobState::Canceled);
+        assert_eq!(states(&store, &[3]), [FileState::NotUsed]);
+    }
+
+    #[test]
+    fn a_failed_archive_of_the_last_hop_fails_the_multihop_job() {
+        let (j, mut files) = three_hops(3600);
+        files[0].file_state = FileState::Finished;
+        files[1].file_state = FileState::Finished;
+        files[2].file_state = FileState::Archiving;
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let a = run(
+            &store,
+            3,
+            Event::ArchiveFailed {
+                file_id: 3,
+                failure: boom(),
+            },
+            10,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Failed));
+        assert_eq!(a.job_state, JobState::Failed);
+    }
+
+    // A stage-only first hop (source = destination, from tape) that finishes staging queues
+    // the next hop (engine spec §1.1: "for multihop, next hop is activated").
+    #[test]
+    fn a_stage_only_hop_queues_the_next_hop_when_staged() {
+        let (mut j, mut files) = three_hops(-1);
+        j.bring_online = 60;
+        files[0].file_state = FileState::Started;
+        files[0].dest_surl = files[0].source_surl.clone();
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let a = run(&store, 1, Event::Staged { file_id: 1 }, 10);
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![2]);
+    }
+
+    // Stores written before the fix hold jobs stuck with a finished hop and nothing queued; the
+    // start-up repair queues their next hop once, and leaves healthy jobs alone.
+    #[test]
+    fn the_start_up_repair_unsticks_a_multihop_job_left_without_a_queued_hop() {
+        let (mut stuck, mut files) = three_hops(3600);
+        stuck.job_state = JobState::Active;
+        files[0].file_state = FileState::Finished;
+        let (mut healthy, mut other) = three_hops(3600);
+        healthy.job_id = "ok".into();
+        healthy.job_state = JobState::Active;
+        for f in other.iter_mut() {
+            f.job_id = "ok".into();
+        }
+        other[0].file_state = FileState::Finished;
+        other[1].file_state = FileState::Submitted;
+        // The store numbers files in submission order: 1..=3 for "mh", 4..=6 for "ok".
+        let (_dir, store) = store_with(vec![(stuck, files), (healthy, other)]);
+        let repaired = store.repair_multihop(20).unwrap();
+        assert_eq!(repaired.len(), 1);
         assert_eq!(
-            f[0].reason.as_deref(),
-            Some(lifecycle::GLOBAL_QUEUE_TIMEOUT_REASON)
+            (repaired[0].job_id.as_str(), repaired[0].file_id),
+            ("mh", 2)
         );
         assert_eq!(
-            store.job("old-b").unwrap().unwrap().job_state,
-            JobState::Submitted
+            states(&store, &[2, 5, 6]),
+            [
+                FileState::Submitted,
+                FileState::Submitted,
+                FileState::NotUsed
+            ]
         );
-        assert_eq!(
-            store.job("new-a").unwrap().unwrap().job_state,
-            JobState::Submitted
-        );
+        assert!(store.repair_multihop(21).unwrap().is_empty(), "once");
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 
     #[test]
     fn crash_interruptions_requeue_without_an_attempt_then_poison() {
-        let (mut j, files) = named("j", 1, "vo");
-        j.retry = -1;
-        let (_dir, store) = store_with(vec![(j, files)]);
-        let queue = store.submitted_queues().unwrap();
-        let id = store.queue_candidates(&queue[0], 10, 5, false).unwrap()[0]
-            .1
-            .file_id;
+        // A job without retries: the interruption must not cost it its only attempt.
+        let (_dir, store) = store_with(vec![(
+            job(JobType::Normal),
+            vec![file(1, 0, FileState::Submitted)],
+        )]);
+        let id = 1;
         for n in 1..lifecycle::MAX_INTERRUPTIONS {
-            assert_eq!(store.claim(&[id], "h", 5).unwrap().len(), 1);
+            assert_eq!(store.claim(&claim_of(&[id], 5)).unwrap().len(), 1);
             let applied = store.recover_interrupted(6).unwrap();
             assert_eq!(applied.len(), 1);
             assert_eq!(applied[0].outcome, Outcome::Interrupted(n));
             assert_eq!(store.interruptions(id).unwrap(), n);
-            let f = store.file(id).unwrap().unwrap();
-            assert_eq!((f.file_state, f.retry), (FileState::Submitted, 0));
-            assert!(
-                store.file_retries(id).unwrap().is_empty(),
-                "no attempt recorded"
-            );
             // Nothing running: a start without a crash changes nothing.
             assert!(store.recover_interrupted(7).unwrap().is_empty());
         }
-        store.claim(&[id], "h", 8).unwrap();
+        store.claim(&claim_of(&[id], 8)).unwrap();
         let applied = store.recover_interrupted(9).unwrap();
         assert_eq!(applied[0].outcome, Outcome::Moved(FileState::Failed));
-        assert_eq!(applied[0].job_state, JobState::Failed);
-        let f = store.file(id).unwrap().unwrap();
-        assert!(f.reason.unwrap().ends_with(lifecycle::POISON_REASON));
         assert_eq!(store.interruptions(id).unwrap(), 0, "forgotten once ended");
-        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_claim_is_won_once_and_a_failed_attempt_is_retried_then_failed() {
-        let (j, mut files) = named("j", 1, "vo");
-        let mut j = j;
-        j.retry = 1;
-        files[0].file_id = 0;
-        let (_dir, store) = store_with(vec![(j, files)]);
-        let queue = store.submitted_queues().unwrap();
-        assert_eq!(queue.len(), 1);
-        let id = store.queue_candidates(&queue[0], 10, 5, false).unwrap()[0]
-            .1
-            .file_id;
-        assert_eq!(store.claim(&[id], "h", 5).unwrap().len(), 1);
-        assert!(
-            store.claim(&[id], "h", 5).unwrap().is_empty(),
-            "claimed twice"
-        );
-        assert!(store.submitted_queues().unwrap().is_empty());
-        let failure = Failure {
-            reason: "TRANSFER [110] slow".into(),
-            scope: "TRANSFER".into(),
-            phase: "TRANSFER".into(),
-            class: "CONNECTION_TIMED_OUT".into(),
-            recoverable: true,
-        };
-        let retry = |t| {
-            store
-                .apply_events(
-                    &[Event::Failed {
-                        file_id: id,
-                        failure: failure.clone(),
-                    }],
-                    "h",
-                    t,
-                    &|_: &str| 0,
-                )
-                .unwrap()
-        };
-        assert_eq!(retry(6)[0].outcome, Outcome::Retried(1));
-        // Not before its delay.
-        assert!(
-            store
-                .queue_candidates(&queue[0], 10, 7, false)
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            store
-                .queue_candidates(&queue[0], 10, 6 + 120, false)
-                .unwrap()
-                .len(),
-            1
-        );
-        store.claim(&[id], "h", 200).unwrap();
-        assert_eq!(retry(201)[0].outcome, Outcome::Moved(FileState::Failed));
-        assert_eq!(store.job("j").unwrap().unwrap().job_state, JobState::Failed);
-        assert_eq!(store.file_retries(id).unwrap().len(), 1);
-        // A late report changes nothing.
-        assert_eq!(retry(202)[0].outcome, Outcome::Ignored(FileState::Failed));
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 }

@@ -121,7 +121,7 @@ pub(crate) fn reason(f: &Value) -> &str {
 fn check_indexes(server: TestServer) {
     let dir = server.data_dir.clone();
     server.stop().unwrap();
-    let store = ftsd::store::Store::open(&dir).unwrap();
+    let store = ftsd::store::Redb::open(&dir).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
 
@@ -167,6 +167,49 @@ fn mock_transfers_finish_with_their_measurements_and_a_log() {
             "{log}"
         );
     }
+    check_indexes(server);
+}
+
+/// Rucio's tape destinations ask for `dst_file_report`: when the destination already exists
+/// and may not be overwritten, the failure says so and the file's metadata gets what is there
+/// (`dst_file`), which Rucio compares with its own record to accept a copy already on tape.
+#[test]
+fn an_existing_destination_is_reported_in_the_file_metadata() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let id = submit(
+        &client,
+        json!([{
+            "sources": ["mock://src.example/t?size=1048576&checksum=1a2b3c4d"],
+            "destinations": ["mock://tape.example/t?exists=1&size_pre=1048576&checksum=1a2b3c4d\
+                              &user.status=ONLINE_AND_NEARLINE"],
+            "checksum": "ADLER32:1a2b3c4d",
+            "metadata": {"request_id": "r1", "dst_type": "TAPE"},
+        }]),
+        json!({"verify_checksum": "both", "overwrite": false, "archive_timeout": 3600,
+               "dst_file_report": true}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FAILED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert_eq!(
+        reason(f),
+        "DESTINATION [17] Destination file exists and overwrite is not enabled"
+    );
+    assert_eq!(
+        f["file_metadata"],
+        json!({"request_id": "r1", "dst_type": "TAPE", "dst_file": {
+            "file_size": 1048576, "checksum_type": "ADLER32", "checksum_value": "1a2b3c4d",
+            "file_on_tape": true, "file_on_disk": true}}),
+        "{f:#}"
+    );
+    // The bulk poll Rucio uses shows it too.
+    let polled = client
+        .get(&format!("/jobs/{id}?files=file_state,file_metadata"))
+        .unwrap()
+        .json();
+    assert_eq!(polled["files"][0]["file_metadata"], f["file_metadata"]);
     check_indexes(server);
 }
 
@@ -350,6 +393,32 @@ fn replicas_fail_over_and_hops_run_in_order() {
         f[1]["start_time"].as_str().unwrap() >= f[0]["finish_time"].as_str().unwrap(),
         "the second hop started before the first ended: {f:#?}"
     );
+
+    // Rucio's disk → disk → tape path (issue 23): only the last hop is archived; this job
+    // stayed ACTIVE forever when every hop went to ARCHIVING.
+    let to_tape = submit(
+        &client,
+        json!([
+            transfer(
+                "mock://a.example/t?size=10",
+                "mock://b.example/t?size_post=10&time=0"
+            ),
+            transfer(
+                "mock://b.example/t?size=10",
+                "mock://tape.example/t?size_post=10&time=0&archiving_time=1"
+            ),
+        ]),
+        json!({"multihop": true, "archive_timeout": 3600, "dst_file_report": true}),
+    );
+    let j = wait_job(&client, &to_tape, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = files(&client, &to_tape);
+    assert!(f.iter().all(|f| state(f) == "FINISHED"), "{f:#?}");
+    assert!(
+        f[0]["archive_finish_time"].is_null(),
+        "an intermediate hop was archived"
+    );
+    assert!(f[1]["archive_finish_time"].is_string(), "{f:#?}");
 
     // A failed hop fails the job; the next hop never runs.
     let broken = submit(
@@ -694,7 +763,7 @@ fn kill_9_while_hundreds_of_transfers_run_loses_nothing() {
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{report}");
     assert!(report.contains("300 files"), "{report}");
-    let store = ftsd::store::Store::open(&dir).unwrap();
+    let store = ftsd::store::Redb::open(&dir).unwrap();
     let interrupted = all
         .iter()
         .filter(|f| store.interruptions(f["file_id"].as_u64().unwrap()).unwrap() == 1)
@@ -861,4 +930,97 @@ fn a_transfer_without_progress_is_stopped_as_stalled() {
         reason(f).contains("Transfer has been forced-killed because it was stalled"),
         "{f:#}"
     );
+}
+
+/// What the engine could not run is refused at submission with a 400 that names it, instead of
+/// failing later (a `file://` ↔ remote pair) or "succeeding" without doing it (staging or
+/// archive monitoring on storage whose backend cannot: everything but `mock://` today).
+#[test]
+fn what_the_engine_cannot_run_is_refused_at_submission() {
+    let Some(pki) = pki() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().to_path_buf();
+    let server = engine_server(pki, |c| c.engine.file_roots = vec![dir.clone()]);
+    let client = user(&server, pki);
+    let refused = |files: Value, params: Value| {
+        let reply = post_json(&client, "/jobs", &json!({"files": files, "params": params}));
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        reply.json()["message"].as_str().unwrap().to_string()
+    };
+    let local = format!("file://{}/a", dir.display());
+    assert_eq!(
+        refused(
+            json!([transfer(&local, "https://storage.example/b")]),
+            json!({})
+        ),
+        format!(
+            "Invalid value within the request: Copies from file:// to https:// are not supported \
+             by this service ({local} => https://storage.example/b)"
+        )
+    );
+    assert_eq!(
+        refused(
+            json!([transfer("https://tape.example/a", "https://disk.example/b")]),
+            json!({"bring_online": 60})
+        ),
+        "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is not \
+         supported for https:// by this service (https://tape.example/a); schemes that support \
+         it: mock"
+    );
+    assert_eq!(
+        refused(
+            json!([transfer("https://disk.example/a", "davs://tape.example/b")]),
+            json!({"archive_timeout": 3600})
+        ),
+        "Invalid value within the request: Archive monitoring (archive_timeout) is not \
+         supported for davs:// by this service (davs://tape.example/b); schemes that support \
+         it: mock"
+    );
+    // mock:// keeps its semantics: staged, copied, watched until archived.
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://tape.example/f?size=10&staging_time=1",
+            "mock://archive.example/f?size_post=10&time=0&archiving_time=1"
+        )]),
+        json!({"bring_online": 60, "archive_timeout": 60}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert!(f["staging_finished"].is_string(), "{f:#}");
+    assert!(f["archive_finish_time"].is_string(), "{f:#}");
+}
+
+/// `node_name` names the node wherever the machine's host name was used: its row in the host
+/// list, the `submit_host` of the jobs it takes and the `transfer_host` of its transfers.
+#[test]
+fn node_name_names_the_node_in_hosts_jobs_and_transfers() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.node_name = Some("node-a.test".into()));
+    let client = user(&server, pki);
+    let root = server.client(pki, Some(crate::common::ROOT));
+    let hosts = root.get("/config").unwrap().json();
+    let names: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "node-a.test"),
+        "{names:?}"
+    );
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://src.example/n?size=10",
+            "mock://dst.example/n?size_post=10&time=0"
+        )]),
+        json!({}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    assert_eq!(j["submit_host"], "node-a.test");
+    assert_eq!(files(&client, &id)[0]["transfer_host"], "node-a.test");
 }
