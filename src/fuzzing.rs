@@ -29,6 +29,7 @@ use crate::{
     model::{
         credential::PendingRequest,
         submit::{self, SubmitConfig, SubmitContext},
+        submit_schema,
     },
     service::delegation::{new_request, validate_upload},
 };
@@ -149,12 +150,18 @@ pub fn join_ders(ders: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// `POST /jobs`: the body as the API reads it (JSON, then an object), through the builder.
+/// `POST /jobs`: the body as the API reads it (JSON), through the schema check and, when it
+/// passes, the builder.
 pub fn submission(data: &[u8]) {
-    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(data) else {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    build_submission(&body);
+    if submit_schema::validate(&value).is_err() {
+        return;
+    }
+    if let Value::Object(body) = value {
+        build_submission(&body);
+    }
 }
 
 fn build_submission(body: &Map<String, Value>) {
