@@ -420,6 +420,16 @@ mod tests {
         assert!(replayed > 0, "no committed fuzz inputs found");
     }
 
+    /// Fuzzing finding (certificate_chain, first input): an empty chain made the identity
+    /// check index an empty list. The server never passes one (no certificate: anonymous),
+    /// but the verifier must refuse it, not panic.
+    #[test]
+    fn an_empty_chain_is_refused() {
+        let auth = &fixture().auth;
+        assert!(auth.identify(&[], now()).is_err());
+        assert!(auth.verify(&[], now()).is_err());
+    }
+
     /// Write the seed corpora (`make fuzz-seeds`): inputs taken from the unit and integration
     /// tests, certificates from the dev PKI and, when `FTSD_FUZZ_PKI` names a directory made
     /// by `make-test-pki.sh`, its proxies (VOMS ones included).
