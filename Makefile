@@ -33,17 +33,22 @@ rpm-tools:
 test-rpm: build
 	bash packaging/test-rpm.sh
 
-# Fuzzing (cargo-fuzz, libFuzzer, nightly): every target of fuzz/ for FUZZ_TIME seconds each,
-# starting from the committed seeds (fuzz/seeds/<target>) plus what earlier runs found
-# (fuzz/corpus/<target>, not committed). Crashes land in fuzz/artifacts/<target>/: each becomes
-# a fix and a file in fuzz/regressions/<target>/, which `cargo test` replays.
+# Fuzzing (cargo-fuzz, libFuzzer, nightly): every target of fuzz/ for FUZZ_TIME seconds each
+# (or until FUZZ_RUNS executions, whichever comes first), starting from the committed seeds
+# (fuzz/seeds/<target>) plus what earlier runs found (fuzz/corpus/<target>, not committed).
+# Crashes land in fuzz/artifacts/<target>/: each becomes a fix and a file in
+# fuzz/regressions/<target>/, which `cargo test` replays. Each target's log is
+# fuzz/target/fuzz-<target>.log; its executions, speed and corpus size are printed.
 # The test PKI (VOMS server included) lets the certificate targets get past the trust lookups.
-# Runs at the lowest CPU priority: `make fuzz FUZZ_TIME=600 FUZZ_JOBS=1`.
+# Runs at the lowest CPU priority: `make fuzz FUZZ_TIME=600`; the campaign of RELIABILITY.md:
+# `make fuzz FUZZ_RUNS=1500000 FUZZ_TIME=7200`. FUZZ_JOBS > 1 runs parallel workers.
 FUZZ_TIME ?= 60
+FUZZ_RUNS ?= -1
 FUZZ_JOBS ?= 1
 FUZZ_PKI ?= fuzz/target/pki
 FUZZ_TARGETS = submission certificate_chain certificate_pem voms_extension delegation_put \
 	delegation_csr mock_url perf_markers gfal2_output config_file
+FUZZ_PARALLEL = $(if $(filter-out 1,$(FUZZ_JOBS)),-jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS))
 
 $(FUZZ_PKI)/usercert.pem:
 	mkdir -p $(FUZZ_PKI)
@@ -53,11 +58,14 @@ fuzz: $(FUZZ_PKI)/usercert.pem
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 	cd fuzz && nice -n 19 cargo +nightly fuzz build -O
 	@for t in $(FUZZ_TARGETS); do \
-	  mkdir -p fuzz/corpus/$$t; \
-	  echo "== fuzz $$t for $(FUZZ_TIME) s"; \
-	  (cd fuzz && FTSD_FUZZ_PKI=$$(cd ../$(FUZZ_PKI) && pwd) nice -n 19 cargo +nightly fuzz run -O $$t \
-	    corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_TIME) -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) \
-	    -print_final_stats=1 2>&1 | tee target/fuzz-$$t.log | grep -E "^(stat::|#[0-9]+ +DONE|==[0-9]+==ERROR|SUMMARY)") || exit 1; \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t; \
+	  echo "== fuzz $$t: $(FUZZ_TIME) s or $(FUZZ_RUNS) runs"; \
+	  (cd fuzz && FTSD_FUZZ_PKI=$$(cd ../$(FUZZ_PKI) && pwd) nice -n 19 cargo +nightly fuzz run -O \
+	    $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_TIME) -runs=$(FUZZ_RUNS) \
+	    $(FUZZ_PARALLEL) -print_final_stats=1 >target/fuzz-$$t.log 2>&1) \
+	    || { tail -n 60 fuzz/target/fuzz-$$t.log; echo "fuzz $$t: crash, see fuzz/artifacts/$$t"; exit 1; }; \
+	  grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" fuzz/target/fuzz-$$t.log; \
+	  echo "corpus: $$(ls fuzz/corpus/$$t | wc -l) files, $$(du -sk fuzz/corpus/$$t | cut -f1) KiB"; \
 	done
 
 # Rewrite fuzz/seeds from the tests' inputs (see `fuzzing::tests::write_seed_corpora`).
