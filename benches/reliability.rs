@@ -6,16 +6,16 @@
 //! Phases (`--phases`, all by default):
 //! - `flood`: for each attack (TCP without TLS, TLS then silence, HTTP/2 preface then silence,
 //!   a stalled 1 MB body), `--flood` connections from 9 loopback addresses, each reopened
-//!   `--reconnect-ms` after the server closes it, for `--seconds`; meanwhile a certificate holder (from
-//!   127.0.0.2) calls `GET /whoami` every 200 ms with a 5 s timeout: answers, failures,
-//!   latencies.
+//!   `--reconnect-ms` after the server closes it, for `--seconds`; meanwhile a certificate
+//!   holder (from 127.0.0.2) calls `GET /whoami` every 200 ms with a 5 s timeout: answers,
+//!   failures, latencies.
 //! - `memory`: 128 anonymous clients each `POST /jobs` a 12.7 MB body at once: the statuses, the
 //!   server's peak resident memory (VmHWM) and its resident memory after.
 //! - `restart`: a store of `--files` files (1,000-file jobs through the API), transfers running
 //!   (mock, one hour each), then `--restarts` times: `kill -9`, start again, time until
 //!   `GET /` answers; and one clean stop and start for comparison. With `--commit` it also
 //!   measures the latency of 1-file submissions (one durable commit each) on that store;
-//!   `--quick-repair` runs the server with redb's quick repair.
+//!   `--quick-repair true|false` runs the server with redb's quick repair on or off.
 //!
 //! The server runs with its default `[limits]` (only `--listen`, `--data-dir` and the PKI are
 //! given, so older binaries accept the same command line). Needs the grid tools of the test
@@ -75,9 +75,10 @@ struct Args {
     /// Measure 1-file submission latency (durable commits) on the restart phase's store.
     #[arg(long)]
     commit: bool,
-    /// Restart phase: run the server with `quick_repair = true`.
+    /// Restart phase: run the server with `quick_repair = true` or `false` (unset: the binary's
+    /// default; builds before issue 14 know no such setting).
     #[arg(long)]
-    quick_repair: bool,
+    quick_repair: Option<bool>,
     /// Keep the store of the restart phase here (and reuse it if it exists).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -467,11 +468,9 @@ fn restart_phase(
     let config = format!(
         "{}[engine]\nmax_active = 400\ndefault_link_active = 10\nscheduling_interval = 1\n\
          optimizer = false\ngfal2 = \"off\"\n",
-        if args.quick_repair {
-            "quick_repair = true\n"
-        } else {
-            ""
-        }
+        args.quick_repair
+            .map(|on| format!("quick_repair = {on}\n"))
+            .unwrap_or_default()
     );
     let config = config.as_str();
     let (mut server, first) = start(binary, pki, &dir, config)?;
