@@ -54,19 +54,35 @@ struct Fixture {
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+    FIXTURE.get_or_init(|| Fixture::load(std::env::var_os("FTSD_FUZZ_PKI").map(PathBuf::from)))
+}
+
+/// The fixture of `delegation_csr`, which signs proxies with rcgen: always a dev PKI, whose
+/// user DN rcgen can write. rcgen keeps one value per attribute type, and the test PKI's user
+/// (`/DC=org/DC=example/CN=Test User`) repeats DC: signed by that user, no proxy could be made
+/// and the target would fuzz nothing (as it did in a first campaign). Without `FTSD_FUZZ_PKI`
+/// this is [`fixture`]'s dev PKI.
+fn signing_fixture() -> &'static Fixture {
+    if std::env::var_os("FTSD_FUZZ_PKI").is_none() {
+        return fixture();
+    }
+    static SIGNING: OnceLock<Fixture> = OnceLock::new();
+    SIGNING.get_or_init(|| Fixture::load(None))
+}
+
+impl Fixture {
+    /// The fixture over the PKI made by `make-test-pki.sh` in `pki`, or over a throwaway dev
+    /// PKI made under the system's temporary directory.
+    fn load(pki: Option<PathBuf>) -> Fixture {
         // The fixture is the fuzzer's ground: if it cannot be made there is nothing to fuzz,
         // and saying so at once is the only useful outcome (hence the panics).
-        let (ca_dir, voms_dir, user_cert, user_key) = match std::env::var_os("FTSD_FUZZ_PKI") {
-            Some(dir) => {
-                let dir = PathBuf::from(dir);
-                (
-                    dir.join("certificates"),
-                    dir.join("vomsdir"),
-                    dir.join("usercert.pem"),
-                    dir.join("userkey.pem"),
-                )
-            }
+        let (ca_dir, voms_dir, user_cert, user_key) = match pki {
+            Some(dir) => (
+                dir.join("certificates"),
+                dir.join("vomsdir"),
+                dir.join("usercert.pem"),
+                dir.join("userkey.pem"),
+            ),
             None => {
                 let dir =
                     std::env::temp_dir().join(format!("ftsd-fuzz-pki-{}", std::process::id()));
@@ -103,7 +119,29 @@ fn fixture() -> &'static Fixture {
             user_dn,
             pending,
         }
-    })
+    }
+
+    /// What signing a proxy for the pending request takes, none of it from the fuzz bytes: the
+    /// request, the proxy's name (the user's DN, to which a CN is added) and the user as issuer.
+    fn proxy_signer(
+        &self,
+    ) -> Result<
+        (
+            rcgen::CertificateSigningRequestParams,
+            rcgen::DistinguishedName,
+            rcgen::Issuer<'static, rcgen::KeyPair>,
+        ),
+        String,
+    > {
+        use rcgen::{CertificateSigningRequestParams, Issuer, KeyPair};
+        let csr = CertificateSigningRequestParams::from_pem(&self.pending.csr_pem)
+            .map_err(|e| format!("the pending request: {e}"))?;
+        let name = crate::devpki::parse_dn(&self.user_dn).map_err(|e| e.to_string())?;
+        let key = KeyPair::from_pem(&self.user_key_pem).map_err(|e| format!("user key: {e}"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.user_cert_pem, key)
+            .map_err(|e| format!("user certificate as issuer: {e}"))?;
+        Ok((csr, name, issuer))
+    }
 }
 
 fn first_der(pem_text: &str) -> Vec<u8> {
@@ -242,7 +280,14 @@ pub fn delegation_put(data: &[u8]) {
 /// subject, validity, extensions and extra chain come from the fuzz bytes; then the upload
 /// checks. Reaches the checks behind the signature, which random PEM never does.
 pub fn delegation_csr(data: &[u8]) {
-    let f = fixture();
+    static SOUND: OnceLock<()> = OnceLock::new();
+    let f = signing_fixture();
+    // A fixture that cannot sign would leave every input unused: stop at once instead.
+    SOUND.get_or_init(|| {
+        if let Err(e) = f.proxy_signer() {
+            panic!("delegation_csr cannot sign proxies for {}: {e}", f.user_dn)
+        }
+    });
     let Some(body) = signed_proxy(f, data) else {
         return;
     };
@@ -254,15 +299,14 @@ pub fn delegation_csr(data: &[u8]) {
 /// now, in seconds), the proxyCertInfo value, one more extension's value, and extra PEM
 /// appended to the chain.
 fn signed_proxy(f: &Fixture, data: &[u8]) -> Option<String> {
-    use rcgen::{
-        CertificateSigningRequestParams, CustomExtension, DnType, Issuer, KeyPair, SerialNumber,
-    };
+    use rcgen::{CustomExtension, DnType, SerialNumber};
     let parts = split_ders(data, 5);
     let part = |i: usize| parts.get(i).copied().unwrap_or_default();
-    let mut csr = CertificateSigningRequestParams::from_pem(&f.pending.csr_pem).ok()?;
-    let mut name = crate::devpki::parse_dn(&f.user_dn).ok()?;
+    let (mut csr, mut name, issuer) = f.proxy_signer().ok()?;
+    // The proxy's own CN, after the user's: rcgen keeps one value per attribute type, so it
+    // goes in as CN's OID (written the same), not as the named type the user's CN holds.
     name.push(
-        DnType::CommonName,
+        DnType::CustomDnType(vec![2, 5, 4, 3]),
         String::from_utf8_lossy(part(0)).into_owned(),
     );
     csr.params.distinguished_name = name;
@@ -284,8 +328,6 @@ fn signed_proxy(f: &Fixture, data: &[u8]) -> Option<String> {
         CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 14], part(2).to_vec()),
         CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 8005, 100, 100, 5], part(3).to_vec()),
     ];
-    let key = KeyPair::from_pem(&f.user_key_pem).ok()?;
-    let issuer = Issuer::from_ca_cert_pem(&f.user_cert_pem, key).ok()?;
     let proxy = csr.signed_by(&issuer).ok()?;
     Some(format!(
         "{}{}{}",
@@ -418,6 +460,33 @@ mod tests {
             }
         }
         assert!(replayed > 0, "no committed fuzz inputs found");
+    }
+
+    /// `delegation_csr` signs a proxy from each seed, and the well-formed one passes every
+    /// upload check: the target reaches the checks behind the signature. (A first campaign ran
+    /// it with a signer rcgen cannot write, and its proxies lost the user's CN: every input
+    /// stopped at the first check.)
+    #[test]
+    fn delegation_csr_seeds_make_proxies_the_upload_accepts() {
+        let f = signing_fixture();
+        f.proxy_signer().unwrap();
+        let mut seeds = 0;
+        for dir in committed_input_dirs("delegation_csr") {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let data = std::fs::read(entry.path()).unwrap();
+                let body = signed_proxy(f, &data)
+                    .unwrap_or_else(|| panic!("{:?}: no proxy signed", entry.path()));
+                if entry.file_name() == "inherit-all" {
+                    let checked = validate_upload(&f.auth, body.as_bytes(), &f.pending, &f.user_dn);
+                    assert!(checked.is_ok(), "{:?}", checked.err());
+                }
+                seeds += 1;
+            }
+        }
+        assert!(seeds > 0, "no delegation_csr seeds");
     }
 
     /// Fuzzing finding (certificate_chain, first input): an empty chain made the identity
