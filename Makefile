@@ -41,7 +41,8 @@ test-rpm: build
 # fuzz/target/fuzz-<target>.log; its executions, speed and corpus size are printed.
 # The test PKI (VOMS server included) lets the certificate targets get past the trust lookups.
 # Runs at the lowest CPU priority: `make fuzz FUZZ_TIME=600`; the campaign of RELIABILITY.md:
-# `make fuzz FUZZ_RUNS=1500000 FUZZ_TIME=7200`. FUZZ_JOBS > 1 runs parallel workers.
+# `make fuzz FUZZ_RUNS=1100000 FUZZ_TIME=7200` (one target: FUZZ_TARGETS=name). FUZZ_JOBS > 1
+# runs parallel workers.
 FUZZ_TIME ?= 60
 FUZZ_RUNS ?= -1
 FUZZ_JOBS ?= 1
@@ -65,7 +66,7 @@ fuzz: $(FUZZ_PKI)/usercert.pem
 	    $(FUZZ_PARALLEL) -print_final_stats=1 >target/fuzz-$$t.log 2>&1) \
 	    || { tail -n 60 fuzz/target/fuzz-$$t.log; echo "fuzz $$t: crash, see fuzz/artifacts/$$t"; exit 1; }; \
 	  grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" fuzz/target/fuzz-$$t.log; \
-	  echo "corpus: $$(ls fuzz/corpus/$$t | wc -l) files, $$(du -sk fuzz/corpus/$$t | cut -f1) KiB"; \
+	  echo "corpus: $$(ls fuzz/corpus/$$t | wc -l) files, $$(du -sk --apparent-size fuzz/corpus/$$t | cut -f1) KiB of data"; \
 	done
 
 # Rewrite fuzz/seeds from the tests' inputs (see `fuzzing::tests::write_seed_corpora`).
