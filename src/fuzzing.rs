@@ -252,8 +252,8 @@ pub fn certificate_pem(data: &[u8]) {
     let _ = fixture().auth.identify(&chain, now());
 }
 
-/// A VOMS AC sequence (the proxy extension's contents), checked against the dev PKI's user as
-/// holder.
+/// A VOMS AC sequence (the proxy extension's contents), checked against the fixture's user as
+/// holder (the test PKI's, whose VOMS server the trust knows, under `make fuzz`).
 pub fn voms_extension(data: &[u8]) {
     use x509_parser::prelude::FromDer;
     let f = fixture();
