@@ -157,6 +157,14 @@ impl Message {
     }
 }
 
+/// What the outbox holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub depth: u64,
+    /// Dropped since the database was created (full outbox or past the TTL).
+    pub dropped: u64,
+}
+
 /// The messages a change of one file causes, given the enabled `kinds`: `old` is `None` for a
 /// file just submitted. `show_user_dn` is the VO's setting (SS carries the DN only then).
 /// `now` is unix seconds.

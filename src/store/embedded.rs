@@ -32,6 +32,7 @@ use crate::model::{
     credential::{CredentialInfo, NewCredential, PendingRequest, ProxyMaterial, StoreOutcome},
     identity::{Grant, StoredAccess},
     job::{File, FileState, InsertConflict, Job, JobChange, JobState},
+    message::{Message, OutboxStats},
     optimizer::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
@@ -717,5 +718,26 @@ impl Store for RedbStore {
 
     async fn host_activity(&self) -> Result<BTreeMap<String, HostActivity>, StoreError> {
         self.blocking(move |db| db.host_activity()).await
+    }
+
+    async fn outbox_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, StoreError> {
+        self.blocking(move |db| db.outbox_after(after, limit)).await
+    }
+
+    async fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let seqs = seqs.to_vec();
+        self.blocking(move |db| db.outbox_remove(&seqs)).await
+    }
+
+    async fn outbox_expire(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |db| db.outbox_expire(before_ms)).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.blocking(move |db| db.outbox_stats()).await
     }
 }

@@ -30,6 +30,7 @@ use crate::model::{
     credential::{CredentialInfo, NewCredential, PendingRequest, ProxyMaterial, StoreOutcome},
     identity::{Grant, StoredAccess},
     job::{File, FileState, InsertConflict, Job, JobChange, JobState},
+    message::{Message, OutboxStats},
     optimizer::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
@@ -369,4 +370,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<PairStatus>, StoreError>;
     /// Running and queued work per host.
     async fn host_activity(&self) -> Result<BTreeMap<String, HostActivity>, StoreError>;
+
+    // --- Monitoring-message outbox (written with the changes; see `outbox`) -------------------
+
+    /// Up to `limit` waiting messages with a sequence number above `after`, oldest first.
+    async fn outbox_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, StoreError>;
+    /// Remove messages the broker acknowledged (RECEIPT).
+    async fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError>;
+    /// Drop messages made before `before_ms` (past their TTL); how many.
+    async fn outbox_expire(&self, before_ms: i64) -> Result<u64, StoreError>;
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{Redb, StoreError, codec, index::JobIndexes, schema};
+use super::{Redb, StoreError, codec, index::JobIndexes, outbox, schema};
 use crate::model::{
     change::{self, JobEdit},
     job::{File, FileState, InsertConflict, Job, JobChange, JobState},
@@ -74,6 +74,14 @@ impl Redb {
                 results.push(Ok(()));
             }
             meta.insert(schema::META_NEXT_FILE_ID, next_id)?;
+            drop(meta);
+            // The SUBMITTED state messages (the reference's REST sends them), in the same
+            // transaction.
+            for ((job, job_files), result) in batch.iter().zip(&results) {
+                if result.is_ok() {
+                    outbox::record_file_changes(tx, job, &[], job_files)?;
+                }
+            }
             Ok(results)
         })
     }
@@ -333,6 +341,8 @@ pub(crate) fn update_jobs_in<R>(
                 }
             }
         }
+        // The messages of these changes, in the same transaction (the outbox).
+        outbox::record_file_changes(tx, &job, &old_files, &files)?;
         results.push(Some(result));
     }
     Ok(results)

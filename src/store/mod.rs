@@ -28,6 +28,7 @@ pub mod index;
 pub mod interface;
 pub mod jobs;
 pub mod optimizer;
+pub mod outbox;
 pub mod schema;
 pub mod seal;
 #[cfg(test)]
@@ -279,6 +280,7 @@ impl Redb {
             tx.open_table(schema::OPTIMIZER)?;
             tx.open_table(schema::OPTIMIZER_EVOLUTION)?;
             tx.open_table(schema::OPTIMIZER_EVOLUTION_BY_TIME)?;
+            tx.open_table(schema::OUTBOX)?;
             Ok(())
         })
     }

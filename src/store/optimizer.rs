@@ -16,10 +16,11 @@ use super::{
     Redb, StoreError, codec,
     index::{self, DURATION_SCALE, THROUGHPUT_SCALE, minute_of},
     jobs::MAX_SCAN,
-    schema,
+    outbox, schema,
 };
 use crate::model::{
     job::{File, FileState, Job},
+    message::{self, Kind},
     optimizer::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
@@ -103,6 +104,10 @@ impl Redb {
             tx.open_table(schema::OPTIMIZER_EVOLUTION)?
                 .insert(key, codec::encode(&evolution).as_slice())?;
             index::apply_evolution(tx, None, Some(key))?;
+            drop(meta);
+            if outbox::kinds(tx)?.contains(Kind::Optimizer) {
+                outbox::record(tx, vec![message::optimizer(decision)])?;
+            }
             Ok(())
         })?;
         Ok((evolution, current))

@@ -179,3 +179,17 @@ pub const OPTIMIZER_EVOLUTION_BY_TIME: TableDefinition<(i64, u64, &str, &str), (
     TableDefinition::new("optimizer_evolution_by_time_v1");
 /// Next evolution sequence number.
 pub const META_NEXT_EVOLUTION_SEQ: &str = "next_evolution_seq";
+
+/// The monitoring-message outbox: `seq` → [`crate::model::message::Message`] (codec), written in
+/// the transaction of the change that causes the message and removed once the broker's RECEIPT
+/// for it arrived. Ordered by `seq` (from [`META_NEXT_OUTBOX_SEQ`]), oldest first.
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_v1");
+/// Next outbox sequence number (never reused, so that a publisher's cursor stays valid).
+pub const META_NEXT_OUTBOX_SEQ: &str = "next_outbox_seq";
+/// The message types this node produces ([`crate::model::message::Kinds`] bits); 0: none.
+/// Written at every open from the configuration, read by every transaction that changes files.
+pub const META_MESSAGE_KINDS: &str = "message_kinds";
+/// Most messages the outbox holds; past it the oldest are dropped (and counted).
+pub const META_OUTBOX_MAX: &str = "outbox_max";
+/// Messages dropped so far because the outbox was full or they outlived their TTL.
+pub const META_OUTBOX_DROPPED: &str = "outbox_dropped";
