@@ -9,6 +9,7 @@
 //! - [`service`]: use cases and authorization.
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
 //! - [`server`]: TLS accept loop, per-connection identity, graceful shutdown.
+//! - [`messages`]: monitoring messages to a STOMP broker, from the store's outbox.
 //! - [`config`]: the configuration file and its defaults; [`devpki`]: a throwaway PKI.
 //! - `fuzzing` (built for `cargo fuzz` and the tests only): the fuzz targets' entry points.
 //!
@@ -21,6 +22,7 @@ pub mod devpki;
 pub mod engine;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod messages;
 pub mod model;
 pub mod server;
 pub mod service;
