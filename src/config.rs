@@ -25,7 +25,9 @@ use x509_parser::prelude::FromDer;
 use crate::model::identity::{RoleGrantError, RoleGrants};
 
 mod limits;
+mod messages;
 pub use limits::{Limits, LimitsConfig, LimitsError};
+pub use messages::MessagesConfig;
 
 /// Errors in the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,11 @@ pub enum ConfigError {
     HttpBackendWithoutGfal2,
     #[error(transparent)]
     Limits(#[from] LimitsError),
+    #[error("[messages] {field}: {problem}")]
+    Messages {
+        field: &'static str,
+        problem: String,
+    },
     #[error("node_name must be a host name (letters, digits, '.', '-', '_'), got {0:?}")]
     NodeName(String),
 }
@@ -124,6 +131,8 @@ pub struct Config {
     pub quick_repair: bool,
     /// The transfer engine (`[engine]`).
     pub engine: EngineConfig,
+    /// Monitoring messages to a STOMP broker (`[messages]`); off unless `brokers` is set.
+    pub messages: MessagesConfig,
     /// Role grants, as the reference's `[roles]` section: `role = "level:operation;..."`.
     /// `public` applies to every authenticated user. Default `public = "vo:transfer;all:datamanagement"`.
     pub roles: BTreeMap<String, String>,
@@ -325,6 +334,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             quick_repair: true,
             engine: EngineConfig::default(),
+            messages: MessagesConfig::default(),
             roles: BTreeMap::from([(
                 "public".to_string(),
                 "vo:transfer;all:datamanagement".to_string(),
@@ -350,6 +360,7 @@ pub struct Resolved {
     pub quick_repair: bool,
     pub roles: RoleGrants,
     pub engine: EngineConfig,
+    pub messages: MessagesConfig,
     /// Where per-transfer logs go.
     pub log_dir: PathBuf,
     /// `engine.gfal2_options`, parsed.
@@ -436,6 +447,9 @@ impl Config {
             }
         }
         let limits = self.limits.resolve(self.max_connections)?;
+        if let Some((field, problem)) = self.messages.problems().into_iter().next() {
+            return Err(ConfigError::Messages { field, problem });
+        }
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,
@@ -450,6 +464,7 @@ impl Config {
             quick_repair: self.quick_repair,
             roles,
             engine: self.engine.clone(),
+            messages: self.messages.clone(),
             log_dir: self
                 .engine
                 .log_dir
@@ -716,6 +731,7 @@ impl Config {
             out.error(&format!("limits.{}", e.field), e.reason);
         }
         check_data_dir(&self.data_dir, &mut out);
+        self.check_messages(&mut out);
         check_file_roots(&self.engine.file_roots, &mut out);
 
         let paths = self.credential_paths();
@@ -757,6 +773,51 @@ impl Config {
             check_voms_dir(&paths.voms_dir, &mut out);
         }
         out.0
+    }
+
+    fn check_messages(&self, out: &mut Findings) {
+        let m = &self.messages;
+        if !m.enabled() {
+            out.info("messages", "no brokers: monitoring messages are off");
+            return;
+        }
+        let problems = m.problems();
+        for (field, problem) in &problems {
+            out.error(&format!("messages.{field}"), problem.clone());
+        }
+        if !problems.is_empty() {
+            return;
+        }
+        if m.tls {
+            let ca =
+                m.ca.clone()
+                    .unwrap_or_else(|| self.credential_paths().ca_dir);
+            match crate::messages::tls_config(
+                &ca,
+                m.client_cert.as_deref(),
+                m.client_key.as_deref(),
+            ) {
+                Ok(_) => out.ok("messages.tls", format!("CAs from {}", ca.display())),
+                Err(e) => out.error("messages.tls", e.to_string()),
+            }
+        } else if m.password.is_some() {
+            out.warning("messages.password", "sent in clear text without tls = true");
+        }
+        let kinds: Vec<&str> = crate::model::message::Kind::ALL
+            .into_iter()
+            .filter(|k| m.kinds().contains(*k))
+            .map(|k| k.code())
+            .collect();
+        out.ok(
+            "messages",
+            format!(
+                "{} to {} ({}), ttl {} h",
+                kinds.join(" "),
+                m.brokers.join(", "),
+                if m.topic { "topics" } else { "queues" },
+                m.ttl_hours
+            ),
+        );
     }
 
     fn check_listen(&self, out: &mut Findings) {

@@ -56,6 +56,8 @@ pub enum Error {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Pki(#[from] devpki::PkiError),
+    #[error(transparent)]
+    Messages(#[from] messages::MessagesError),
     #[error("start-up task failed: {0}")]
     Task(String),
     /// The listen address cannot be bound; the text names it and says why
@@ -102,8 +104,14 @@ pub async fn run_with(
     let options = store::Options {
         quick_repair: config.quick_repair,
     };
-    let opening =
-        tokio::task::spawn_blocking(move || RedbStore::new(Redb::open_with(&data_dir, options)?));
+    // The message kinds are recorded in the database: the transactions that change files read
+    // them to write the outbox (none when messages are off).
+    let (kinds, outbox_max) = (config.messages.kinds(), config.messages.outbox_max);
+    let opening = tokio::task::spawn_blocking(move || {
+        let db = Redb::open_with(&data_dir, options)?;
+        db.set_message_policy(kinds, outbox_max)?;
+        RedbStore::new(db)
+    });
     // The schemes the engine can transfer: submissions naming others are refused. An API-only
     // instance accepts any scheme (another node may transfer them).
     let registry = if config.engine.enabled {
@@ -147,6 +155,16 @@ pub async fn run_with(
     settings.submit.archive_schemes = registry.as_ref().map(|r| owned(r.archive_schemes()));
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
+    let (stop_messages, messages_stopping) = tokio::sync::watch::channel(false);
+    let publisher = match message_settings(&config, &host_name)? {
+        Some(settings) => Some(tokio::spawn(messages::run(
+            store.clone(),
+            settings,
+            Arc::new(messages::Stats::default()),
+            messages_stopping,
+        ))),
+        None => None,
+    };
     let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
     let engine = registry.map(|registry| {
@@ -199,8 +217,52 @@ pub async fn run_with(
             Err(e) => tracing::error!(error = %e, "the transfer engine task failed"),
         }
     }
+    // After the engine: its last state changes' messages get their chance to go out.
+    let _ = stop_messages.send(true);
+    if let Some(publisher) = publisher {
+        if let Err(e) = publisher.await {
+            tracing::error!(error = %e, "the message publisher task failed");
+        }
+    }
     served?;
     Ok(())
+}
+
+/// The publisher's settings from `[messages]`; `None` when messages are off. TLS files are
+/// read here, so that a wrong path stops the start with its reason.
+fn message_settings(
+    config: &Resolved,
+    host_name: &str,
+) -> Result<Option<messages::Settings>, Error> {
+    let m = &config.messages;
+    if !m.enabled() {
+        return Ok(None);
+    }
+    let tls = if m.tls {
+        let ca = m.ca.clone().unwrap_or_else(|| config.ca_dir.clone());
+        Some(messages::tls_config(
+            &ca,
+            m.client_cert.as_deref(),
+            m.client_key.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    Ok(Some(messages::Settings {
+        brokers: m.brokers.clone(),
+        login: messages::connection::Login {
+            tls,
+            username: m.username.clone(),
+            password: m.password.clone(),
+            vhost: m.vhost.clone(),
+        },
+        topic: m.topic,
+        ttl: Duration::from_secs(m.ttl_hours.saturating_mul(3600)),
+        endpoint: model::message::Endpoint {
+            alias: m.alias.clone().unwrap_or_else(|| host_name.to_string()),
+            fqdn: m.publish_fqdn.then(|| host_name.to_string()),
+        },
+    }))
 }
 
 /// The transfer backends, in the order that decides which serves a scheme: mock, file, http
