@@ -619,3 +619,179 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+        sync::mpsc::UnboundedSender,
+    };
+
+    use super::*;
+    use crate::{
+        model::{
+            job::{FileState, JobType, fixtures},
+            message::{Kind, Kinds},
+        },
+        store::{Redb, RedbStore},
+    };
+
+    /// A broker that answers CONNECT, reports every SEND, and answers its receipt unless
+    /// `drop_after` frames were received on this connection (then it closes it, unanswered).
+    async fn fake_broker(
+        listener: TcpListener,
+        sends: UnboundedSender<Frame>,
+        drop_after: Option<usize>,
+    ) {
+        let mut first = true;
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let limit = if first { drop_after } else { None };
+            first = false;
+            let mut buf = BytesMut::new();
+            let mut seen = 0;
+            'conn: loop {
+                while let Ok(Some(inc)) = frame::decode(&mut buf) {
+                    let frame::Incoming::Frame(f) = inc else {
+                        continue;
+                    };
+                    match f.command.as_str() {
+                        "CONNECT" => {
+                            let reply = Frame::new("CONNECTED")
+                                .header("version", "1.2")
+                                .header("heart-beat", "0,0");
+                            sock.write_all(&reply.encode()).await.unwrap();
+                        }
+                        "SEND" => {
+                            seen += 1;
+                            if limit.is_some_and(|l| seen > l) {
+                                break 'conn;
+                            }
+                            let receipt = f.get("receipt").unwrap().to_string();
+                            let _ = sends.send(f);
+                            if limit.is_none() {
+                                let reply = Frame::new("RECEIPT").header("receipt-id", receipt);
+                                sock.write_all(&reply.encode()).await.unwrap();
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn setup(
+        files: usize,
+        drop_after: Option<usize>,
+    ) -> (
+        tempfile::TempDir,
+        Arc<dyn Store>,
+        Settings,
+        mpsc::UnboundedReceiver<Frame>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Redb::open(dir.path()).unwrap();
+        db.set_message_policy(Kinds::of(&[Kind::State]), 1000)
+            .unwrap();
+        let mut j = fixtures::job(JobType::Normal);
+        j.vo_name = "atlas".into();
+        let fs = (0..files)
+            .map(|i| {
+                let mut f = fixtures::file(0, i as u32, FileState::Submitted);
+                f.dest_surl = format!("mock://b/{i}");
+                f
+            })
+            .collect();
+        db.insert_jobs(&mut [(j, fs)]).unwrap()[0].clone().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::new(db).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_broker(listener, tx, drop_after));
+        let settings = Settings {
+            brokers: vec![address.to_string()],
+            login: Login {
+                tls: None,
+                username: Some("u".into()),
+                password: Some("p".into()),
+                vhost: "/".into(),
+            },
+            topic: true,
+            ttl: Duration::from_secs(3600),
+            endpoint: Endpoint {
+                alias: "fts.example.org".into(),
+                fqdn: None,
+            },
+        };
+        (dir, store, settings, rx)
+    }
+
+    async fn until_empty(store: &Arc<dyn Store>) {
+        for _ in 0..400 {
+            if store.outbox_stats().await.unwrap().depth == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the outbox never emptied");
+    }
+
+    #[tokio::test]
+    async fn messages_leave_the_outbox_once_the_broker_acknowledged_them() {
+        let (_dir, store, settings, mut sends) = setup(3, None).await;
+        let stats = Arc::new(Stats::default());
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(run(store.clone(), settings, stats.clone(), stopping));
+        until_empty(&store).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(f) = sends.try_recv() {
+            got.push(f);
+        }
+        assert_eq!(got.len(), 3);
+        for f in &got {
+            assert_eq!(
+                f.get("destination"),
+                Some("/topic/transfer.fts_monitoring_state")
+            );
+            assert_eq!(f.get("vo"), Some("atlas"));
+            assert_eq!(f.get("persistent"), Some("true"));
+            let expires: i64 = f.get("expires").unwrap().parse().unwrap();
+            let now_ms = crate::model::time::now() * 1000;
+            assert!((expires - now_ms - 3_600_000).abs() < 10_000);
+            assert!(f.body.ends_with(b"} "));
+            let v: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+            assert_eq!(v["endpnt"], "fts.example.org");
+        }
+        assert_eq!(stats.acked.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_before_the_receipts_sends_them_again() {
+        let (_dir, store, settings, mut sends) = setup(5, Some(2)).await;
+        let stats = Arc::new(Stats::default());
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(run(store.clone(), settings, stats.clone(), stopping));
+        until_empty(&store).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let mut receipts = Vec::new();
+        while let Ok(f) = sends.try_recv() {
+            receipts.push(f.get("receipt").unwrap().to_string());
+        }
+        let unique: std::collections::BTreeSet<&String> = receipts.iter().collect();
+        assert_eq!(unique.len(), 5, "every message delivered");
+        assert!(receipts.len() > 5, "the unacknowledged ones went twice");
+        assert!(stats.resent.load(Ordering::Relaxed) >= 2);
+        assert_eq!(stats.connects.load(Ordering::Relaxed), 2);
+    }
+}

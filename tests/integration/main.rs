@@ -13,6 +13,7 @@ mod hardening;
 mod http_conventions;
 mod interop;
 mod jobs;
+mod messages;
 mod optimizer;
 mod peers;
 mod protocols;
