@@ -156,15 +156,14 @@ pub async fn run_with(
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
     let (stop_messages, messages_stopping) = tokio::sync::watch::channel(false);
-    let publisher = match message_settings(&config, &host_name)? {
-        Some(settings) => Some(tokio::spawn(messages::run(
+    let publisher = message_settings(&config, &host_name)?.map(|settings| {
+        tokio::spawn(messages::run(
             store.clone(),
             settings,
             Arc::new(messages::Stats::default()),
             messages_stopping,
-        ))),
-        None => None,
-    };
+        ))
+    });
     let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
     let engine = registry.map(|registry| {

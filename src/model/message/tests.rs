@@ -217,7 +217,7 @@ fn start_message_has_fts3s_fields_and_is_made_when_the_transfer_goes_active() {
     let msgs = on_file_change(
         Kinds::of(&ALL),
         &j,
-        &[active.clone()],
+        std::slice::from_ref(&active),
         Some(&ready),
         &active,
         false,
@@ -261,7 +261,7 @@ fn complete_message_of_a_success_has_fts3s_fields_and_types() {
     let msgs = on_file_change(
         Kinds::of(&[Kind::Complete]),
         &j,
-        &[new.clone()],
+        std::slice::from_ref(&new),
         Some(&old),
         &new,
         false,
@@ -315,7 +315,7 @@ fn complete_message_of_a_failure_carries_scope_phase_code_and_a_cleaned_message(
     let msgs = on_file_change(
         Kinds::of(&ALL),
         &j,
-        &[new.clone()],
+        std::slice::from_ref(&new),
         Some(&old),
         &new,
         false,
@@ -351,7 +351,7 @@ fn a_retry_sends_complete_and_a_cancel_sends_abort() {
     let msgs = on_file_change(
         Kinds::of(&ALL),
         &j,
-        &[retried.clone()],
+        std::slice::from_ref(&retried),
         Some(&old),
         &retried,
         false,
@@ -373,7 +373,7 @@ fn a_retry_sends_complete_and_a_cancel_sends_abort() {
     let msgs = on_file_change(
         Kinds::of(&ALL),
         &j,
-        &[canceled.clone()],
+        std::slice::from_ref(&canceled),
         Some(&old),
         &canceled,
         false,
@@ -392,7 +392,7 @@ fn an_interruption_is_no_completion() {
     let msgs = on_file_change(
         Kinds::of(&ALL),
         &j,
-        &[back.clone()],
+        std::slice::from_ref(&back),
         Some(&old),
         &back,
         false,
@@ -472,7 +472,7 @@ fn state_message_has_fts3s_fields_and_the_vo_header() {
     let msgs = on_file_change(
         Kinds::of(&ALL),
         &j,
-        &[f.clone()],
+        std::slice::from_ref(&f),
         None,
         &f,
         false,
@@ -503,7 +503,7 @@ fn state_message_has_fts3s_fields_and_the_vo_header() {
     let msgs = on_file_change(
         Kinds::of(&[Kind::State]),
         &j,
-        &[active.clone()],
+        std::slice::from_ref(&active),
         Some(&f),
         &active,
         true,
@@ -517,14 +517,36 @@ fn state_message_has_fts3s_fields_and_the_vo_header() {
 fn disabled_kinds_make_nothing_and_unchanged_files_make_nothing() {
     let j = rucio_job();
     let f = running(1);
-    assert!(on_file_change(Kinds::NONE, &j, &[f.clone()], None, &f, false, 1).is_empty());
-    assert!(on_file_change(Kinds::of(&ALL), &j, &[f.clone()], Some(&f), &f, false, 1).is_empty());
+    assert!(
+        on_file_change(
+            Kinds::NONE,
+            &j,
+            std::slice::from_ref(&f),
+            None,
+            &f,
+            false,
+            1
+        )
+        .is_empty()
+    );
+    assert!(
+        on_file_change(
+            Kinds::of(&ALL),
+            &j,
+            std::slice::from_ref(&f),
+            Some(&f),
+            &f,
+            false,
+            1
+        )
+        .is_empty()
+    );
     let mut ready = f.clone();
     ready.file_state = FileState::Ready;
     let only_co = on_file_change(
         Kinds::of(&[Kind::Complete]),
         &j,
-        &[f.clone()],
+        std::slice::from_ref(&f),
         Some(&ready),
         &f,
         false,
@@ -572,7 +594,7 @@ fn the_wire_body_sets_endpnt_and_fqdn_and_ends_with_one_space() {
     let st = on_file_change(
         Kinds::of(&[Kind::Start]),
         &j,
-        &[f.clone()],
+        std::slice::from_ref(&f),
         Some(&ready),
         &f,
         false,
