@@ -157,3 +157,107 @@ impl MessagesConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> MessagesConfig {
+        let config = crate::config::Config::parse(text, std::path::Path::new("ftsd.toml")).unwrap();
+        config.messages
+    }
+
+    #[test]
+    fn off_unless_brokers_are_set() {
+        let m = parse("");
+        assert!(!m.enabled());
+        assert!(m.kinds().is_empty());
+        assert!(m.problems().is_empty());
+    }
+
+    #[test]
+    fn fts3s_knobs_parse_and_choose_the_kinds() {
+        let m = parse(
+            "[messages]\nbrokers = [\"mq.example.org:61613\"]\ntopic = false\nstart = false\n\
+             optimizer = false\nttl_hours = 2\nalias = \"fts3.example.org\"\npublish_fqdn = true\n",
+        );
+        assert!(m.enabled());
+        assert!(!m.topic);
+        assert_eq!(m.kinds(), Kinds::of(&[Kind::Complete, Kind::State]));
+        assert_eq!(m.ttl_hours, 2);
+        assert!(m.problems().is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let m = parse(
+            "[messages]\nbrokers = [\"nohost\", \"h:0\"]\npassword = \"secret\"\n\
+             client_cert = \"/x.pem\"\nttl_hours = 0\n",
+        );
+        let fields: Vec<&str> = m.problems().iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            fields,
+            ["brokers", "brokers", "password", "client_cert", "ttl_hours"]
+        );
+        assert!(
+            !format!("{m:?}").contains("secret"),
+            "the password stays out of Debug"
+        );
+        let err = crate::config::Config::parse(
+            "[messages]\nbrokers = [\"nohost\"]\n",
+            std::path::Path::new("f"),
+        )
+        .unwrap()
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("[messages] brokers"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            crate::config::Config::parse("[messages]\nbroker = \"x\"\n", std::path::Path::new("f"))
+                .unwrap_err();
+        assert!(err.to_string().contains("broker"), "{err}");
+    }
+
+    #[test]
+    fn check_config_reports_messages() {
+        use crate::config::{Config, Severity};
+        let find = |text: &str, field: &str| {
+            let config = Config::parse(text, std::path::Path::new("f")).unwrap();
+            config
+                .check()
+                .into_iter()
+                .find(|f| f.field == field)
+                .map(|f| (f.severity, f.message))
+        };
+        let off = find("", "messages").unwrap();
+        assert_eq!(off.0, Severity::Info);
+        assert!(off.1.contains("off"), "{}", off.1);
+        let on = find(
+            "[messages]\nbrokers = [\"mq:61613\"]\nstate = false\n",
+            "messages",
+        )
+        .unwrap();
+        assert_eq!(on.0, Severity::Ok);
+        assert!(
+            on.1.starts_with("ST CO OP to mq:61613 (topics)"),
+            "{}",
+            on.1
+        );
+        let tls = find(
+            "[messages]\nbrokers = [\"mq:61613\"]\ntls = true\nca = \"/nonexistent/ca.pem\"\n",
+            "messages.tls",
+        )
+        .unwrap();
+        assert_eq!(tls.0, Severity::Error);
+        assert!(tls.1.contains("/nonexistent/ca.pem"), "{}", tls.1);
+        let clear = find(
+            "[messages]\nbrokers = [\"mq:61613\"]\nusername = \"u\"\npassword = \"p\"\n",
+            "messages.password",
+        )
+        .unwrap();
+        assert_eq!(clear.0, Severity::Warning);
+    }
+}
