@@ -752,7 +752,7 @@ fn kill_9_during_a_workload_loses_no_message() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("data");
     let config = format!(
-        "[engine]\ndefault_link_active = 40\nscheduling_interval = 1\n\n[messages]\nbrokers = \
+        "[engine]\ndefault_link_active = 10\nscheduling_interval = 1\n\n[messages]\nbrokers = \
          [\"{}\"]\nusername = \"{USER}\"\npassword = \"{PASS}\"\nvhost = \"{vhost}\"\ntopic = false\n",
         broker.address()
     );
@@ -780,6 +780,8 @@ fn kill_9_during_a_workload_loses_no_message() {
     });
     child.kill().unwrap();
     child.wait().unwrap();
+    let before = of_kind(&consumer.received(), "complete").len();
+    assert!(before < JOBS * FILES, "the kill came after the workload");
     let (mut child, port) = spawn_ftsd_with(pki, &dir, &config);
     let client = Client::new(port, &pki.path("ca.pem"), Some(pki.path("rc_user.pem")));
     let mut all = BTreeSet::new();
@@ -810,7 +812,7 @@ fn kill_9_during_a_workload_loses_no_message() {
     let co = of_kind(&got, "complete").len();
     let ss = of_kind(&got, "state").len();
     eprintln!(
-        "after kill -9: {co} CO for {} files ({} duplicates), {ss} SS",
+        "{before} CO before the kill; after: {co} CO for {} files ({} duplicates), {ss} SS",
         all.len(),
         co - all.len()
     );
