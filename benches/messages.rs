@@ -15,7 +15,7 @@
 #![recursion_limit = "256"]
 
 #[path = "../tests/integration/common.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::{
