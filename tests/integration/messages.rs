@@ -2,7 +2,10 @@
 //! `rabbitmq-server`), started once per test run on loopback ports with its data under
 //! `target/`, and a consumer written with PyPI `stomp.py` (`.ci/venv-stomp`, made by `.ci/run`).
 //!
-//! Each test has its own RabbitMQ virtual host, so tests share the broker without seeing each
+//! One test runs the same checks through ActiveMQ (Debian `activemq`, started by the test on a
+//! loopback port, non-persistent).
+//!
+//! Each RabbitMQ test has its own virtual host, so tests share the broker without seeing each
 //! other's messages. The outage test stops the broker's application: it takes the broker lock
 //! for writing, the others for reading.
 //!
@@ -322,20 +325,14 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn start(broker: &Broker, vhost: &str, destinations: &[String]) -> Consumer {
+    fn start(port: u16, vhost: &str, destinations: &[String]) -> Consumer {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("received.jsonl");
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/stomp_consumer.py");
         let child = Command::new(stomp_python().unwrap())
             .arg(script)
-            .args([
-                "127.0.0.1",
-                &broker.stomp_port.to_string(),
-                vhost,
-                USER,
-                PASS,
-            ])
+            .args(["127.0.0.1", &port.to_string(), vhost, USER, PASS])
             .arg(&out)
             .args(destinations)
             .stdin(Stdio::piped())
@@ -421,8 +418,8 @@ fn of_kind<'a>(got: &'a [Received], name: &str) -> Vec<&'a Received> {
         .collect()
 }
 
-fn messages_config(c: &mut ftsd::config::Config, broker: &Broker, vhost: &str, topic: bool) {
-    c.messages.brokers = vec![broker.address()];
+fn messages_config(c: &mut ftsd::config::Config, address: String, vhost: &str, topic: bool) {
+    c.messages.brokers = vec![address];
     c.messages.username = Some(USER.into());
     c.messages.password = Some(PASS.into());
     c.messages.vhost = vhost.into();
@@ -496,11 +493,11 @@ fn transfer_messages_reach_a_stomp_py_consumer_as_fts3_sends_them() {
     let _up = BROKER_LOCK.read().unwrap_or_else(|e| e.into_inner());
     let vhost = broker.vhost("fields");
     let consumer = Consumer::start(
-        broker,
+        broker.stomp_port,
         &vhost,
         &destinations("topic", &["start", "complete", "state", "queue_state"]),
     );
-    let server = engine_server(pki, |c| messages_config(c, broker, &vhost, true));
+    let server = engine_server(pki, |c| messages_config(c, broker.address(), &vhost, true));
     let client = user(server.client(pki, Some("rc_user.pem")), pki);
     let meta = json!({"issuer": "rucio", "multi_sources": false});
     let with_meta = |src: &str, dst: &str, request: &str| {
@@ -679,12 +676,12 @@ fn a_broker_outage_delays_messages_and_loses_none() {
     let vhost = broker.vhost("outage");
     // Queues keep what arrives while the consumer reconnects.
     let consumer = Consumer::start(
-        broker,
+        broker.stomp_port,
         &vhost,
         &destinations("queue", &["complete", "state"]),
     );
     let server = engine_server(pki, |c| {
-        messages_config(c, broker, &vhost, false);
+        messages_config(c, broker.address(), &vhost, false);
         c.engine.default_link_active = 10;
     });
     let client = user(server.client(pki, Some("rc_user.pem")), pki);
@@ -745,7 +742,7 @@ fn kill_9_during_a_workload_loses_no_message() {
     let _up = BROKER_LOCK.read().unwrap_or_else(|e| e.into_inner());
     let vhost = broker.vhost("kill9");
     let consumer = Consumer::start(
-        broker,
+        broker.stomp_port,
         &vhost,
         &destinations("queue", &["complete", "state"]),
     );
@@ -819,4 +816,149 @@ fn kill_9_during_a_workload_loses_no_message() {
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
     let _ = std::io::stderr().flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// ActiveMQ (Debian `activemq`), the broker CERN and Rucio's dev stack use
+
+const ACTIVEMQ_JAR: &str = "/usr/share/activemq/bin/activemq.jar";
+
+/// An ActiveMQ broker on a loopback port, non-persistent, login fts/ftspass; its process group
+/// is killed on drop.
+struct ActiveMq {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ActiveMq {
+    fn start() -> Option<ActiveMq> {
+        if !Path::new(ACTIVEMQ_JAR).exists() || stomp_python().is_none() {
+            assert!(
+                !in_ci(),
+                "activemq and stomp.py are required in CI (see .ci/run)"
+            );
+            eprintln!("SKIPPING: activemq (apt-get install activemq) or stomp.py not installed");
+            return None;
+        }
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new()
+            .prefix("activemq-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let base = dir.path();
+        std::fs::create_dir_all(base.join("conf")).unwrap();
+        let port = free_port();
+        std::fs::write(
+            base.join("conf/activemq.xml"),
+            format!(
+                r#"<beans xmlns="http://www.springframework.org/schema/beans" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="ftsdtest" useJmx="false" persistent="false" dataDirectory="{data}">
+    <plugins><simpleAuthenticationPlugin><users><authenticationUser username="{USER}" password="{PASS}" groups="users"/></users></simpleAuthenticationPlugin></plugins>
+    <transportConnectors><transportConnector name="stomp" uri="stomp://127.0.0.1:{port}"/></transportConnectors>
+  </broker>
+</beans>
+"#,
+                data = base.join("data").display()
+            ),
+        )
+        .unwrap();
+        let b = base.display().to_string();
+        let child = Command::new("java")
+            .args(["-Xms64M", "-Xmx256M", "-Dactivemq.home=/usr/share/activemq"])
+            .arg(format!("-Dactivemq.base={b}"))
+            .arg(format!("-Dactivemq.conf={b}/conf"))
+            .arg(format!("-Dactivemq.data={b}/data"))
+            .args(["-jar", ACTIVEMQ_JAR, "start"])
+            .arg(format!("xbean:file:{b}/conf/activemq.xml"))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let broker = ActiveMq {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "activemq did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("activemq answers after {:?}", start.elapsed());
+        Some(broker)
+    }
+}
+
+impl Drop for ActiveMq {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same messages through ActiveMQ: ST and CO with FTS3's fields, `vo` on SS only, and
+/// Rucio's receiver takes the completion.
+#[test]
+fn transfer_messages_reach_a_stomp_py_consumer_through_activemq() {
+    let Some(pki) = pki() else { return };
+    let Some(amq) = ActiveMq::start() else { return };
+    let consumer = Consumer::start(
+        amq.port,
+        "/",
+        &destinations("topic", &["start", "complete", "state"]),
+    );
+    let server = engine_server(pki, |c| {
+        messages_config(c, format!("127.0.0.1:{}", amq.port), "/", true)
+    });
+    let client = user(server.client(pki, Some("rc_user.pem")), pki);
+    let mut t = transfer(
+        "mock://s.example/amq?size=10",
+        "mock://d.example/amq?size_post=10&time=1",
+    );
+    t["metadata"] = json!({"request_id": "r-amq"});
+    let id = submit(
+        &client,
+        json!([t]),
+        json!({"job_metadata": {"issuer": "rucio"}, "retry": -1}),
+    );
+    let vo = wait_job(&client, &id, Duration::from_secs(60))["vo_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ours = |m: &Received| m.body["job_id"] == id.as_str();
+    let got = consumer.wait("ST, CO and a FINISHED SS", |got| {
+        let n = |k| of_kind(got, k).into_iter().filter(|m| ours(m)).count();
+        n("start") >= 1
+            && n("complete") >= 1
+            && of_kind(got, "state")
+                .iter()
+                .any(|m| ours(m) && m.body["file_state"] == "FINISHED")
+    });
+    let got: Vec<Received> = got.into_iter().filter(|m| ours(m)).collect();
+    let set = |k: &[&str]| -> BTreeSet<String> { k.iter().map(|s| s.to_string()).collect() };
+    let keys = |m: &Received| -> BTreeSet<String> {
+        m.body.as_object().unwrap().keys().cloned().collect()
+    };
+    let co = of_kind(&got, "complete")[0];
+    assert_eq!(keys(co), set(CO_KEYS));
+    assert_eq!(keys(of_kind(&got, "start")[0]), set(ST_KEYS));
+    for m in &got {
+        assert!(m.raw.ends_with("} "), "{:?}", m.raw);
+        let is_state = m.destination.ends_with("fts_monitoring_state");
+        assert_eq!(m.headers.contains_key("vo"), is_state, "{m:?}");
+    }
+    assert_eq!(
+        rucio_verdict(&co.raw, &vo),
+        Some(("r-amq".to_string(), Some("DONE")))
+    );
+    drop(server);
 }
