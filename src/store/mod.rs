@@ -8,6 +8,8 @@
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
 //! - `seal`: private keys sealed at rest under a key file beside the database.
+//! - `outbox`: monitoring messages, written in the transaction of the change that causes them
+//!   and kept until the broker's receipt.
 //! - one file per domain (`authz`, `config`, `credentials`, ...) with batch operations; callers never
 //!   see redb types.
 //!

@@ -25,6 +25,10 @@ impl codec::Record for Message {
     const VERSION: u8 = 1;
 }
 
+/// While the outbox is full, a warning is logged once per this many dropped messages (a long
+/// outage at a busy node would otherwise log one per state change).
+const DROP_LOG_EVERY: u64 = 1000;
+
 fn meta_u64(tx: &WriteTransaction, key: &str) -> Result<u64, StoreError> {
     let meta = tx.open_table(schema::META)?;
     Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
@@ -72,12 +76,17 @@ pub(crate) fn record(tx: &WriteTransaction, messages: Vec<Message>) -> Result<()
             .unwrap_or(0)
             + dropped;
         meta.insert(schema::META_OUTBOX_DROPPED, total)?;
-        tracing::warn!(
-            dropped,
-            dropped_total = total,
-            outbox_max = max,
-            "monitoring outbox full (the broker is unreachable or slow): oldest messages dropped"
-        );
+        // A full outbox drops at every change: one line per DROP_LOG_EVERY drops (and the
+        // first ones), not one per transaction.
+        if total <= DROP_LOG_EVERY || total / DROP_LOG_EVERY != (total - dropped) / DROP_LOG_EVERY {
+            tracing::warn!(
+                dropped,
+                dropped_total = total,
+                outbox_max = max,
+                "monitoring outbox full (the broker is unreachable or slow): oldest messages \
+                 dropped"
+            );
+        }
     }
     Ok(())
 }
