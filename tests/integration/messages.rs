@@ -247,8 +247,10 @@ fn start_broker() -> Broker {
     .collect();
     let script = format!(
         "{RABBITMQ_SERVER} > {log} 2>&1 &\ncat > /dev/null\n{RABBITMQCTL} -n {node} stop > /dev/null 2>&1\n\
-         epmd -names 2>/dev/null | grep -q '^name ' || epmd -kill > /dev/null 2>&1\n",
+         epmd -names 2>/dev/null | grep -q '^name ' || epmd -kill > /dev/null 2>&1\n\
+         rm -rf '{dir}'\n",
         log = d("stdout.log"),
+        dir = dir.display(),
     );
     let mut command = Command::new("sh");
     command
