@@ -52,6 +52,9 @@ pub enum ConfigError {
     HttpBackendWithoutGfal2,
     #[error("node_name must be a host name (letters, digits, '.', '-', '_'), got {0:?}")]
     NodeName(String),
+    /// `[oidc]`: the field and what is wrong with it (never a secret's value).
+    #[error("[oidc] {field}: {detail}")]
+    Oidc { field: String, detail: String },
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -108,6 +111,142 @@ pub struct Config {
     /// Role grants, as the reference's `[roles]` section: `role = "level:operation;..."`.
     /// `public` applies to every authenticated user. Default `public = "vo:transfer;all:datamanagement"`.
     pub roles: BTreeMap<String, String>,
+    /// OAuth2 / WLCG bearer tokens (`[oidc]` and `[[oidc.providers]]`): API authentication
+    /// with `Authorization: Bearer`, per-file storage tokens, their exchange and refresh.
+    /// Off until a provider is configured.
+    pub oidc: OidcConfig,
+}
+
+/// The `[oidc]` section (the reference's `[fts3] OAuth2`, `AuthorizedAudiences`,
+/// `ValidateAccessTokenOffline`, `JWKCacheSeconds`, `NonManagedTokens` and its `[providers]`;
+/// the token daemon's `TokenRefreshMarginPeriod` and `TokenExchangeCheckInterval`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// Audiences an API token may carry (its `aud`, or one entry of it, must be one of these).
+    /// Rucio asks its tokens for the bare host name of the FTS endpoint (`fts.example.org`).
+    /// Default: the WLCG "any" audience, `https://wlcg.cern.ch/jwt/v1/any`.
+    pub authorized_audiences: Vec<String>,
+    /// How long a provider's signing keys (JWKS) are kept before they are fetched again
+    /// (86400). A token signed with a key not in the cache makes an earlier fetch.
+    pub jwks_cache_seconds: u64,
+    /// Validate API tokens with the provider's keys (true), or ask the provider's
+    /// introspection endpoint for every request (false; RFC 7662, needs `offline_access`).
+    pub validate_offline: bool,
+    /// Only tokens with the `offline_access` scope are exchanged and refreshed; the others are
+    /// used as given (the reference's `NonManagedTokens`). Clients can ask for the same per job
+    /// with `params.unmanaged_tokens`.
+    pub non_managed_tokens: bool,
+    /// A transfer refreshes a managed token when it expires within this many seconds (300).
+    pub token_refresh_margin: u64,
+    /// Seconds between passes over the files waiting for a token exchange (30); a submission
+    /// that needs one also starts a pass.
+    pub exchange_interval: u64,
+    /// Trusted token issuers, one `[[oidc.providers]]` table each.
+    pub providers: Vec<OidcProvider>,
+}
+
+/// One `[[oidc.providers]]` table: a token issuer this service trusts and its client account
+/// there (used for token exchange, refresh and introspection).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// The issuer URL (`https://`), as in its tokens' `iss`; its discovery document is
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// This service's client at the provider.
+    pub client_id: String,
+    /// Its secret. The configuration file then holds a secret: keep it readable by the
+    /// service only (`check-config` says so when it is not).
+    pub client_secret: String,
+    /// A scope every API token of this issuer must carry (the reference's `OauthScopeFts`,
+    /// e.g. `fts`).
+    #[serde(default)]
+    pub required_scope: Option<String>,
+    /// The VO of this issuer's users (else taken from `wlcg.groups`, else the issuer's host).
+    #[serde(default)]
+    pub vo: Option<String>,
+}
+
+impl fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("required_scope", &self.required_scope)
+            .field("vo", &self.vo)
+            .finish()
+    }
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            authorized_audiences: vec![crate::model::token::WLCG_ANY_AUDIENCE.to_string()],
+            jwks_cache_seconds: 86400,
+            validate_offline: true,
+            non_managed_tokens: false,
+            token_refresh_margin: 300,
+            exchange_interval: 30,
+            providers: Vec::new(),
+        }
+    }
+}
+
+impl OidcConfig {
+    /// Bearer tokens are accepted only once a provider is configured.
+    pub fn enabled(&self) -> bool {
+        !self.providers.is_empty()
+    }
+
+    /// What would make the providers unusable: a non-https issuer, an empty client, a
+    /// duplicate, a required scope that is not one scope.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |i: usize, field: &str, detail: String| ConfigError::Oidc {
+            field: format!("providers[{i}].{field}"),
+            detail,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let lower = p.issuer.to_ascii_lowercase();
+            let host = lower.strip_prefix("https://").unwrap_or("");
+            if host.is_empty() || host.starts_with('/') {
+                return Err(err(
+                    i,
+                    "issuer",
+                    format!("{:?} is not an https:// URL", p.issuer),
+                ));
+            }
+            let normalized = crate::model::token::safe_issuer(&p.issuer);
+            if seen.contains(&normalized) {
+                return Err(err(i, "issuer", format!("{:?} is listed twice", p.issuer)));
+            }
+            seen.push(normalized);
+            if p.client_id.trim().is_empty() {
+                return Err(err(i, "client_id", "must not be empty".into()));
+            }
+            if p.client_secret.is_empty() {
+                return Err(err(i, "client_secret", "must not be empty".into()));
+            }
+            if let Some(scope) = &p.required_scope {
+                if scope.is_empty() || scope.contains(char::is_whitespace) {
+                    return Err(err(
+                        i,
+                        "required_scope",
+                        format!("{scope:?} must be one scope"),
+                    ));
+                }
+            }
+        }
+        if self.enabled() && self.authorized_audiences.is_empty() {
+            return Err(ConfigError::Oidc {
+                field: "authorized_audiences".into(),
+                detail: "empty: no API token could be accepted".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The `[engine]` section: how many transfers run and where they may write.
@@ -308,6 +447,7 @@ impl Default for Config {
                 "public".to_string(),
                 "vo:transfer;all:datamanagement".to_string(),
             )]),
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -333,6 +473,8 @@ pub struct Resolved {
     /// `ca_dir` was not set and defaults to the grid location because `host_cert` is set:
     /// worth saying when that directory is missing, as the user never named it.
     pub ca_dir_defaulted: bool,
+    /// `[oidc]`, validated.
+    pub oidc: OidcConfig,
 }
 
 impl Resolved {
@@ -411,6 +553,7 @@ impl Config {
                 return Err(ConfigError::NodeName(name.clone()));
             }
         }
+        self.oidc.validate()?;
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,
@@ -430,6 +573,7 @@ impl Config {
                 .unwrap_or_else(|| self.data_dir.join("transfer-logs")),
             gfal2_options,
             ca_dir_defaulted: self.host_cert.is_some() && self.ca_dir.is_none(),
+            oidc: self.oidc.clone(),
         })
     }
 
@@ -726,7 +870,67 @@ impl Config {
         if !dev_pending || self.voms_dir.is_some() {
             check_voms_dir(&paths.voms_dir, &mut out);
         }
+        self.check_oidc(&mut out);
         out.0
+    }
+
+    /// `[oidc]`: the providers as configured (discovery happens at start, not here).
+    fn check_oidc(&self, out: &mut Findings) {
+        if !self.oidc.enabled() {
+            out.info(
+                "oidc",
+                "no [[oidc.providers]]: bearer tokens are refused, certificates only",
+            );
+            return;
+        }
+        match self.oidc.validate() {
+            Ok(()) => {
+                let issuers: Vec<&str> = self
+                    .oidc
+                    .providers
+                    .iter()
+                    .map(|p| p.issuer.as_str())
+                    .collect();
+                out.ok(
+                    "oidc.providers",
+                    format!(
+                        "bearer tokens from {} (audiences: {})",
+                        issuers.join(", "),
+                        self.oidc.authorized_audiences.join(", ")
+                    ),
+                );
+            }
+            Err(ConfigError::Oidc { field, detail }) => {
+                out.error(&format!("oidc.{field}"), detail);
+            }
+            Err(e) => out.error("oidc", e.to_string()),
+        }
+    }
+
+    /// The configuration file at `path` holds provider secrets and every user of the machine
+    /// can read it: a warning (for `check-config` and the start-up log).
+    pub fn check_secrets_file(&self, path: &Path) -> Option<Finding> {
+        if !self
+            .oidc
+            .providers
+            .iter()
+            .any(|p| !p.client_secret.is_empty())
+        {
+            return None;
+        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o004 != 0).then(|| {
+            Finding::new(
+                Severity::Warning,
+                "oidc.providers",
+                format!(
+                    "{} holds client secrets and every user of this machine can read it                      (mode {:o}): chmod o-r {} (e.g. 0640, group of the service)",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                ),
+            )
+        })
     }
 
     fn check_listen(&self, out: &mut Findings) {

@@ -204,7 +204,7 @@ pub async fn submit(
     let value = input::as_dict(&method, content_type.as_deref(), &body)?;
     let job_id = ctx
         .service
-        .submit(&user, SubmitRequest::parse(value))
+        .submit(&user, SubmitRequest::parse(value), ctx.bearer())
         .await?;
     Ok(json_response(StatusCode::OK, &json!({"job_id": job_id})))
 }

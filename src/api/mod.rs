@@ -3,7 +3,8 @@
 //! chooses status codes, `routes` holds the table of paths and methods.
 //!
 //! Every request carries a [`Peer`] extension (set by `server`): the verified certificate
-//! identity of the connection, or none for anonymous TLS clients.
+//! identity of the connection, or none for anonymous TLS clients. Its `Authorization` header,
+//! if any, goes with it to the service, which authenticates bearer tokens.
 
 mod bans;
 mod body;
@@ -42,6 +43,8 @@ pub struct Peer(pub Option<Arc<CertIdentity>>);
 pub struct Ctx {
     pub service: Arc<Service>,
     pub peer: Peer,
+    /// The request's `Authorization` header (a bearer token, maybe). Never logged.
+    authorization: Option<Arc<str>>,
 }
 
 impl Ctx {
@@ -49,18 +52,35 @@ impl Ctx {
         self.peer.0.as_deref()
     }
 
+    /// The bearer token of the request, if it has one.
+    pub fn bearer(&self) -> Option<&str> {
+        service::bearer_token(self.authorization.as_deref())
+    }
+
     /// The FTS3 user of this request.
     pub async fn user(&self) -> Result<User, ApiError> {
-        Ok(self.service.user(self.peer()).await?)
+        Ok(self
+            .service
+            .user(self.peer(), self.authorization.as_deref())
+            .await?)
     }
 }
 
 /// All routes, with the fallback answering OPTIONS, 405 and 404.
 pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
-    let ctx = warp::ext::optional::<Peer>().map(move |peer: Option<Peer>| Ctx {
-        service: service.clone(),
-        peer: peer.unwrap_or_default(),
-    });
+    let ctx = warp::ext::optional::<Peer>()
+        .and(warp::header::headers_cloned())
+        .map(
+            move |peer: Option<Peer>, headers: warp::http::HeaderMap| Ctx {
+                service: service.clone(),
+                peer: peer.unwrap_or_default(),
+                // A header that is not text cannot hold a bearer token: as if absent.
+                authorization: headers
+                    .get(warp::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(Arc::from),
+            },
+        );
     let root = warp::get()
         .and(warp::path::end())
         .and(ctx.clone())

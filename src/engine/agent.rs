@@ -49,6 +49,7 @@ use super::{
     backends::{
         Backend, CheckedCopy, CheckedReport, CopyMode, CopyParams, Credential, OpError, Progress,
         Registry, Session, SessionContext,
+        bearer::{Side, TransferTokens},
     },
     checksum::{ChecksumMode, DEFAULT_ALGORITHM, UserChecksum, matches},
 };
@@ -145,6 +146,8 @@ pub struct TransferSpec {
     pub skip_evict: bool,
     /// The user's delegated proxy, for storages that authenticate it.
     pub credential: Option<Arc<Credential>>,
+    /// The transfer's bearer tokens (token transfers need no proxy).
+    pub tokens: Option<Arc<TransferTokens>>,
     /// Third-party copy mode (from the storages' `tpc_support`) and whether other modes may
     /// be tried when it fails.
     pub copy_mode: CopyMode,
@@ -552,6 +555,46 @@ async fn dest_file_report(
     Ok(Some(report))
 }
 
+/// Before a step that uses `side`'s storage: a managed token about to expire is refreshed
+/// (the reference's `refreshExpiredAccessToken`); when none can be had the transfer fails with
+/// EFAULT `Failed to obtain refresh token for <side>` (scope of the side, preparation).
+async fn fresh_token(
+    spec: &TransferSpec,
+    side: Side,
+    log: &TransferLog,
+) -> Result<(), TransferFailure> {
+    let Some(tokens) = &spec.tokens else {
+        return Ok(());
+    };
+    match tokens.ensure_fresh(side, crate::model::time::now()).await {
+        Ok(None) => Ok(()),
+        Ok(Some(claims)) => {
+            log.info(format_args!(
+                "Successfully refreshed access token for {}: {claims}",
+                side.as_str()
+            ));
+            Ok(())
+        }
+        Err(why) => {
+            log.error(format_args!(
+                "Failed to obtain refreshed token for {}! ({})",
+                side.as_str(),
+                redact_queries(&why)
+            ));
+            let scope = match side {
+                Side::Source => Scope::Source,
+                Side::Destination => Scope::Destination,
+            };
+            Err(TransferFailure::new(
+                scope,
+                Phase::TransferPreparation,
+                libc::EFAULT,
+                crate::model::token::msg::refresh_failed(side == Side::Source),
+            ))
+        }
+    }
+}
+
 fn canceled(phase: Phase) -> TransferFailure {
     TransferFailure::new(Scope::Transfer, phase, libc::ECANCELED, "Transfer canceled")
 }
@@ -633,6 +676,23 @@ async fn run_steps(
     ));
     log.info(format_args!("User filesize: {}", spec.user_filesize));
     log.info(format_args!("Strict copy: {}", spec.strict_copy));
+    // The reference's lines: the tokens' claims (never the tokens) and ids.
+    if let Some(tokens) = &spec.tokens {
+        for side in [Side::Source, Side::Destination] {
+            if let Some((id, claims, unmanaged)) = tokens.describe(side) {
+                let name = if side == Side::Source {
+                    "Source"
+                } else {
+                    "Destination"
+                };
+                log.info(format_args!("{name} token: {claims}"));
+                log.info(format_args!(
+                    "{name} token id: {id} ({})",
+                    if unmanaged { "unmanaged" } else { "managed" }
+                ));
+            }
+        }
+    }
 
     backend_for(registry, &spec.source, Scope::Source)?;
     backend_for(registry, &spec.destination, Scope::Destination)?;
@@ -646,6 +706,7 @@ async fn run_steps(
     };
     let mut session = backend.session(&SessionContext {
         credential: spec.credential.clone(),
+        tokens: spec.tokens.clone(),
         log: log.clone(),
     });
     let user = spec
@@ -662,6 +723,7 @@ async fn run_steps(
         spec.user_filesize
     } else {
         log.info("Getting source file size");
+        fresh_token(spec, Side::Source, log).await?;
         let size = step(cancel, TransferPreparation, session.stat(src))
             .await?
             .map_err(|e| TransferFailure::from_op(Scope::Source, TransferPreparation, e))?;
@@ -694,6 +756,10 @@ async fn run_steps(
         overwrite: spec.overwrite,
         strict: spec.strict_copy,
     };
+    if spec.tokens.is_some() && !spec.strict_copy {
+        fresh_token(spec, Side::Source, log).await?;
+        fresh_token(spec, Side::Destination, log).await?;
+    }
     let checked = match session.copy_checked(&request, progress) {
         Some(copy) => {
             log.info(format_args!(
@@ -720,7 +786,7 @@ async fn run_steps(
                             dest_file_report(session.as_mut(), dst, &user, cancel, log).await?;
                     }
                 } else if progress.copying.load(Ordering::Relaxed) {
-                    cleanup(session.as_mut(), dst, log).await;
+                    cleanup(spec, session.as_mut(), dst, log).await;
                 }
                 Err(failure)
             }
@@ -734,6 +800,7 @@ async fn run_steps(
             "Obtaining source checksum for checksum verification ({})",
             mode.letter()
         ));
+        fresh_token(spec, Side::Source, log).await?;
         let value = step(
             cancel,
             TransferPreparation,
@@ -766,6 +833,7 @@ async fn run_steps(
     // Step 6: destination preparation.
     if !spec.strict_copy {
         log.info("Checking existence of destination file");
+        fresh_token(spec, Side::Destination, log).await?;
         let exists = step(cancel, TransferPreparation, session.exists(dst))
             .await?
             .map_err(|e| TransferFailure::from_op(Scope::Destination, TransferPreparation, e))?;
@@ -810,6 +878,8 @@ async fn run_steps(
     }
 
     // Step 7: the copy, under cancellation and the watchdog.
+    fresh_token(spec, Side::Source, log).await?;
+    fresh_token(spec, Side::Destination, log).await?;
     log.info("Starting transfer");
     let started = Instant::now();
     let watchdog = tokio::time::sleep(Duration::from_secs(timeout).saturating_add(WATCHDOG_GRACE));
@@ -831,7 +901,7 @@ async fn run_steps(
         if failure.errno == libc::EEXIST {
             log.info("The transfer failed because the file exists. Do not clean!");
         } else {
-            cleanup(session.as_mut(), dst, log).await;
+            cleanup(spec, session.as_mut(), dst, log).await;
         }
         return Err(failure);
     }
@@ -842,12 +912,13 @@ async fn run_steps(
         let fail =
             |e: OpError| TransferFailure::from_op(Scope::Destination, TransferFinalization, e);
         log.info("Getting destination file size");
+        fresh_token(spec, Side::Destination, log).await?;
         let dest_size = step(cancel, TransferFinalization, session.stat(dst))
             .await?
             .map_err(fail)?;
         log.info(format_args!("File size: {dest_size} (destination)"));
         if dest_size != filesize {
-            cleanup(session.as_mut(), dst, log).await;
+            cleanup(spec, session.as_mut(), dst, log).await;
             return Err(TransferFailure::new(
                 Scope::Destination,
                 TransferFinalization,
@@ -862,6 +933,7 @@ async fn run_steps(
                 "Obtaining destination checksum for checksum verification ({})",
                 mode.letter()
             ));
+            fresh_token(spec, Side::Destination, log).await?;
             let dest_checksum = step(
                 cancel,
                 TransferFinalization,
@@ -872,7 +944,7 @@ async fn run_steps(
             log.info(format_args!("Checksum: {dest_checksum} (destination)"));
             match &user.value {
                 Some(expected) if !matches(expected, &dest_checksum) => {
-                    cleanup(session.as_mut(), dst, log).await;
+                    cleanup(spec, session.as_mut(), dst, log).await;
                     return Err(TransferFailure::new(
                         Scope::Destination,
                         TransferFinalization,
@@ -891,7 +963,7 @@ async fn run_steps(
             if mode == ChecksumMode::Both {
                 let source_checksum = source_checksum.unwrap_or_default();
                 if !matches(&source_checksum, &dest_checksum) {
-                    cleanup(session.as_mut(), dst, log).await;
+                    cleanup(spec, session.as_mut(), dst, log).await;
                     return Err(TransferFailure::new(
                         Scope::Destination,
                         TransferFinalization,
@@ -981,7 +1053,10 @@ fn report(filesize: u64, duration: f64, timeout: u64, progress: &Progress) -> Tr
 }
 
 /// Remove a failed destination; failures (ENOENT included) are only logged.
-async fn cleanup(session: &mut dyn Session, dst: &str, log: &mut TransferLog) {
+async fn cleanup(spec: &TransferSpec, session: &mut dyn Session, dst: &str, log: &mut TransferLog) {
+    // An expired destination token would make the clean-up fail; a refresh that fails is
+    // logged by `fresh_token` and the clean-up tried anyway.
+    let _ = fresh_token(spec, Side::Destination, log).await;
     match tokio::time::timeout(CLEANUP_TIMEOUT, session.delete(dst)).await {
         Ok(Ok(())) => log.info("Destination file removed (cleanup-on-failure)"),
         Ok(Err(e)) if e.errno == libc::ENOENT => {}
@@ -1016,6 +1091,7 @@ pub async fn bring_online(
     }
     let mut session = backend.session(&SessionContext {
         credential: None,
+        tokens: None,
         log: log.clone(),
     });
     log.info(format_args!(
@@ -1067,6 +1143,7 @@ pub async fn archive_monitor(
     }
     let mut session = backend.session(&SessionContext {
         credential: None,
+        tokens: None,
         log: log.clone(),
     });
     log.info(format_args!(
@@ -1245,6 +1322,7 @@ mod tests {
             bringonline_token: None,
             skip_evict: false,
             credential: None,
+            tokens: None,
             copy_mode: CopyMode::Pull,
             disable_fallback: false,
             no_streaming: false,

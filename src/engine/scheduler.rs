@@ -549,8 +549,10 @@ pub(super) fn transfer_spec(
         nostreams: param("nostreams").unwrap_or(0) as u32,
         bringonline_token: file.bringonline_token.clone(),
         skip_evict: false,
-        // The engine adds the credential and the copy mode (store reads) before running it.
+        // The engine adds the credential or tokens and the copy mode (store reads) before
+        // running it.
         credential: None,
+        tokens: None,
         copy_mode: Default::default(),
         disable_fallback: false,
         no_streaming: vo.no_streaming,

@@ -52,6 +52,15 @@ pub fn edit_job(edit: &JobEdit, job: &mut Job, files: &mut [File], now: i64) -> 
                     f.dest_surl_uuid = None;
                     f.finish_time = None;
                     n += 1;
+                } else if f.file_state == FileState::TokenPrep {
+                    // Deviation: the reference leaves TOKEN_PREP files untouched, and its
+                    // token daemon would later queue them in a canceled job. Nothing runs
+                    // for them yet, so they end now.
+                    f.file_state = FileState::Canceled;
+                    f.reason = Some(CANCEL_REASON.to_string());
+                    f.dest_surl_uuid = None;
+                    f.finish_time = Some(now);
+                    n += 1;
                 }
             }
             if job.cancel(now, CANCEL_REASON) {

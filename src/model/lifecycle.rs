@@ -268,6 +268,21 @@ impl File {
         true
     }
 
+    /// TOKEN_PREP → the state the file was submitted in (`file_state_initial`, SUBMITTED when
+    /// that is empty, as the reference's token daemon does).
+    pub fn tokens_ready(&mut self) -> bool {
+        if self.file_state != FileState::TokenPrep {
+            return false;
+        }
+        self.file_state = self
+            .file_state_initial
+            .as_deref()
+            .and_then(FileState::parse)
+            .filter(|s| *s != FileState::TokenPrep)
+            .unwrap_or(FileState::Submitted);
+        true
+    }
+
     /// STARTED → STAGING: an interrupted or retryable staging goes back to the staging queue.
     pub fn restage(&mut self) -> bool {
         if self.file_state != FileState::Started {

@@ -14,4 +14,5 @@ pub mod query;
 pub mod submit;
 pub mod submit_schema;
 pub mod time;
+pub mod token;
 pub mod transfer;

@@ -25,8 +25,14 @@
 //! reuse never turns a multihop job into a reuse job; inputs the reference would crash on (500)
 //! are refused with a 400; echoed values in messages are clipped to [`MAX_ECHO_LEN`].
 //!
-//! Not here yet: token submissions (§4.9: `source_tokens`/`destination_tokens` are ignored, no
-//! `TOKEN_PREP`). Storage-element bans are applied to the built files by the service
+//! Token submissions (§4.9): `source_tokens`/`destination_tokens` are checked with the
+//! reference's messages, each distinct token becomes a [`NewToken`] (claims read, signature
+//! checked later by the service) and each file row names its tokens by id; a token user's
+//! submission that names no tokens uses the bearer token for every URL ("single token"
+//! clients). Deviation: the reference reads transfer tokens from token users only; here a
+//! certificate user's tokens are read (and validated) the same way. Which files wait in
+//! `TOKEN_PREP` depends on the stored tokens: [`hold_for_tokens`], called by the service.
+//! Storage-element bans are applied to the built files by the service
 //! ([`super::ban::apply_to_submission`]), which reads them from the store.
 
 use std::collections::HashMap;
@@ -36,6 +42,7 @@ use uuid::Uuid;
 
 use super::identity::BASE_ID;
 use super::job::{File, FileState, Job, JobState, JobType, JsonText};
+use super::token::{self, NewToken, msg as token_msg};
 
 /// At most this many transfers (source × destination pairs, summed over `files`) per job. Large
 /// experiments submit jobs of a few hundred files; the limit keeps one request from allocating
@@ -285,6 +292,9 @@ pub struct SubmitConfig {
     /// Schemes whose destinations this instance can watch until archived; jobs with an
     /// `archive_timeout` and other destinations are refused. `None`: any.
     pub archive_schemes: Option<Vec<String>>,
+    /// `NonManagedTokens`: tokens without the `offline_access` scope are used as given, never
+    /// exchanged nor refreshed.
+    pub non_managed_tokens: bool,
 }
 
 impl Default for SubmitConfig {
@@ -308,6 +318,7 @@ impl Default for SubmitConfig {
             scheme_groups: None,
             staging_schemes: None,
             archive_schemes: None,
+            non_managed_tokens: false,
         }
     }
 }
@@ -320,8 +331,11 @@ pub struct SubmitContext<'a> {
     pub vo: &'a str,
     /// FQANs of the submitter.
     pub voms_cred: &'a [String],
-    /// `"certificate"` (or `"oauth2"` later): written into `job_metadata.auth_method`.
+    /// `"certificate"` or `"oauth2"`: written into `job_metadata.auth_method`.
     pub auth_method: &'a str,
+    /// A token user's bearer token: the source and destination token of every transfer when
+    /// the submission names none.
+    pub bearer: Option<&'a str>,
     pub submit_host: &'a str,
     /// Unix seconds.
     pub now: i64,
@@ -339,6 +353,8 @@ pub struct SubmitContext<'a> {
 pub struct Submission {
     pub job: Job,
     pub files: Vec<File>,
+    /// The distinct transfer tokens the files name (by id), to store with the job.
+    pub tokens: Vec<NewToken>,
 }
 
 /// Why a submission was refused. The text is the exact message of the reference.
@@ -401,7 +417,173 @@ pub fn build(body: &Map<String, Value>, ctx: &mut SubmitContext<'_>) -> Result<S
         Some(other) => Err(SubmitError::malformed(&msg::not_iterable(py_type(other)))),
     };
     let job_id = job_id(&params, ctx)?;
-    build_transfers(&params, files, job_id, job_metadata, ctx)
+    // "Single token" clients: the bearer token for every URL.
+    let filled;
+    let files = match (files, ctx.bearer) {
+        (Ok(list), Some(bearer)) if !list.iter().any(names_tokens) => {
+            filled = with_bearer_tokens(list, bearer);
+            Ok(filled.as_slice())
+        }
+        (other, _) => other,
+    };
+    let tokens = match files {
+        Ok(list) => {
+            check_token_lists(list)?;
+            let unmanaged = params.truthy("unmanaged_tokens");
+            collect_tokens(list, unmanaged, ctx.config.non_managed_tokens)?
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut submission = build_transfers(&params, files, job_id, job_metadata, ctx)?;
+    submission.tokens = tokens;
+    Ok(submission)
+}
+
+/// Whether a file names source or destination tokens.
+fn names_tokens(file: &Value) -> bool {
+    file.get("source_tokens").is_some() || file.get("destination_tokens").is_some()
+}
+
+/// Each file with `bearer` as the token of each of its sources and destinations.
+fn with_bearer_tokens(files: &[Value], bearer: &str) -> Vec<Value> {
+    files
+        .iter()
+        .map(|file| {
+            let mut file = file.clone();
+            if let Some(object) = file.as_object_mut() {
+                for (urls, tokens) in [
+                    ("sources", "source_tokens"),
+                    ("destinations", "destination_tokens"),
+                ] {
+                    if let Some(n) = object.get(urls).and_then(Value::as_array).map(Vec::len) {
+                        object.insert(
+                            tokens.to_string(),
+                            Value::Array(vec![Value::String(bearer.to_string()); n]),
+                        );
+                    }
+                }
+            }
+            file
+        })
+        .collect()
+}
+
+/// A file's token list (`[]` when absent); a list is required.
+fn token_list<'a>(file: &'a Map<String, Value>, key: &str) -> Result<&'a [Value]> {
+    match file.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(SubmitError::malformed(&format!(
+            "{key} must be a list, not {}",
+            py_type(other)
+        ))),
+    }
+}
+
+/// `_validate_transfer_tokens`: both lists or none, one token per URL, none empty.
+fn check_token_lists(files: &[Value]) -> Result<()> {
+    for file in files {
+        let Some(file) = file.as_object() else {
+            continue;
+        };
+        let source_tokens = token_list(file, "source_tokens")?;
+        let destination_tokens = token_list(file, "destination_tokens")?;
+        if source_tokens.is_empty() && destination_tokens.is_empty() {
+            continue;
+        }
+        if source_tokens.is_empty() || destination_tokens.is_empty() {
+            return Err(SubmitError::bad(token_msg::BOTH_LISTS));
+        }
+        let urls = |key: &str| file.get(key).and_then(Value::as_array);
+        let (sources, destinations) = (urls("sources"), urls("destinations"));
+        if source_tokens.len() != sources.map_or(0, Vec::len) {
+            return Err(SubmitError::bad(token_msg::SOURCE_LENGTH));
+        }
+        if destination_tokens.len() != destinations.map_or(0, Vec::len) {
+            return Err(SubmitError::bad(token_msg::DESTINATION_LENGTH));
+        }
+        let empty = |v: &Value| !py_truthy(v);
+        for (url, token) in sources.into_iter().flatten().zip(source_tokens) {
+            if empty(token) {
+                return Err(SubmitError::BadRequest(token_msg::source_missing(&echo(
+                    &py_str(url),
+                ))));
+            }
+        }
+        for (url, token) in destinations.into_iter().flatten().zip(destination_tokens) {
+            if empty(token) {
+                return Err(SubmitError::BadRequest(token_msg::destination_missing(
+                    &echo(&py_str(url)),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `_populate_tokens`: each distinct token once, its claims read (in order of appearance).
+fn collect_tokens(
+    files: &[Value],
+    unmanaged: bool,
+    non_managed_tokens: bool,
+) -> Result<Vec<NewToken>> {
+    let mut tokens: Vec<NewToken> = Vec::new();
+    for file in files.iter().filter_map(Value::as_object) {
+        for key in ["source_tokens", "destination_tokens"] {
+            for raw in token_list(file, key)?.iter().filter_map(Value::as_str) {
+                let id = token::token_id(raw);
+                if tokens.iter().any(|t| t.token_id == id) {
+                    continue;
+                }
+                let mut new =
+                    NewToken::from_raw(raw, unmanaged).map_err(SubmitError::BadRequest)?;
+                if non_managed_tokens && !token::has_offline_access(&new.scope) {
+                    new.unmanaged = true;
+                }
+                tokens.push(new);
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// The id of the token at `index` of a file's `key` list: `None` when there is none, 400 when
+/// it is not a string (the reference's `Source token is not a string: ...`).
+fn token_id_at(file: &Map<String, Value>, key: &str, index: usize) -> Result<Option<String>> {
+    match token_list(file, key)?.get(index) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(token::token_id(s))),
+        Some(other) => {
+            let side = if key == "source_tokens" {
+                "Source token is not a string: type(src_token)"
+            } else {
+                "Destination token is not a string: type(dst_token)"
+            };
+            Err(SubmitError::BadRequest(format!(
+                "{side}=<class '{}'>",
+                py_type(other)
+            )))
+        }
+    }
+}
+
+/// Files whose source or destination token is not ready (`ready(token_id)` false: managed
+/// and not yet exchanged) wait in TOKEN_PREP, their state kept in `file_state_initial` (the
+/// reference's `set_file_states_to_token_prep_as_necessary`). Returns how many wait.
+pub fn hold_for_tokens(files: &mut [File], ready: impl Fn(&str) -> bool) -> usize {
+    let mut held = 0;
+    for f in files.iter_mut() {
+        let waiting = [&f.src_token_id, &f.dst_token_id]
+            .into_iter()
+            .flatten()
+            .any(|id| !ready(id));
+        if waiting && !f.file_state.is_terminal() {
+            f.file_state_initial = Some(f.file_state.as_str().to_string());
+            f.file_state = FileState::TokenPrep;
+            held += 1;
+        }
+    }
+    held
 }
 
 /// §4.3: uuid1, or uuid5(uuid5(BASE_ID, vo), sid) for `"id_generator": "deterministic"`.
@@ -679,7 +861,11 @@ fn build_transfers(
         dst_file_report: params.flag("dst_file_report"),
         os_project_id: None,
     };
-    Ok(Submission { job, files: rows })
+    Ok(Submission {
+        job,
+        files: rows,
+        tokens: Vec::new(),
+    })
 }
 
 /// Refuse absurd jobs before expanding anything (see [`MAX_FILES_PER_JOB`]).
@@ -723,17 +909,25 @@ fn populate_file(
     let sources = url_list(file, "sources")?;
     // The reference reads `destinations` while validating the first source, so a missing key
     // is only noticed when there is a source.
-    let mut pairs: Vec<(pyurl::Url, pyurl::Url)> = Vec::new();
-    let mut destinations: Vec<pyurl::Url> = Vec::new();
+    type Pair = (pyurl::Url, pyurl::Url, Option<String>, Option<String>);
+    let mut pairs: Vec<Pair> = Vec::new();
+    let mut destinations: Vec<(pyurl::Url, Option<String>)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let source = parse_url(source, config)?;
+        let src_token = token_id_at(file, "source_tokens", i)?;
         if i == 0 {
-            for destination in url_list(file, "destinations")? {
-                destinations.push(parse_url(destination, config)?);
+            for (j, destination) in url_list(file, "destinations")?.into_iter().enumerate() {
+                let destination = parse_url(destination, config)?;
+                destinations.push((destination, token_id_at(file, "destination_tokens", j)?));
             }
         }
-        for destination in &destinations {
-            pairs.push((source.clone(), destination.clone()));
+        for (destination, dst_token) in &destinations {
+            pairs.push((
+                source.clone(),
+                destination.clone(),
+                src_token.clone(),
+                dst_token.clone(),
+            ));
         }
     }
     if pairs.is_empty() {
@@ -788,7 +982,7 @@ fn populate_file(
         }
     }
 
-    for (source, destination) in pairs {
+    for (source, destination, src_token_id, dst_token_id) in pairs {
         let dest_surl_uuid = (!multi_source && config.check_duplicates)
             .then(|| Uuid::new_v5(&BASE_ID, destination.geturl().as_bytes()).to_string());
         let (mut source, mut destination) = (source, destination);
@@ -845,8 +1039,8 @@ fn populate_file(
             staging_metadata: staging_metadata.clone(),
             archive_metadata: archive_metadata.clone(),
             scitag,
-            src_token_id: None,
-            dst_token_id: None,
+            src_token_id,
+            dst_token_id,
             file_state_initial: Some(String::new()),
             error_scope: None,
             error_phase: None,

@@ -75,6 +75,16 @@ pub enum Event {
         file_id: u64,
         failure: Failure,
     },
+    /// TOKEN_PREP → the state it was submitted in: its tokens were exchanged (or are
+    /// unmanaged).
+    TokensReady {
+        file_id: u64,
+    },
+    /// TOKEN_PREP → FAILED: a token exchange failed.
+    TokensFailed {
+        file_id: u64,
+        failure: Failure,
+    },
 }
 
 impl Event {
@@ -89,7 +99,9 @@ impl Event {
             | Event::Staged { file_id }
             | Event::StagingFailed { file_id, .. }
             | Event::Archived { file_id }
-            | Event::ArchiveFailed { file_id, .. } => *file_id,
+            | Event::ArchiveFailed { file_id, .. }
+            | Event::TokensReady { file_id }
+            | Event::TokensFailed { file_id, .. } => *file_id,
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::model::{
         OptimizerSamples, PairStatus,
     },
     query::{FileFilter, JobFilter, PairFilter},
+    token::{NewToken, TokenChange, TokenMaterial},
     transfer::{Applied, Claim, Event, Load, QueueKey, RetryRow},
 };
 
@@ -481,6 +482,28 @@ impl Store for RedbStore {
         let dlg_id = dlg_id.to_string();
         let dn = dn.to_string();
         self.blocking(move |db| db.credential_material(&dlg_id, &dn))
+            .await
+    }
+
+    async fn put_tokens(&self, tokens: &[NewToken], now: i64) -> Result<Vec<bool>, StoreError> {
+        let tokens = tokens.to_vec();
+        self.blocking(move |db| db.put_tokens(&tokens, now)).await
+    }
+
+    async fn token(&self, token_id: &str) -> Result<Option<TokenMaterial>, StoreError> {
+        let token_id = token_id.to_string();
+        self.blocking(move |db| db.token(&token_id)).await
+    }
+
+    async fn update_token(
+        &self,
+        token_id: &str,
+        change: &TokenChange,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let token_id = token_id.to_string();
+        let change = change.clone();
+        self.blocking(move |db| db.update_token(&token_id, &change, now))
             .await
     }
 

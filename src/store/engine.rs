@@ -699,6 +699,26 @@ fn apply_one(
                 promoted,
             )
         }
+        Event::TokensReady { .. } => {
+            if !files[pos].tokens_ready() {
+                return ignored;
+            }
+            let state = files[pos].file_state;
+            (Outcome::Moved(state), Some(state), Vec::new())
+        }
+        Event::TokensFailed { failure, .. } => {
+            let f = &mut files[pos];
+            if f.file_state != FileState::TokenPrep {
+                return ignored;
+            }
+            f.fail(now, failure);
+            let promoted = lifecycle::after_end(job, files, pos);
+            (
+                Outcome::Moved(FileState::Failed),
+                Some(FileState::Failed),
+                promoted,
+            )
+        }
         Event::ArchiveFailed { failure, .. } => {
             let f = &mut files[pos];
             if f.file_state != FileState::Archiving {

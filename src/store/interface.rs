@@ -36,6 +36,7 @@ use crate::model::{
         OptimizerSamples, PairStatus,
     },
     query::{FileFilter, JobFilter, PairFilter},
+    token::{NewToken, TokenChange, TokenMaterial},
     transfer::{Applied, Claim, Event, Load, QueueKey, RetryRow},
 };
 
@@ -221,6 +222,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         dlg_id: &str,
         dn: &str,
     ) -> Result<Option<ProxyMaterial>, StoreError>;
+
+    // --- Transfer tokens -----------------------------------------------------------------------
+
+    /// Store the tokens of a submission (sealed): new ones are inserted; a known one keeps its
+    /// state and becomes managed if this submission manages it. Per token, in order: whether
+    /// it is ready for transfers (unmanaged, or exchanged for a refresh token).
+    async fn put_tokens(&self, tokens: &[NewToken], now: i64) -> Result<Vec<bool>, StoreError>;
+    /// A token with its access and refresh tokens unsealed.
+    async fn token(&self, token_id: &str) -> Result<Option<TokenMaterial>, StoreError>;
+    /// Apply an exchange or refresh outcome to a token; false when there is no such token.
+    async fn update_token(
+        &self,
+        token_id: &str,
+        change: &TokenChange,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     // --- Jobs --------------------------------------------------------------------------------
 

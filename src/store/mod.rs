@@ -7,7 +7,7 @@
 //! - `schema`: every table, with versioned names, and the schema version.
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
-//! - `seal`: private keys sealed at rest under a key file beside the database.
+//! - `seal`: private keys and tokens sealed at rest under a key file beside the database.
 //! - one file per domain (`authz`, `config`, `credentials`, ...) with batch operations; callers never
 //!   see redb types.
 //!
@@ -31,6 +31,7 @@ pub mod schema;
 pub mod seal;
 #[cfg(test)]
 mod suite;
+pub mod tokens;
 pub mod writer;
 
 use std::{
@@ -195,6 +196,7 @@ impl Redb {
             tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
             tx.open_table(schema::CREDENTIAL_REQUESTS)?;
             tx.open_table(schema::CREDENTIALS)?;
+            tx.open_table(schema::TOKENS)?;
             tx.open_table(schema::JOBS)?;
             tx.open_table(schema::FILES)?;
             index::JobIndexes::open(tx)?;

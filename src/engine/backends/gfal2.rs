@@ -1678,6 +1678,7 @@ mod tests {
     fn session(backend: &Gfal2Backend, log: &TransferLog) -> Box<dyn Session> {
         backend.session(&SessionContext {
             credential: Some(credential("-----BEGIN CERTIFICATE-----\nproxy\n")),
+            tokens: None,
             log: log.clone(),
         })
     }

@@ -28,6 +28,7 @@
 //! whose first backends differ goes to the first backend serving both (gfal2 copies `davs://` to
 //! `root://` while `davs://` alone stays with the native http backend).
 
+pub mod bearer;
 pub mod file;
 pub mod gfal2;
 pub mod http;
@@ -230,10 +231,13 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// What a session is opened with: the user's credential and the transfer's log.
+/// What a session is opened with: the user's credential (or the transfer's bearer tokens)
+/// and the transfer's log.
 #[derive(Clone)]
 pub struct SessionContext {
     pub credential: Option<Arc<Credential>>,
+    /// The source's and destination's tokens, when the transfer authenticates with tokens.
+    pub tokens: Option<Arc<bearer::TransferTokens>>,
     pub log: TransferLog,
 }
 
@@ -242,6 +246,7 @@ impl SessionContext {
     pub fn anonymous() -> SessionContext {
         SessionContext {
             credential: None,
+            tokens: None,
             log: TransferLog::null(),
         }
     }
