@@ -924,7 +924,8 @@ impl Config {
                 Severity::Warning,
                 "oidc.providers",
                 format!(
-                    "{} holds client secrets and every user of this machine can read it                      (mode {:o}): chmod o-r {} (e.g. 0640, group of the service)",
+                    "{} holds client secrets and every user of this machine can read it \
+                     (mode {:o}): chmod o-r {} (e.g. 0640, group of the service)",
                     path.display(),
                     mode & 0o777,
                     path.display()
