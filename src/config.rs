@@ -1350,6 +1350,122 @@ mod tests {
         assert!(config.resolve().is_err());
     }
 
+    // ---- [oidc] ----
+
+    const PROVIDER: &str = r#"
+[oidc]
+authorized_audiences = ["fts.example.org", "https://wlcg.cern.ch/jwt/v1/any"]
+jwks_cache_seconds = 600
+[[oidc.providers]]
+issuer = "https://iam.example.org/"
+client_id = "ftsd"
+client_secret = "very-secret-value"
+required_scope = "fts"
+vo = "atlas"
+"#;
+
+    #[test]
+    fn oidc_is_off_until_a_provider_is_configured() {
+        let config = Config::parse("", Path::new("x.toml")).unwrap();
+        assert!(!config.oidc.enabled());
+        assert_eq!(
+            config.oidc.authorized_audiences,
+            vec![crate::model::token::WLCG_ANY_AUDIENCE.to_string()]
+        );
+        assert_eq!(config.oidc.jwks_cache_seconds, 86400);
+        assert!(config.oidc.validate_offline);
+
+        let config = Config::parse(PROVIDER, Path::new("x.toml")).unwrap();
+        assert!(config.oidc.enabled());
+        let resolved = config.resolve().unwrap();
+        assert_eq!(resolved.oidc.jwks_cache_seconds, 600);
+        let p = &resolved.oidc.providers[0];
+        assert_eq!(
+            (
+                p.issuer.as_str(),
+                p.required_scope.as_deref(),
+                p.vo.as_deref()
+            ),
+            ("https://iam.example.org/", Some("fts"), Some("atlas"))
+        );
+        // The secret never shows in a debug dump (start-up logs print the configuration).
+        let dump = format!("{resolved:?}");
+        assert!(!dump.contains("very-secret-value"), "{dump}");
+    }
+
+    #[test]
+    fn unusable_providers_are_refused_with_the_field() {
+        let bad = |from: &str, to: &str| {
+            let text = PROVIDER.replace(from, to);
+            Config::parse(&text, Path::new("x.toml"))
+                .and_then(|c| c.resolve())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("https://iam.example.org/", "http://iam.example.org/");
+        assert!(
+            e.contains("providers[0].issuer") && e.contains("https://"),
+            "{e}"
+        );
+        let e = bad("client_id = \"ftsd\"", "client_id = \"\"");
+        assert!(e.contains("providers[0].client_id"), "{e}");
+        let e = bad(
+            "client_secret = \"very-secret-value\"",
+            "client_secret = \"\"",
+        );
+        assert!(e.contains("providers[0].client_secret"), "{e}");
+        let e = bad(
+            "required_scope = \"fts\"",
+            "required_scope = \"fts storage.read:/\"",
+        );
+        assert!(e.contains("one scope"), "{e}");
+        let e = bad(
+            "authorized_audiences = [\"fts.example.org\", \"https://wlcg.cern.ch/jwt/v1/any\"]",
+            "authorized_audiences = []",
+        );
+        assert!(e.contains("authorized_audiences"), "{e}");
+        // A missing secret is a parse error naming the field, never echoing other values.
+        let e = bad("client_secret = \"very-secret-value\"\n", "");
+        assert!(e.contains("client_secret"), "{e}");
+        let twice = format!(
+            "{PROVIDER}[[oidc.providers]]\nissuer = \"https://iam.example.org\"\n\
+             client_id = \"x\"\nclient_secret = \"y\"\n"
+        );
+        let e = Config::parse(&twice, Path::new("x.toml"))
+            .and_then(|c| c.resolve())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("providers[1].issuer") && e.contains("twice"),
+            "{e}"
+        );
+        assert!(!e.contains("very-secret-value"), "{e}");
+    }
+
+    #[test]
+    fn a_world_readable_file_with_secrets_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ftsd.toml");
+        std::fs::write(&path, PROVIDER).unwrap();
+        let config = Config::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let finding = config.check_secrets_file(&path).expect("a warning");
+        assert_eq!(finding.severity, Severity::Warning);
+        assert!(finding.message.contains("chmod o-r"), "{}", finding.message);
+        assert!(finding.message.contains("644"), "{}", finding.message);
+        assert!(!finding.message.contains("very-secret-value"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(config.check_secrets_file(&path).is_none());
+        // No secrets in the file: nothing to say whatever its mode.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let plain = Config::load(&path).unwrap();
+        assert!(plain.check_secrets_file(&path).is_none());
+    }
+
     // ---- listen and parse errors ----
 
     /// The option named by a parse error, and the error as printed.

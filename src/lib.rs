@@ -5,7 +5,8 @@
 //! - [`model`]: pure domain types (identities, authorization vocabulary).
 //! - [`store`]: the store interface ([`store::Store`], in domain terms, async) and its embedded
 //!   redb backend ([`store::RedbStore`]): schema, versioned codec, indexes, batch operations.
-//! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores.
+//! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores; OAuth2 token
+//!   providers and bearer-token validation.
 //! - [`service`]: use cases and authorization.
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
 //! - [`server`]: TLS accept loop, per-connection identity, graceful shutdown.
@@ -53,6 +54,9 @@ pub enum Error {
     Pki(#[from] devpki::PkiError),
     #[error("start-up task failed: {0}")]
     Task(String),
+    /// The token providers cannot be used at all (no HTTPS client could be set up).
+    #[error("[oidc] {0}")]
+    Oidc(String),
     /// The listen address cannot be bound; the text names it and says why
     /// ([`config::explain_bind_error`]).
     #[error("{0}")]
@@ -137,10 +141,40 @@ pub async fn run_with(
         .map(|r| r.scheme_groups().into_iter().map(owned).collect());
     settings.submit.staging_schemes = registry.as_ref().map(|r| owned(r.staging_schemes()));
     settings.submit.archive_schemes = registry.as_ref().map(|r| owned(r.archive_schemes()));
+    // Bearer tokens: the providers are discovered now (one that cannot be reached is tried
+    // again when its tokens arrive).
+    let oidc = if config.oidc.enabled() {
+        let oidc = auth::oidc::Oidc::start(oidc_settings(&config.oidc), auth.trust().anchors())
+            .await
+            .map_err(Error::Oidc)?;
+        Some(Arc::new(oidc))
+    } else {
+        None
+    };
+    settings.oidc = oidc.clone();
+    settings.submit.non_managed_tokens = config.oidc.non_managed_tokens;
     let wake = settings.wake.clone();
+    let token_wake = settings.token_wake.clone();
     let host_name = settings.host_name.clone();
     let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
+    let tokens = oidc.map(|oidc| {
+        Arc::new(service::tokens::Tokens::new(
+            store.clone(),
+            oidc,
+            config.oidc.token_refresh_margin,
+        ))
+    });
+    let exchange = tokens.clone().map(|tokens| {
+        tokio::spawn(service::tokens::run_exchange(
+            tokens,
+            Duration::from_secs(config.oidc.exchange_interval.max(1)),
+            token_wake,
+            wake.clone(),
+            host_name.clone(),
+            engine_stopping.clone(),
+        ))
+    });
     let engine = registry.map(|registry| {
         let settings = engine::Settings {
             max_active: config.engine.max_active.max(1),
@@ -152,6 +186,7 @@ pub async fn run_with(
             stall_timeout: Duration::from_secs(config.engine.stall_timeout.max(1)),
             log_dir: config.log_dir.clone(),
             host: host_name,
+            tokens,
             optimizer: engine::optimizer::Settings {
                 enabled: config.engine.optimizer,
                 interval: Duration::from_secs(config.engine.optimizer_interval.max(1)),
@@ -184,6 +219,10 @@ pub async fn run_with(
     ready(address);
     let served = server.run(listener, shutdown).await;
     let _ = stop_engine.send(true);
+    if let Some(exchange) = exchange {
+        // It stops between passes; a pass in flight is bounded by the provider timeout.
+        let _ = exchange.await;
+    }
     if let Some(engine) = engine {
         match engine.await {
             Ok(Ok(())) => {}
@@ -193,6 +232,27 @@ pub async fn run_with(
     }
     served?;
     Ok(())
+}
+
+/// The token providers' settings from `[oidc]`.
+fn oidc_settings(config: &config::OidcConfig) -> auth::oidc::Settings {
+    auth::oidc::Settings {
+        providers: config
+            .providers
+            .iter()
+            .map(|p| auth::oidc::ProviderSettings {
+                issuer: p.issuer.clone(),
+                client_id: p.client_id.clone(),
+                client_secret: model::token::Secret::new(p.client_secret.clone()),
+                required_scope: p.required_scope.clone(),
+                vo: p.vo.clone(),
+            })
+            .collect(),
+        authorized_audiences: config.authorized_audiences.clone(),
+        jwks_cache: Duration::from_secs(config.jwks_cache_seconds),
+        validate_offline: config.validate_offline,
+        min_refetch: auth::oidc::JWKS_MIN_REFETCH,
+    }
 }
 
 /// The transfer backends, in the order that decides which serves a scheme: mock, file, http

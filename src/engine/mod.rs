@@ -30,6 +30,7 @@ use std::{
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::service::tokens::Tokens;
 use crate::{
     model::transfer::{Event, Outcome},
     model::{
@@ -39,7 +40,10 @@ use crate::{
     },
     store::{Store, StoreError},
 };
-use backends::{CopyMode, Credential, Progress, Registry};
+use backends::{
+    CopyMode, Credential, Progress, Registry,
+    bearer::{FreshToken, Refresher, Slot, TransferTokens},
+};
 
 /// Errors of the engine's own work (transfers report their failures as events, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,27 @@ pub struct Settings {
     pub host: String,
     /// The optimizer task.
     pub optimizer: optimizer::Settings,
+    /// Stored transfer tokens and their refresh (`None`: no token provider is configured).
+    pub tokens: Option<Arc<Tokens>>,
+}
+
+/// The token service as the transfers' source of fresh tokens.
+struct TokenRefresher(Arc<Tokens>);
+
+impl Refresher for TokenRefresher {
+    fn fresh<'a>(
+        &'a self,
+        token_id: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<FreshToken, String>> {
+        Box::pin(async move {
+            let fresh = self.0.fresh(token_id).await?;
+            Ok(FreshToken {
+                access_token: fresh.access_token,
+                expiry: fresh.expiry,
+                refreshed: fresh.refreshed,
+            })
+        })
+    }
 }
 
 /// How often running transfers are checked for cancellation: the issue asks for a canceled
@@ -303,7 +328,10 @@ impl Engine {
             .unwrap_or_default();
         let mut spec = scheduler::transfer_spec(job, file, &vo_config);
         let (credential, tpc) = self.transfer_context(job, file).await;
-        spec.credential = credential;
+        // A file with tokens authenticates with them only (the reference's `--auth-method
+        // oauth2`): no proxy goes to its storage.
+        spec.tokens = self.transfer_tokens(job, file).await;
+        spec.credential = credential.filter(|_| spec.tokens.is_none());
         (spec.copy_mode, spec.disable_fallback) = tpc;
         let result = agent::run(&spec, &self.registry, progress, cancel, &mut log).await;
         match result {
@@ -378,6 +406,50 @@ impl Engine {
                 (None, (CopyMode::Pull, false))
             }
         }
+    }
+
+    /// The file's source and destination tokens, as stored now. A token that cannot be read
+    /// leaves its side without one (the storage then refuses the request and says why).
+    async fn transfer_tokens(&self, job: &Job, file: &File) -> Option<Arc<TransferTokens>> {
+        if file.src_token_id.is_none() && file.dst_token_id.is_none() {
+            return None;
+        }
+        let service = self.settings.tokens.as_ref();
+        let slot = async |id: &Option<String>| -> Option<Slot> {
+            let id = id.as_deref()?;
+            let Some(service) = service else {
+                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, token_id = id, "the file has a token but no token provider is configured");
+                return None;
+            };
+            match service.material(id).await {
+                Ok(Some(t)) => Some(Slot {
+                    token_id: t.token_id,
+                    value: t.access_token,
+                    expiry: t.expiry,
+                    unmanaged: t.unmanaged,
+                }),
+                Ok(None) => {
+                    tracing::warn!(job_id = %job.job_id, file_id = file.file_id, token_id = id, "the file's token is not stored");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job.job_id, file_id = file.file_id, token_id = id, error = %e, "the file's token could not be read");
+                    None
+                }
+            }
+        };
+        let source = slot(&file.src_token_id).await;
+        let destination = slot(&file.dst_token_id).await;
+        let refresher = service.map(|t| Arc::new(TokenRefresher(t.clone())) as Arc<dyn Refresher>);
+        let margin = service.map_or(0, |t| t.margin());
+        Some(Arc::new(TransferTokens::new(
+            &file.source_surl,
+            &file.dest_surl,
+            source,
+            destination,
+            refresher,
+            margin,
+        )))
     }
 
     /// Bring a file online (STARTED), then report.

@@ -26,6 +26,9 @@ use crate::{
     },
 };
 
+/// Files looked at per exchange pass (the reference's `TokenExchangeBulkSize`); a full pass is
+/// followed by another at once.
+pub const EXCHANGE_BULK: usize = 500;
 /// Exchanges run at once in one pass: a burst of new submissions must not open hundreds of
 /// connections to the provider, nor wait for them one by one.
 pub const EXCHANGE_CONCURRENCY: usize = 8;
@@ -315,6 +318,51 @@ impl Tokens {
                 }
                 Err(why)
             }
+        }
+    }
+}
+
+/// The token-exchange worker (the reference's `TokenExchangeService`): a pass every
+/// `interval`, at once when a submission leaves files in TOKEN_PREP (`wake`), until `stop`
+/// turns true. Files it releases wake the scheduler (`released`).
+pub async fn run_exchange(
+    tokens: Arc<Tokens>,
+    interval: std::time::Duration,
+    wake: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Notify>,
+    host: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match tokens.exchange_pass(EXCHANGE_BULK, &host).await {
+            Ok((report, _)) => {
+                if report.released > 0 {
+                    released.notify_one();
+                }
+                if report.waiting > 0 {
+                    tracing::debug!(
+                        waiting = report.waiting,
+                        exchanged = report.exchanged,
+                        failures = report.exchange_failures,
+                        released = report.released,
+                        failed = report.failed,
+                        "token exchange pass"
+                    );
+                }
+                // A full batch: more may wait.
+                if report.waiting >= EXCHANGE_BULK {
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "token exchange pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = wake.notified() => {}
+            _ = stop.changed() => {}
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - [`Oidc::start`] builds the HTTPS client (the grid CA directory and the system roots) and
 //!   discovers every configured provider (`<issuer>/.well-known/openid-configuration`, then its
 //!   JWKS). A provider that cannot be reached at start is not fatal: it is discovered again
-//!   when one of its tokens arrives, at most every [`DISCOVERY_RETRY`].
+//!   when one of its tokens arrives, at most every [`JWKS_MIN_REFETCH`].
 //! - [`Oidc::authenticate`] is the reference's API-token check (`FTS3OAuth2ResourceProvider`):
 //!   issuer registered, claims (`keys`), signature, then the provider rules (required scope).
 //! - [`Oidc::check_transfer_token`] is its `validate_token_offline(audience=None)` for the
@@ -53,14 +53,15 @@ pub struct Settings {
     pub authorized_audiences: Vec<String>,
     pub jwks_cache: Duration,
     pub validate_offline: bool,
+    /// The least time between two fetches of a provider's keys (or discovery attempts):
+    /// [`JWKS_MIN_REFETCH`] in service; tests shorten it.
+    pub min_refetch: Duration,
 }
 
 /// A provider's keys are fetched again at most this often when tokens name unknown `kid`s
-/// or a fetch failed: a provider rotates keys rarely, and an attacker must not be able to
-/// make us hammer it.
+/// or a fetch failed (and an undiscovered provider is tried again at most this often): a
+/// provider rotates keys rarely, and an attacker must not be able to make us hammer it.
 pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
-/// A provider that could not be discovered is tried again at most this often.
-pub const DISCOVERY_RETRY: Duration = Duration::from_secs(60);
 /// Discovery documents (and the token endpoint in them) are kept this long, as the reference's
 /// token daemon caches the token endpoint for an hour.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -121,9 +122,15 @@ pub struct KeyCache {
 
 impl KeyCache {
     /// Whether to fetch the keys before checking a token naming `kid`: never fetched, older
-    /// than `ttl`, or `kid` unknown; and in every case not more than once per
-    /// [`JWKS_MIN_REFETCH`] after the first fetch.
-    pub fn wants_fetch(&self, kid: Option<&str>, now: Instant, ttl: Duration) -> bool {
+    /// than `ttl`, or `kid` unknown; and in every case not more than once per `min_interval`
+    /// ([`JWKS_MIN_REFETCH`]) after the first attempt.
+    pub fn wants_fetch(
+        &self,
+        kid: Option<&str>,
+        now: Instant,
+        ttl: Duration,
+        min_interval: Duration,
+    ) -> bool {
         let needed = match self.fetched {
             None => true,
             Some(at) => now.duration_since(at) >= ttl || kid.is_some_and(|k| !self.keys.has_kid(k)),
@@ -131,7 +138,7 @@ impl KeyCache {
         needed
             && self
                 .last_attempt
-                .is_none_or(|at| now.duration_since(at) >= JWKS_MIN_REFETCH)
+                .is_none_or(|at| now.duration_since(at) >= min_interval)
     }
 
     fn attempted(&mut self, now: Instant) {
@@ -354,9 +361,15 @@ impl Oidc {
             let may = force
                 || state
                     .last_discovery
-                    .is_none_or(|at| now.duration_since(at) >= DISCOVERY_RETRY);
+                    .is_none_or(|at| now.duration_since(at) >= self.settings.min_refetch);
             let discover = (state.metadata.is_none() || stale) && may;
-            let keys = force || state.keys.wants_fetch(kid, now, self.settings.jwks_cache);
+            let keys = force
+                || state.keys.wants_fetch(
+                    kid,
+                    now,
+                    self.settings.jwks_cache,
+                    self.settings.min_refetch,
+                );
             (discover, keys)
         };
         if discover {
@@ -437,10 +450,12 @@ impl Oidc {
 
     /// The keys of `provider` for a token naming `kid`, fetched first if due.
     async fn keys_for(&self, provider: &Provider, kid: Option<&str>) -> Arc<Keys> {
-        let due = provider
-            .read()
-            .keys
-            .wants_fetch(kid, Instant::now(), self.settings.jwks_cache);
+        let due = provider.read().keys.wants_fetch(
+            kid,
+            Instant::now(),
+            self.settings.jwks_cache,
+            self.settings.min_refetch,
+        );
         if due {
             if let Err(why) = self.refresh_provider(provider, kid, false).await {
                 tracing::warn!(issuer = %provider.settings.issuer, reason = %why, "token provider keys could not be fetched");
@@ -773,6 +788,285 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::trust::TrustStore;
+    use serde_json::json;
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use validate::tests::TestKey;
+
+    /// A token provider on loopback HTTPS (discovery and JWKS only), its certificate from a
+    /// throwaway dev PKI; it counts the JWKS fetches.
+    struct FakeProvider {
+        issuer: String,
+        jwks: Arc<Mutex<Value>>,
+        jwks_hits: Arc<AtomicUsize>,
+        anchors: Vec<TrustAnchor<'static>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl FakeProvider {
+        async fn start(keys: &[&TestKey]) -> FakeProvider {
+            let dir = tempfile::tempdir().unwrap();
+            let pki = crate::devpki::DevPki::create(dir.path()).unwrap();
+            let anchors = TrustStore::load(&pki.ca_dir).unwrap().anchors().to_vec();
+            let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&pki.host_cert)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            use rustls::pki_types::pem::PemObject;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&pki.host_key).unwrap();
+            let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let issuer = format!("https://localhost:{port}/");
+            let jwks = Arc::new(Mutex::new(
+                json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}),
+            ));
+            let jwks_hits = Arc::new(AtomicUsize::new(0));
+            let (doc, served, hits) = (
+                json!({"issuer": issuer, "jwks_uri": format!("{issuer}jwks"),
+                       "token_endpoint": format!("{issuer}token")}),
+                jwks.clone(),
+                jwks_hits.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (acceptor, doc, served, hits) =
+                        (acceptor.clone(), doc.clone(), served.clone(), hits.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let mut request = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let text = String::from_utf8_lossy(&request);
+                        let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let (status, body) = match path.as_str() {
+                            "/.well-known/openid-configuration" => ("200 OK", doc.to_string()),
+                            "/jwks" => {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                ("200 OK", served.lock().unwrap().to_string())
+                            }
+                            _ => ("404 Not Found", "{}".to_string()),
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tls.write_all(reply.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            });
+            FakeProvider {
+                issuer,
+                jwks,
+                jwks_hits,
+                anchors,
+                _dir: dir,
+            }
+        }
+
+        fn publish(&self, keys: &[&TestKey]) {
+            *self.jwks.lock().unwrap() =
+                json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+        }
+
+        fn hits(&self) -> usize {
+            self.jwks_hits.load(Ordering::SeqCst)
+        }
+
+        fn settings(&self, required_scope: Option<&str>, min_refetch: Duration) -> Settings {
+            Settings {
+                providers: vec![ProviderSettings {
+                    issuer: self.issuer.clone(),
+                    client_id: "ftsd".into(),
+                    client_secret: Secret::new("s3cret"),
+                    required_scope: required_scope.map(str::to_string),
+                    vo: None,
+                }],
+                authorized_audiences: vec!["fts".into()],
+                jwks_cache: Duration::from_secs(86400),
+                validate_offline: true,
+                min_refetch,
+            }
+        }
+
+        fn claims(&self, now: i64) -> Value {
+            json!({"iss": self.issuer, "sub": "user-1", "aud": "fts", "iat": now - 5,
+                   "nbf": now - 5, "exp": now + 600, "scope": "fts offline_access",
+                   "wlcg.ver": "1.0", "wlcg.groups": ["/testvo"]})
+        }
+    }
+
+    fn refused(reason: &str) -> Result<TokenAuth, TokenRefused> {
+        Err(TokenRefused::Invalid(reason.to_string()))
+    }
+
+    fn outcome(r: Result<TokenAuth, TokenRefused>) -> Result<String, TokenRefused> {
+        r.map(|a| a.subject)
+    }
+
+    #[tokio::test]
+    async fn a_provider_is_discovered_and_its_tokens_accepted() {
+        let key = TestKey::new("k1");
+        let provider = FakeProvider::start(&[&key]).await;
+        let oidc = Oidc::start(provider.settings(None, JWKS_MIN_REFETCH), &provider.anchors)
+            .await
+            .unwrap();
+        assert_eq!(provider.hits(), 1, "keys fetched at start");
+        let now = time_now();
+        let auth = oidc
+            .authenticate(&key.sign(&provider.claims(now)), now)
+            .await
+            .unwrap();
+        assert_eq!(auth.issuer, provider.issuer);
+        assert_eq!(auth.subject, "user-1");
+        assert_eq!(
+            auth.scopes,
+            Some(vec!["fts".to_string(), "offline_access".to_string()])
+        );
+        assert_eq!(auth.groups, Some(vec!["/testvo".to_string()]));
+        assert!(auth.wlcg_profile);
+        // The cached keys serve the next token: no fetch.
+        oidc.authenticate(&key.sign(&provider.claims(now)), now)
+            .await
+            .unwrap();
+        assert_eq!(provider.hits(), 1);
+        // A transfer token: no audience check, but the signature is.
+        let mut claims = provider.claims(now);
+        claims["aud"] = json!("https://storage.example");
+        assert_eq!(
+            oidc.check_transfer_token(&key.sign(&claims), now).await,
+            Ok(())
+        );
+        let stranger = TestKey::new("k1");
+        assert_eq!(
+            oidc.check_transfer_token(&stranger.sign(&claims), now)
+                .await,
+            Err(Invalid::Signature)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_issuers_and_missing_scopes_are_refused() {
+        let key = TestKey::new("k1");
+        let provider = FakeProvider::start(&[&key]).await;
+        let oidc = Oidc::start(
+            provider.settings(Some("fts.submit"), JWKS_MIN_REFETCH),
+            &provider.anchors,
+        )
+        .await
+        .unwrap();
+        let now = time_now();
+        let mut claims = provider.claims(now);
+        claims["iss"] = json!("https://elsewhere.example/");
+        assert_eq!(
+            outcome(oidc.authenticate(&key.sign(&claims), now).await),
+            outcome(refused("TokenProvider not supported"))
+        );
+        // Signed by the provider's key, but without the scope the provider requires.
+        assert_eq!(
+            outcome(
+                oidc.authenticate(&key.sign(&provider.claims(now)), now)
+                    .await
+            ),
+            outcome(refused(INVALID_CREDENTIALS))
+        );
+        let mut claims = provider.claims(now);
+        claims["scope"] = json!("fts.submit offline_access");
+        assert!(oidc.authenticate(&key.sign(&claims), now).await.is_ok());
+        assert_eq!(
+            outcome(oidc.authenticate("not-a-jwt", now).await),
+            outcome(refused("Not enough segments"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_makes_a_rate_limited_refetch() {
+        let (old, new, never) = (TestKey::new("k1"), TestKey::new("k2"), TestKey::new("k3"));
+        let provider = FakeProvider::start(&[&old]).await;
+        let min_refetch = Duration::from_millis(400);
+        let oidc = Oidc::start(provider.settings(None, min_refetch), &provider.anchors)
+            .await
+            .unwrap();
+        assert_eq!(provider.hits(), 1);
+        let now = time_now();
+        // The provider rotates its key. Right after a fetch, an unknown kid does not make
+        // another one (rate limit): refused.
+        provider.publish(&[&old, &new]);
+        let rotated = new.sign(&provider.claims(now));
+        assert_eq!(
+            outcome(oidc.authenticate(&rotated, now).await),
+            outcome(refused(INVALID_CREDENTIALS))
+        );
+        assert_eq!(provider.hits(), 1);
+        // Later, the unknown kid makes a fetch, which finds the new key.
+        tokio::time::sleep(min_refetch + Duration::from_millis(50)).await;
+        assert!(oidc.authenticate(&rotated, now).await.is_ok());
+        assert_eq!(provider.hits(), 2);
+        // Random kids right after cannot make more fetches.
+        for _ in 0..5 {
+            let forged = never.sign(&provider.claims(now));
+            assert!(oidc.authenticate(&forged, now).await.is_err());
+        }
+        assert_eq!(provider.hits(), 2);
+        // Known kids never do.
+        tokio::time::sleep(min_refetch + Duration::from_millis(50)).await;
+        assert!(oidc.authenticate(&rotated, now).await.is_ok());
+        assert!(
+            oidc.authenticate(&old.sign(&provider.claims(now)), now)
+                .await
+                .is_ok()
+        );
+        assert_eq!(provider.hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_provider_is_not_fatal_and_retried() {
+        let key = TestKey::new("k1");
+        let provider = FakeProvider::start(&[&key]).await;
+        // Nobody listens on the port of a dropped listener.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let mut settings = provider.settings(None, JWKS_MIN_REFETCH);
+        settings.providers[0].issuer = format!("https://localhost:{port}/");
+        let oidc = Oidc::start(settings, &provider.anchors).await.unwrap();
+        let now = time_now();
+        let mut claims = provider.claims(now);
+        claims["iss"] = json!(format!("https://localhost:{port}/"));
+        assert_eq!(
+            outcome(oidc.authenticate(&key.sign(&claims), now).await),
+            outcome(refused("TokenProvider not supported"))
+        );
+        assert!(oidc.is_configured_issuer(&format!("https://localhost:{port}")));
+    }
+
+    fn time_now() -> i64 {
+        crate::model::time::now()
+    }
 
     #[test]
     fn the_exchange_body_is_the_references() {
@@ -804,19 +1098,32 @@ mod tests {
         let ttl = Duration::from_secs(86400);
         let t0 = Instant::now();
         let mut cache = KeyCache::default();
-        assert!(cache.wants_fetch(None, t0, ttl), "never fetched");
+        assert!(
+            cache.wants_fetch(None, t0, ttl, JWKS_MIN_REFETCH),
+            "never fetched"
+        );
         cache.attempted(t0);
         let key = validate::tests::TestKey::new("k1");
         cache.fetched(validate::tests::TestKey::jwks(&[&key]), t0);
-        assert!(!cache.wants_fetch(Some("k1"), t0, ttl));
-        assert!(!cache.wants_fetch(None, t0 + Duration::from_secs(3600), ttl));
+        assert!(!cache.wants_fetch(Some("k1"), t0, ttl, JWKS_MIN_REFETCH));
+        assert!(!cache.wants_fetch(None, t0 + Duration::from_secs(3600), ttl, JWKS_MIN_REFETCH));
         // An unknown kid right after a fetch: not yet (rate limit), then yes.
-        assert!(!cache.wants_fetch(Some("k2"), t0 + Duration::from_secs(1), ttl));
+        assert!(!cache.wants_fetch(
+            Some("k2"),
+            t0 + Duration::from_secs(1),
+            ttl,
+            JWKS_MIN_REFETCH
+        ));
         let later = t0 + JWKS_MIN_REFETCH;
-        assert!(cache.wants_fetch(Some("k2"), later, ttl));
+        assert!(cache.wants_fetch(Some("k2"), later, ttl, JWKS_MIN_REFETCH));
         cache.attempted(later);
-        assert!(!cache.wants_fetch(Some("k3"), later + Duration::from_secs(5), ttl));
+        assert!(!cache.wants_fetch(
+            Some("k3"),
+            later + Duration::from_secs(5),
+            ttl,
+            JWKS_MIN_REFETCH
+        ));
         // Stale keys are fetched again.
-        assert!(cache.wants_fetch(None, t0 + ttl + JWKS_MIN_REFETCH, ttl));
+        assert!(cache.wants_fetch(None, t0 + ttl + JWKS_MIN_REFETCH, ttl, JWKS_MIN_REFETCH));
     }
 }
