@@ -154,9 +154,16 @@ impl Service {
     /// role configuration and the stored DN grants.
     ///
     /// A token wins over a certificate on the same request, as in the reference (its oauth2
-    /// method is tried before the certificate methods). Deviation: an invalid token is refused
-    /// (403 `Invalid credentials (<reason>)`) instead of the reference's quiet fall-back to the
-    /// certificate or to anonymous access for tokens that fail before their issuer is known.
+    /// method is tried before the certificate methods). A token that fails after it was read
+    /// (expired by now, issuer not configured, required scope missing) is the reference's 403
+    /// `Invalid credentials (Invalid OAuth2 credentials)`.
+    ///
+    /// Deviation: a token that fails earlier (not a JWT, unknown issuer, a claim, the
+    /// signature) is refused with 403 `Invalid credentials (<reason>)`, as the spec reads the
+    /// reference (tokens.md §A.2). fts-rest-flask 3.13.4's `do_authentication` instead returns
+    /// "not this method" for those (its issuer is still unset), so the request silently goes
+    /// on as the certificate's holder or as anonymous. A client that sent a token learns why
+    /// it was not accepted instead of acting as someone else.
     pub async fn user(
         &self,
         peer: Option<&CertIdentity>,

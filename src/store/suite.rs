@@ -25,6 +25,7 @@ use crate::model::{
     },
     lifecycle::{self, Failure},
     optimizer::{Decision, EvolutionEntry, LinkFilter},
+    token::{NewToken, Secret, TokenChange},
     transfer::{Caps, Claim, Event, Outcome},
 };
 
@@ -47,6 +48,7 @@ macro_rules! store_suite {
             cancel_and_priority_leave_terminal_jobs_alone,
             file_cancels_and_force_start_answer_per_file,
             a_credential_is_stored_against_its_pending_request,
+            tokens_are_stored_once_and_keep_their_exchange,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -911,6 +913,101 @@ pub(crate) async fn a_credential_is_stored_against_its_pending_request(store: &d
     assert!(store.credential("d", "/CN=other").await.unwrap().is_none());
     assert!(store.delete_credential("d", "/CN=u").await.unwrap());
     assert!(!store.delete_credential("d", "/CN=u").await.unwrap());
+}
+
+fn new_token(raw: &str, unmanaged: bool) -> NewToken {
+    NewToken {
+        token_id: crate::model::token::token_id(raw),
+        access_token: Secret::new(raw),
+        issuer: "https://iam.example/".into(),
+        scope: "storage.read:/ offline_access".into(),
+        audience: Some("https://a https://b".into()),
+        not_before: 100,
+        expiry: 700,
+        unmanaged,
+    }
+}
+
+async fn tokens_are_stored_once_and_keep_their_exchange(store: &dyn Store) {
+    let (managed, unmanaged) = (new_token("AT-1", false), new_token("AT-2", true));
+    assert_eq!(
+        store
+            .put_tokens(&[managed.clone(), unmanaged.clone()], 10)
+            .await
+            .unwrap(),
+        vec![false, true],
+        "a managed token waits for its exchange; an unmanaged one is ready"
+    );
+    let t = store.token(&managed.token_id).await.unwrap().unwrap();
+    assert_eq!(t.access_token.expose(), "AT-1");
+    assert_eq!(
+        (t.issuer.as_str(), t.audience.as_deref(), t.expiry),
+        ("https://iam.example/", Some("https://a https://b"), 700)
+    );
+    assert!(t.refresh_token.is_none() && !t.ready());
+    assert!(store.token("nope").await.unwrap().is_none());
+    // The exchange gives a refresh token and a new access token.
+    let exchanged = TokenChange::Exchanged {
+        access_token: Some(Secret::new("AT-1b")),
+        refresh_token: Secret::new("RT-1"),
+        expiry: 900,
+    };
+    assert!(
+        store
+            .update_token(&managed.token_id, &exchanged, 11)
+            .await
+            .unwrap()
+    );
+    assert!(!store.update_token("nope", &exchanged, 11).await.unwrap());
+    let t = store.token(&managed.token_id).await.unwrap().unwrap();
+    assert_eq!(t.access_token.expose(), "AT-1b");
+    assert_eq!(t.refresh_token.as_ref().map(Secret::expose), Some("RT-1"));
+    assert_eq!(t.expiry, 900);
+    // Submitted again: the row keeps its exchange (ready at once).
+    assert_eq!(
+        store.put_tokens(&[managed.clone()], 12).await.unwrap(),
+        vec![true]
+    );
+    // A refresh without rotation keeps the refresh token; a failure is remembered.
+    let refreshed = TokenChange::Refreshed {
+        access_token: Secret::new("AT-1c"),
+        refresh_token: None,
+        expiry: 1500,
+    };
+    store
+        .update_token(&managed.token_id, &refreshed, 13)
+        .await
+        .unwrap();
+    let failed = TokenChange::RefreshFailed {
+        message: "[invalid_grant]: expired".into(),
+    };
+    store
+        .update_token(&managed.token_id, &failed, 14)
+        .await
+        .unwrap();
+    let t = store.token(&managed.token_id).await.unwrap().unwrap();
+    assert_eq!(t.access_token.expose(), "AT-1c");
+    assert_eq!(t.refresh_token.as_ref().map(Secret::expose), Some("RT-1"));
+    assert_eq!(
+        t.refresh_message.as_deref(),
+        Some("[invalid_grant]: expired")
+    );
+    // The same token submitted as unmanaged by another job stays managed.
+    assert_eq!(
+        store
+            .put_tokens(&[new_token("AT-1", true)], 15)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert!(
+        !store
+            .token(&managed.token_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .unmanaged
+    );
 }
 
 /// The embedded backend.

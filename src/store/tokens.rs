@@ -163,3 +163,54 @@ impl Redb {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::token::{NewToken, Secret, TokenChange, token_id};
+    use crate::store::Redb;
+
+    #[test]
+    fn tokens_are_never_in_clear_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = "eyJhbGciOiJSUzI1NiJ9.ACCESS-TOKEN-PAYLOAD.SIGNATURE-abcdef";
+        let refresh = "REFRESH-TOKEN-0123456789-opaque";
+        {
+            let store = Redb::open(dir.path()).unwrap();
+            let token = NewToken {
+                token_id: token_id(access),
+                access_token: Secret::new(access),
+                issuer: "https://iam.example/".into(),
+                scope: "storage.read:/".into(),
+                audience: None,
+                not_before: 1,
+                expiry: 2,
+                unmanaged: false,
+            };
+            store.put_tokens(&[token], 1).unwrap();
+            let change = TokenChange::Exchanged {
+                access_token: None,
+                refresh_token: Secret::new(refresh),
+                expiry: 3,
+            };
+            assert!(store.update_token(&token_id(access), &change, 2).unwrap());
+            let back = store.token(&token_id(access)).unwrap().unwrap();
+            assert_eq!(back.access_token.expose(), access);
+        }
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                bytes.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(!bytes.is_empty());
+        assert!(!contains("ACCESS-TOKEN-PAYLOAD"), "access token in clear");
+        assert!(
+            !contains("REFRESH-TOKEN-0123456789"),
+            "refresh token in clear"
+        );
+        // The row itself is there (its issuer is not secret).
+        assert!(contains("https://iam.example/"));
+    }
+}
