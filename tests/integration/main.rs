@@ -19,4 +19,5 @@ mod protocols;
 mod rucio;
 mod service_binary;
 mod tls_auth;
+mod token_storage;
 mod tokens;

@@ -268,6 +268,15 @@ impl Issuer {
         self.state.lock().unwrap().refresh_error = Some((error.into(), description.into()));
     }
 
+    /// Whether this issuer gave out `refresh_token` (and still honours it).
+    pub fn issued_refresh_token(&self, refresh_token: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .refresh
+            .contains_key(refresh_token)
+    }
+
     /// The requests received so far.
     pub fn log(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()

@@ -51,6 +51,7 @@ pub const S3_REGION: &str = "us-east-1";
 // What is installed
 
 /// True when everything in `needs` is installed. Names: `"xrootd"` (server, plugins, user),
+/// `"scitokens"` (XRootD's SciTokens authorization plugin),
 /// `"apache2"` (with mod_dav and mod_gridsite), `"moto"` (the S3 venv), `"gfal2"` (the gfal
 /// command-line tools and python3-gfal2), or any command (`"curl"`, `"xrdcp"`, ...).
 /// A missing one panics in CI and prints a `SKIPPING:` line otherwise.
@@ -86,6 +87,15 @@ fn missing(need: &str) -> Option<String> {
                 let user = running_as_root() && system_user("xrootd").is_none();
                 lacking("user xrootd (xrootd-server)".into(), !user)
             }),
+        "scitokens" => {
+            let libs = Command::new("/sbin/ldconfig").arg("-p").output().ok();
+            let libs = libs.map(|l| String::from_utf8_lossy(&l.stdout).into_owned());
+            let found = libs.is_some_and(|l| l.contains("libXrdAccSciTokens-5.so"));
+            lacking(
+                "libXrdAccSciTokens-5.so (xrootd-scitokens-plugins)".into(),
+                found,
+            )
+        }
         "apache2" => [
             "mod_dav.so",
             "mod_dav_fs.so",
@@ -390,13 +400,29 @@ pub fn sample_data(len: usize, seed: u64) -> Vec<u8> {
 // XRootD
 
 /// How an [`Xrootd`] differs from the standard one.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Throttle reads and writes to ~20 MB/s (`xrootd.fslib throttle`): a slow source whose
     /// TPC pulls last long enough to see Perf Markers (XrdTpc sends one every 5 s). The limit
     /// is bursty: a 40 MB GET took 0.6-0.9 s, 100 MB 3-5 s, so use >= 150 MB for markers.
     pub throttle: bool,
+    /// Accept WLCG bearer tokens of one issuer only (`tokens.md` §A.7), instead of GSI,
+    /// macaroons and the grid-mapfile.
+    pub scitokens: Option<SciTokens>,
 }
+
+/// The token issuer an [`Xrootd`] with [`Options::scitokens`] trusts.
+#[derive(Clone, Debug)]
+pub struct SciTokens {
+    /// The tokens' `iss`, exactly.
+    pub issuer: String,
+    /// The issuer's keys (`{"keys": [...]}`), pre-seeded in libscitokens' key cache: it would
+    /// otherwise fetch them over HTTPS trusting the system CAs only.
+    pub jwks: serde_json::Value,
+}
+
+/// The path under which token scopes apply (`storage.read:/` = `/tok/...`).
+pub const TOKEN_BASE: &str = "/tok";
 
 /// An XRootD server: `root://` with GSI and `https://` with XrdHttp, HTTP-TPC and macaroons.
 pub struct Xrootd {
@@ -456,6 +482,9 @@ impl Xrootd {
             .unwrap();
         assert!(out.status.success(), "openssl rand failed");
         set_mode(&secret, 0o400);
+        if let Some(tokens) = &options.scitokens {
+            scitokens_files(root, https_port, tokens);
+        }
         let config = root.join("xrootd.cfg");
         fs::write(
             &config,
@@ -480,6 +509,8 @@ impl Xrootd {
             // Its native TPC runs xrdcp, which needs these in the server's environment.
             .env("X509_CERT_DIR", root.join("certificates"))
             .env("X509_VOMS_DIR", root.join("vomsdir"))
+            // libscitokens' key cache (pre-seeded).
+            .env("XDG_CACHE_HOME", root.join("cache"))
             .env_remove("X509_USER_PROXY")
             .env_remove("X509_USER_CERT")
             .env_remove("X509_USER_KEY");
@@ -563,9 +594,91 @@ impl Xrootd {
     }
 }
 
-/// protocol-peers.md §1, on this instance's directory and ports.
+/// The files of a token-only instance: the SciTokens configuration (the instance's own
+/// `https://localhost:<port>` and `https://127.0.0.1:<port>` as audiences, `/tok` as base
+/// path), an authdb that grants nothing without a token, and libscitokens' key cache with the
+/// issuer's keys.
+fn scitokens_files(root: &Path, https: u16, tokens: &SciTokens) {
+    fs::create_dir_all(under(&root.join("data"), TOKEN_BASE)).unwrap();
+    fs::write(
+        root.join("scitokens.cfg"),
+        format!(
+            "[Global]\naudience = https://localhost:{https}, https://127.0.0.1:{https}\n\
+             onmissing = passthrough\n\n[Issuer test]\nissuer = {}\nbase_path = {TOKEN_BASE}\n\
+             default_user = xrootd\n",
+            tokens.issuer
+        ),
+    )
+    .unwrap();
+    fs::write(root.join("authdb"), "u nobody /nonexistent r\n").unwrap();
+    let cache = root.join("cache/scitokens");
+    fs::create_dir_all(&cache).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let keys = serde_json::json!({
+        "jwks": tokens.jwks,
+        "next_update": now + 30 * 86400,
+        "expires": now + 60 * 86400,
+    });
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             db.execute('CREATE TABLE IF NOT EXISTS keycache (issuer text UNIQUE PRIMARY KEY \
+             NOT NULL, keys text NOT NULL)')\n\
+             db.execute('INSERT OR REPLACE INTO keycache VALUES (?, ?)', (sys.argv[2], sys.argv[3]))\n\
+             db.commit()\n",
+        )
+        .arg(cache.join("scitokens_cpp.sqllite"))
+        .arg(&tokens.issuer)
+        .arg(keys.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "seeding the key cache failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    set_mode(&root.join("cache"), 0o700);
+    set_mode(&cache, 0o700);
+}
+
+/// protocol-peers.md §1, on this instance's directory and ports; with [`Options::scitokens`],
+/// tokens.md §A.7 (ztn and SciTokens instead of GSI, macaroons and the grid-mapfile).
 fn xrootd_config(root: &Path, name: &str, port: u16, https: u16, options: Options) -> String {
     let r = root.display();
+    if options.scitokens.is_some() {
+        return format!(
+            "all.role server
+all.sitename fts-test-{name}
+all.export /
+xrd.port {port}
+oss.localroot {r}/data
+all.adminpath {r}/admin
+all.pidpath {r}/run
+xrd.network nodnr
+xrd.trace off
+xrd.tls {r}/hostcert.pem {r}/hostkey.pem
+xrd.tlsca certdir {r}/certificates
+xrootd.chksum max 4 adler32 md5 crc32c
+xrootd.seclib libXrdSec.so
+sec.protocol ztn
+ofs.authorize 1
+acc.authdb {r}/authdb
+acc.audit deny
+ofs.authlib ++ libXrdAccSciTokens.so config={r}/scitokens.cfg
+xrd.protocol XrdHttp:{https} libXrdHttp.so
+http.header2cgi Authorization authz
+http.listingdeny no
+http.exthandler xrdtpc libXrdHttpTPC.so
+tpc.trace info
+scitokens.trace all
+"
+        );
+    }
     let mut config = format!(
         "all.role server
 all.sitename fts-test-{name}
@@ -1149,7 +1262,14 @@ fn xrootd_throttled_source_is_slow() {
     if !available(&["xrootd", "curl"]) {
         return;
     }
-    let slow = Xrootd::start(pki, "s", Options { throttle: true });
+    let slow = Xrootd::start(
+        pki,
+        "s",
+        Options {
+            throttle: true,
+            ..Default::default()
+        },
+    );
     let size = 40_000_000;
     slow.write_file("slow.bin", &sample_data(size, 2));
     let get = curl(pki, PROXY, &[&slow.https_url("slow.bin")]);
