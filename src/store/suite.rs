@@ -965,7 +965,10 @@ async fn tokens_are_stored_once_and_keep_their_exchange(store: &dyn Store) {
     assert_eq!(t.expiry, 900);
     // Submitted again: the row keeps its exchange (ready at once).
     assert_eq!(
-        store.put_tokens(&[managed.clone()], 12).await.unwrap(),
+        store
+            .put_tokens(std::slice::from_ref(&managed), 12)
+            .await
+            .unwrap(),
         vec![true]
     );
     // A refresh without rotation keeps the refresh token; a failure is remembered.

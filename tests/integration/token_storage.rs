@@ -258,3 +258,62 @@ fn a_transfer_after_its_access_token_expired_completes_with_a_refreshed_one() {
     }
     assert_eq!(state(&f), "FINISHED");
 }
+
+#[test]
+fn gfal2_hands_the_submitted_tokens_to_token_only_xrootd() {
+    let Some(pki) = pki() else { return };
+    if !peers::available(&["xrootd", "scitokens", "gfal2"]) {
+        return;
+    }
+    let issuer = Issuer::start(pki, 1200);
+    let a = token_xrootd(pki, "ga", &issuer);
+    let b = token_xrootd(pki, "gb", &issuer);
+    let server = token_server(pki, &issuer, |c| {
+        c.engine.enabled = true;
+        c.engine.scheduling_interval = 1;
+        c.engine.http_backend = ftsd::config::HttpBackendChoice::Gfal2;
+    });
+    let root = server.client(pki, Some(ROOT));
+    let client = server.client(pki, None);
+    let fts = issuer.token("rucio", "fts", json!("localhost"), 1200);
+    let data = sample_data(1 << 20, 13);
+    let path = format!("{}/g.bin", peers::TOKEN_BASE);
+    a.write_file(&path, &data);
+    let src = a.davs_url(&path);
+    let read_a = storage_token(
+        &issuer,
+        "storage.read:/ offline_access",
+        &format!("https://localhost:{}", a.https_port()),
+        1200,
+    );
+    let modify_b = storage_token(
+        &issuer,
+        "storage.modify:/ storage.read:/ offline_access",
+        &format!("https://127.0.0.1:{}", b.https_port()),
+        1200,
+    );
+    for (src_tpc, dst_tpc, mode) in [("FULL", "FULL", "pull"), ("PULL", "PUSH", "streamed")] {
+        tpc_support(&root, "davs://localhost", src_tpc);
+        tpc_support(&root, "davs://127.0.0.1", dst_tpc);
+        let out = format!("{}/out/g-{mode}.bin", peers::TOKEN_BASE);
+        let dst = b.davs_url(&out).replacen("localhost", "127.0.0.1", 1);
+        let id = submit(&client, &fts, &src, &dst, &read_a, &modify_b);
+        let job = wait_job(&root, &id, MIN);
+        let f = files(&root, &id)[0].clone();
+        let log = log_of(&f);
+        assert_eq!(job["job_state"], "FINISHED", "{mode}: {f:#}\n{log}");
+        assert_eq!(std::fs::read(b.data_path(&out)).unwrap(), data, "{mode}");
+        assert!(log.contains("gfal2: gfal-copy"), "{log}");
+        for secret in [&read_a, &modify_b] {
+            let signature = secret.rsplit('.').next().unwrap();
+            assert!(
+                !log.contains(signature),
+                "{mode}: a token in the log:\n{log}"
+            );
+        }
+    }
+    // No token file is left behind.
+    let dir = server.data_dir.join("run/transfer-proxies");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -128,6 +128,16 @@ impl TransferTokens {
         }
     }
 
+    /// The source URL of the transfer.
+    pub fn source_url(&self) -> &str {
+        &self.source_url
+    }
+
+    /// The destination URL of the transfer.
+    pub fn destination_url(&self) -> &str {
+        &self.destination_url
+    }
+
     /// The current token of `side`.
     pub fn token(&self, side: Side) -> Option<Secret> {
         lock(self.slot(side)).as_ref().map(|s| s.value.clone())
