@@ -19,5 +19,6 @@ mod protocols;
 mod rucio;
 mod service_binary;
 mod tls_auth;
+mod token_secrecy;
 mod token_storage;
 mod tokens;

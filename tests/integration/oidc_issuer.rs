@@ -56,6 +56,8 @@ struct State {
     refresh_error: Option<(String, String)>,
     /// How long token-exchange answers wait (to watch files in TOKEN_PREP).
     exchange_delay: std::time::Duration,
+    /// Every token this issuer signed or handed out (access and refresh tokens).
+    issued: Vec<String>,
     counter: u64,
 }
 
@@ -148,6 +150,7 @@ impl Issuer {
             exchange_error: None,
             refresh_error: None,
             exchange_delay: std::time::Duration::ZERO,
+            issued: Vec::new(),
             counter: 0,
         }));
         let chain: Vec<CertificateDer<'static>> =
@@ -218,7 +221,14 @@ impl Issuer {
 
     /// Sign `claims` as they are (anything: expired, wrong audience, no `sub`...).
     pub fn mint(&self, claims: &Value) -> String {
-        self.keys.sign(claims)
+        let token = self.keys.sign(claims);
+        self.state.lock().unwrap().issued.push(token.clone());
+        token
+    }
+
+    /// Every token this issuer signed or handed out so far (access and refresh tokens).
+    pub fn issued(&self) -> Vec<String> {
+        self.state.lock().unwrap().issued.clone()
     }
 
     /// A WLCG-profile token of this issuer for `sub` with `scope` and `aud`, valid `lifetime`
@@ -458,7 +468,9 @@ impl Shared {
                 }
             }
         }
-        reply(200, json!({"access_token": self.keys.sign(&claims)}))
+        let token = self.keys.sign(&claims);
+        self.state.lock().unwrap().issued.push(token.clone());
+        reply(200, json!({"access_token": token}))
     }
 
     fn issue(&self, sub: &str, scope: &str, aud: &Value) -> (String, i64) {
@@ -473,18 +485,20 @@ impl Shared {
             "iat": now, "nbf": now, "exp": now + lifetime, "jti": format!("at-{n}"),
             "wlcg.ver": "1.0", "wlcg.groups": ["/testvo"], "client_id": FTS_CLIENT.0,
         });
-        (self.keys.sign(&claims), lifetime)
+        let token = self.keys.sign(&claims);
+        self.state.lock().unwrap().issued.push(token.clone());
+        (token, lifetime)
     }
 
     fn new_refresh_token(&self, sub: &str, scope: &str, aud: &Value) -> String {
         let mut bytes = [0u8; 24];
         aws_lc_rs::rand::fill(&mut bytes).unwrap();
         let rt = format!("rt-{}", b64(&bytes));
-        self.state
-            .lock()
-            .unwrap()
+        let mut state = self.state.lock().unwrap();
+        state
             .refresh
             .insert(rt.clone(), (sub.into(), scope.into(), aud.clone()));
+        state.issued.push(rt.clone());
         rt
     }
 
