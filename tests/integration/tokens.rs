@@ -662,3 +662,65 @@ fn the_fts3_cli_works_with_an_access_token() {
         2
     );
 }
+
+#[test]
+fn a_failed_refresh_fails_the_transfer_with_the_references_reason() {
+    let Some(pki) = pki() else { return };
+    // Exchanged tokens live 5 s; a token with less than 60 s left is refreshed before use.
+    let issuer = Issuer::start(pki, 5);
+    issuer.fail_refresh("invalid_grant", "The refresh token has expired");
+    let server = token_server(pki, &issuer, |c| {
+        c.engine.enabled = true;
+        c.engine.scheduling_interval = 1;
+        c.oidc.token_refresh_margin = 60;
+    });
+    let client = server.client(pki, None);
+    let fts = api_token(&issuer, "rucio");
+    let read = storage_token(&issuer, "storage.read:/ offline_access", "mock", 600);
+    let modify = storage_token(&issuer, "storage.modify:/ offline_access", "mock", 600);
+    let mock_job = |dst: &str, read: &str, modify: &str| {
+        let mut job = rucio_job(vec![(
+            vec!["mock://src.example/f?size=10"],
+            dst,
+            vec![read],
+            modify,
+        )]);
+        job["files"][0].as_object_mut().unwrap().remove("filesize");
+        job
+    };
+    let job = mock_job("mock://dst.example/f", &read, &modify);
+    let reply = bearer(&client, "POST", "/jobs", &fts, Some(&job));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    wait_for("the file to fail", || {
+        files_of(&client, &fts, &job_id)[0]["file_state"] == "FAILED"
+    });
+    let file = &files_of(&client, &fts, &job_id)[0];
+    assert_eq!(
+        file["reason"], "SOURCE [14] Failed to obtain refresh token for source",
+        "{file}"
+    );
+    // The exchange worked; the refresh was asked with the refresh token it gave.
+    assert_eq!(
+        issuer
+            .grants("urn:ietf:params:oauth:grant-type:token-exchange")
+            .len(),
+        2
+    );
+    let refresh = &issuer.grants("refresh_token")[0];
+    assert!(issuer.issued_refresh_token(&refresh.form["refresh_token"]));
+    // Unmanaged tokens are never refreshed: the same job with new ones transfers (the mock
+    // destination says its size after the copy).
+    let read = storage_token(&issuer, "storage.read:/ offline_access", "mock", 600);
+    let modify = storage_token(&issuer, "storage.modify:/ offline_access", "mock", 600);
+    let mut unmanaged = mock_job("mock://dst.example/f2?size_post=10", &read, &modify);
+    unmanaged["params"]["unmanaged_tokens"] = json!(true);
+    let reply = bearer(&client, "POST", "/jobs", &fts, Some(&unmanaged));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    wait_for("the unmanaged job to finish", || {
+        let file = files_of(&client, &fts, &job_id)[0].clone();
+        assert_ne!(file["file_state"], "FAILED", "{file}");
+        file["file_state"] == "FINISHED"
+    });
+}
