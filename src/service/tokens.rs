@@ -5,6 +5,13 @@
 //!
 //! Unmanaged tokens are never exchanged nor refreshed. Tokens never reach a log line: only
 //! their ids do.
+//!
+//! Deviation: the reference also runs a refresh service that renews, in the background, the
+//! access tokens of queued files once half their lifetime has passed. Here a token is refreshed
+//! only when a transfer is about to use it and it expires within the margin (the reference's
+//! url-copy check, done before every step of a transfer): a token that expired while its file
+//! queued is refreshed with its refresh token when the transfer starts, with the same outcome
+//! and without refreshing the tokens of files that never run.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
