@@ -638,7 +638,7 @@ fn the_fts3_cli_works_with_an_access_token() {
             "--dst-access-token",
             &dst,
             "mock://src.example/file?size=1000",
-            "mock://dst.example/file",
+            "mock://dst.example/file?size_post=1000",
         ],
     );
     let job_id = job_id_of(&out);
