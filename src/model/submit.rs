@@ -2326,6 +2326,167 @@ pub(crate) mod tests {
         run_with(body, &SubmitConfig::default(), &|_, _, _| 0)
     }
 
+    /// A token user's submission (`bearer`: the request's token).
+    fn run_as_token_user(body: Value, bearer: &str, config: &SubmitConfig) -> Result<Submission> {
+        let map = body.as_object().expect("test bodies are objects").clone();
+        let mut random = || 7u64;
+        let scopes = vec!["fts".to_string()];
+        let mut ctx = SubmitContext {
+            user_dn: "a-subject",
+            delegation_id: "074c994c3402ea31",
+            vo: "testvo",
+            voms_cred: &scopes,
+            auth_method: "oauth2",
+            bearer: Some(bearer),
+            submit_host: "fts.example.org",
+            now: NOW,
+            config,
+            queued: &|_, _, _| 0,
+            random: &mut random,
+        };
+        build(&map, &mut ctx)
+    }
+
+    /// An unsigned JWT with these claims (the builder reads claims; signatures are the
+    /// service's business).
+    fn jwt(claims: Value) -> String {
+        use base64::Engine as _;
+        let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.sig", e(&json!({"alg": "RS256"})), e(&claims))
+    }
+
+    fn storage_jwt(scope: &str) -> String {
+        jwt(
+            json!({"iss": "https://iam.example", "sub": "rucio", "nbf": NOW, "exp": NOW + 600,
+                   "scope": scope, "aud": ["https://a", "https://b"]}),
+        )
+    }
+
+    #[test]
+    fn transfer_tokens_are_collected_once_and_named_by_each_file() {
+        let (s1, s2, d) = (
+            storage_jwt("storage.read:/ offline_access"),
+            storage_jwt("storage.read:/x"),
+            storage_jwt("storage.modify:/ offline_access"),
+        );
+        let file = |src: &str, dst: &str, s: &str, d: &str| {
+            json!({"sources": [src], "destinations": [dst],
+                   "source_tokens": [s], "destination_tokens": [d]})
+        };
+        let body = json!({"files": [
+            file("https://a/f", "https://b/f", &s1, &d),
+            file("https://a2/g", "https://b/g", &s2, &d),
+            file("https://a/h", "https://b/h", &s1, &d),
+        ]});
+        let built = run_as_token_user(body.clone(), "bearer", &SubmitConfig::default()).unwrap();
+        assert_eq!(
+            built.job.job_metadata.0.as_deref(),
+            Some(r#"{"auth_method":"oauth2"}"#)
+        );
+        // Each distinct token once, in order of appearance, with its claims.
+        let ids: Vec<&str> = built.tokens.iter().map(|t| t.token_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                token::token_id(&s1),
+                token::token_id(&d),
+                token::token_id(&s2)
+            ]
+        );
+        assert_eq!(built.tokens[0].issuer, "https://iam.example/");
+        assert_eq!(
+            built.tokens[0].audience.as_deref(),
+            Some("https://a https://b")
+        );
+        assert!(built.tokens.iter().all(|t| !t.unmanaged));
+        let named = |built: &Submission| -> Vec<(Option<String>, Option<String>)> {
+            built
+                .files
+                .iter()
+                .map(|f| (f.src_token_id.clone(), f.dst_token_id.clone()))
+                .collect()
+        };
+        let id = |t: &str| Some(token::token_id(t));
+        assert_eq!(
+            named(&built),
+            [(id(&s1), id(&d)), (id(&s2), id(&d)), (id(&s1), id(&d))]
+        );
+        // Multiple sources: each source × destination pair names its source's token.
+        let multi = json!({"files": [{
+            "sources": ["https://a/f", "https://a2/f"], "destinations": ["https://b/f"],
+            "source_tokens": [s1, s2], "destination_tokens": [d],
+        }]});
+        let built = run_as_token_user(multi, "bearer", &SubmitConfig::default()).unwrap();
+        assert_eq!(named(&built), [(id(&s1), id(&d)), (id(&s2), id(&d))]);
+        // NonManagedTokens: tokens without offline_access are used as given; the job flag
+        // makes every token unmanaged.
+        let config = SubmitConfig {
+            non_managed_tokens: true,
+            ..SubmitConfig::default()
+        };
+        let built = run_as_token_user(body.clone(), "bearer", &config).unwrap();
+        let unmanaged: Vec<bool> = built.tokens.iter().map(|t| t.unmanaged).collect();
+        assert_eq!(unmanaged, [false, false, true]);
+        let mut flagged = body;
+        flagged["params"] = json!({"unmanaged_tokens": true});
+        let built = run_as_token_user(flagged, "bearer", &SubmitConfig::default()).unwrap();
+        assert!(built.tokens.iter().all(|t| t.unmanaged));
+    }
+
+    #[test]
+    fn a_token_users_job_without_tokens_uses_the_bearer_token_everywhere() {
+        let bearer = storage_jwt("fts offline_access");
+        let body =
+            json!({"files": [{"sources": ["https://a/f"], "destinations": ["https://b/f"]}]});
+        let built = run_as_token_user(body, &bearer, &SubmitConfig::default()).unwrap();
+        let id = token::token_id(&bearer);
+        assert_eq!(built.tokens.len(), 1);
+        assert_eq!(built.files[0].src_token_id.as_deref(), Some(id.as_str()));
+        assert_eq!(built.files[0].dst_token_id.as_deref(), Some(id.as_str()));
+        // A certificate user's job without tokens has none.
+        let plain = submit(
+            json!({"files": [{"sources": ["https://a/f"], "destinations": ["https://b/f"]}]}),
+        );
+        assert!(plain.tokens.is_empty() && plain.files[0].src_token_id.is_none());
+        // A token missing a claim is refused with the reference's message.
+        let no_scope = jwt(json!({"iss": "https://i", "nbf": 1, "exp": 2, "aud": null}));
+        let body = json!({"files": [{"sources": ["https://a/f"], "destinations": ["https://b/f"],
+                           "source_tokens": [no_scope], "destination_tokens": [no_scope]}]});
+        let err = run_as_token_user(body, &bearer, &SubmitConfig::default()).unwrap_err();
+        assert_eq!(err.to_string(), token::msg::NO_SCOPE);
+    }
+
+    #[test]
+    fn files_wait_in_token_prep_until_their_tokens_are_ready() {
+        let (s, d) = (
+            storage_jwt("storage.read:/"),
+            storage_jwt("storage.modify:/"),
+        );
+        let body = json!({"files": [
+            {"sources": ["https://a/f"], "destinations": ["https://b/f"],
+             "source_tokens": [s], "destination_tokens": [d]},
+            {"sources": ["https://a/g"], "destinations": ["https://b/g"],
+             "source_tokens": [s], "destination_tokens": [s]},
+        ]});
+        let mut built = run_as_token_user(body, "b", &SubmitConfig::default()).unwrap();
+        let ready_id = token::token_id(&s);
+        let held = hold_for_tokens(&mut built.files, |id| id == ready_id);
+        assert_eq!(held, 1);
+        assert_eq!(built.files[0].file_state, FileState::TokenPrep);
+        assert_eq!(
+            built.files[0].file_state_initial.as_deref(),
+            Some("SUBMITTED")
+        );
+        assert_eq!(built.files[1].file_state, FileState::Submitted);
+        // Released: back to the state it was submitted in.
+        assert!(built.files[0].tokens_ready());
+        assert_eq!(built.files[0].file_state, FileState::Submitted);
+        assert!(
+            !built.files[1].tokens_ready(),
+            "only TOKEN_PREP files are released"
+        );
+    }
+
     fn submit(body: Value) -> Submission {
         match run(body) {
             Ok(s) => s,
