@@ -724,3 +724,47 @@ fn a_failed_refresh_fails_the_transfer_with_the_references_reason() {
         file["file_state"] == "FINISHED"
     });
 }
+
+#[test]
+fn canceling_a_job_waiting_for_its_token_exchange_ends_its_files() {
+    let Some(pki) = pki() else { return };
+    let issuer = Issuer::start(pki, 600);
+    issuer.delay_exchange(Duration::from_secs(2));
+    let server = token_server(pki, &issuer, |_| {});
+    let client = server.client(pki, None);
+    let fts = api_token(&issuer, "rucio");
+    let read = storage_token(&issuer, "storage.read:/ offline_access", "https://s", 600);
+    let modify = storage_token(&issuer, "storage.modify:/ offline_access", "https://d", 600);
+    let job = rucio_job(vec![(
+        vec!["davs://src.example/f"],
+        "davs://dst.example/f",
+        vec![&read],
+        &modify,
+    )]);
+    let reply = bearer(&client, "POST", "/jobs", &fts, Some(&job));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let job_id = reply.json()["job_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        files_of(&client, &fts, &job_id)[0]["file_state"],
+        "TOKEN_PREP"
+    );
+    let reply = bearer(&client, "DELETE", &format!("/jobs/{job_id}"), &fts, None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        files_of(&client, &fts, &job_id)[0]["file_state"],
+        "CANCELED"
+    );
+    // The exchange ends later: the file stays canceled, the job too.
+    wait_for("the exchange", || {
+        !issuer
+            .grants("urn:ietf:params:oauth:grant-type:token-exchange")
+            .is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        files_of(&client, &fts, &job_id)[0]["file_state"],
+        "CANCELED"
+    );
+    let status = bearer(&client, "GET", &format!("/jobs/{job_id}"), &fts, None).json();
+    assert_eq!(status["job_state"], "CANCELED", "{status}");
+}
