@@ -11,6 +11,7 @@
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
 //! - [`server`]: TLS accept loop, per-connection identity, graceful shutdown.
 //! - [`config`]: the configuration file and its defaults; [`devpki`]: a throwaway PKI.
+//! - `fuzzing` (built for `cargo fuzz` and the tests only): the fuzz targets' entry points.
 //!
 //! [`run`] is the one entry point; the binary and the integration tests both use it.
 
@@ -19,6 +20,8 @@ pub mod auth;
 pub mod config;
 pub mod devpki;
 pub mod engine;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod model;
 pub mod server;
 pub mod service;
@@ -36,7 +39,7 @@ use crate::{
         tls::{self, HostCredential},
     },
     service::Service,
-    store::{RedbStore, Store},
+    store::{Redb, RedbStore, Store},
 };
 
 /// Everything that can stop the service from starting or running.
@@ -95,13 +98,23 @@ pub async fn run_with(
     );
     let server_dn = host.dn.clone();
     let tls_config = tls::server_config(host, auth.clone())?;
+    // The database opens (after a crash: redb's repair, unless `quick_repair`) while the
+    // engine's backends are probed (gfal2); the port answers once both are done.
     let data_dir = config.data_dir.clone();
+    let options = store::Options {
+        quick_repair: config.quick_repair,
+    };
+    let opening =
+        tokio::task::spawn_blocking(move || RedbStore::new(Redb::open_with(&data_dir, options)?));
+    // The schemes the engine can transfer: submissions naming others are refused. An API-only
+    // instance accepts any scheme (another node may transfer them).
+    let registry = if config.engine.enabled {
+        Some(registry(&config, &auth).await)
+    } else {
+        None
+    };
     let host_name = config.node_name.clone().unwrap_or_else(service::host_name);
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??,
-    );
+    let store: Arc<dyn Store> = Arc::new(opening.await.map_err(|e| Error::Task(e.to_string()))??);
     // The node registers itself in the host list (`GET /config`) at start; the engine renews
     // the beat while it runs.
     store
@@ -126,13 +139,6 @@ pub async fn run_with(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    // The schemes the engine can transfer: submissions naming others are refused. An API-only
-    // instance accepts any scheme (another node may transfer them).
-    let registry = if config.engine.enabled {
-        Some(registry(&config, &auth).await)
-    } else {
-        None
-    };
     let owned = |schemes: Vec<&str>| schemes.into_iter().map(str::to_string).collect();
     settings.submit.schemes = registry.as_ref().map(|r| owned(r.schemes()));
     // And what it cannot run is refused too: pairs no backend copies, tape steps no backend does.
@@ -211,8 +217,8 @@ pub async fn run_with(
     let server = Server {
         tls: tls_config,
         auth,
-        routes: api::routes(service),
-        max_connections: config.max_connections,
+        routes: api::routes(service, api::BodyLimits::new(&config.limits)),
+        limits: config.limits.clone(),
     };
     let address = listener.local_addr().map_err(server::ServerError::Io)?;
     tracing::info!(%address, "listening");

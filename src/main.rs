@@ -26,11 +26,26 @@ enum Command {
     /// host certificate and key, CA and VOMS directories. Exit status 0 when the service can
     /// start with it (warnings allowed), 1 otherwise.
     CheckConfig(ServeArgs),
+    /// Check a stopped service's database offline: redb's integrity check (repairing a database
+    /// left by a crash first, as the service would), then every index and counter rebuilt from
+    /// the rows and compared. Exit status 0 when all is well, 1 when something is damaged, 2
+    /// when the check could not run (no database, or a running ftsd has it open).
+    Check(CheckArgs),
     /// Create a throwaway PKI (CA, localhost host certificate, user certificate, RFC 3820 proxy).
     DevPki {
         /// Directory to create it in.
         dir: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Configuration file whose `data_dir` to check.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory to check (overrides the file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -62,7 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // check-config reports its findings itself: only the library's warnings are worth showing.
     let default_filter = match cli.command {
-        Command::CheckConfig(_) => "warn",
+        Command::CheckConfig(_) | Command::Check(_) => "warn",
         _ => "info",
     };
     // Colours only for a person at a terminal: the RPM's unit appends stderr to a log file.
@@ -77,6 +92,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => return check_config(&args),
+        Command::Check(args) => return check_store(&args),
         Command::DevPki { dir } => DevPki::create(&dir)
             .map(|pki| {
                 println!("dev PKI created in {}", pki.dir.display());
@@ -157,6 +173,43 @@ fn check_config(args: &ServeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `ftsd check`: notes and problems on stdout, then a summary.
+fn check_store(args: &CheckArgs) -> ExitCode {
+    let data_dir = match (&args.data_dir, &args.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(path)) => match Config::load(path) {
+            Ok(config) => config.data_dir,
+            Err(e) => {
+                eprintln!("ftsd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => Config::default().data_dir,
+    };
+    match ftsd::store::check::check(&data_dir) {
+        Ok(report) => {
+            println!("checking {}", report.path.display());
+            for note in &report.notes {
+                println!("  ok       {note}");
+            }
+            for problem in &report.problems {
+                println!("  PROBLEM  {problem}");
+            }
+            if report.problems.is_empty() {
+                println!("no problem found");
+                ExitCode::SUCCESS
+            } else {
+                println!("{} problem(s) found", report.problems.len());
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("ftsd check: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

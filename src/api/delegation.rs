@@ -10,7 +10,10 @@ use super::{
     Ctx,
     error::{ApiError, json_response},
 };
-use crate::service::delegation::{MAX_CREDENTIAL_BODY, empty_view_is_list};
+use crate::service::{
+    admission::BodyAccess,
+    delegation::{MAX_CREDENTIAL_BODY, empty_view_is_list},
+};
 
 pub async fn view(ctx: &Ctx, dlg_id: &str, user_agent: Option<&str>) -> Result<Response, ApiError> {
     let user = ctx.user().await?;
@@ -44,14 +47,23 @@ pub async fn request(ctx: Ctx, dlg_id: String) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-pub async fn credential<S, B>(ctx: Ctx, dlg_id: String, body: S) -> Result<Response, ApiError>
+pub async fn credential<S, B>(
+    ctx: Ctx,
+    dlg_id: String,
+    announced: Option<u64>,
+    body: S,
+) -> Result<Response, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     let user = ctx.user().await?;
-    let body = super::body::read(body, MAX_CREDENTIAL_BODY).await?;
-    ctx.service.delegation_put(&user, &dlg_id, body).await?;
+    let access = BodyAccess::DelegationOwner(&dlg_id);
+    let mut body = super::body::read(&ctx, access, announced, body, MAX_CREDENTIAL_BODY).await?;
+    // The bytes move on; their share of the budget stays held until the upload is processed.
+    let bytes = std::mem::take(&mut body.bytes);
+    ctx.service.delegation_put(&user, &dlg_id, bytes).await?;
+    drop(body);
     let mut response = Response::new("".into());
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)

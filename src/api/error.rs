@@ -20,6 +20,10 @@ pub const AUTHENTICATION_TIMEOUT: StatusCode = match StatusCode::from_u16(419) {
     Err(_) => StatusCode::BAD_REQUEST,
 };
 
+/// `Retry-After` of a 503 (the body budget is exhausted): a few seconds lets the bodies being
+/// read finish.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
 /// An error answer: status and message.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -54,7 +58,21 @@ impl ApiError {
             status: status_line(self.status),
             message: &self.message,
         };
-        json_response(self.status, &body)
+        let mut response = json_response(self.status, &body);
+        let headers = response.headers_mut();
+        match self.status {
+            // Back-pressure (the body budget is exhausted): tell clients when to come back.
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            // A body that stalled: the rest of it may still come, the connection cannot be
+            // reused (HTTP/2 drops this header, its stream is simply answered).
+            StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

@@ -198,14 +198,16 @@ pub async fn submit(
     ctx: Ctx,
     method: Method,
     content_type: Option<String>,
-    body: Vec<u8>,
+    body: super::body::Body,
 ) -> Result<Response, ApiError> {
     let user = ctx.user().await?;
     let value = input::as_dict(&method, content_type.as_deref(), &body)?;
+    // The body's share of the budget stays held while its parsed form is in use.
     let job_id = ctx
         .service
         .submit(&user, SubmitRequest::parse(value), ctx.bearer())
         .await?;
+    drop(body);
     Ok(json_response(StatusCode::OK, &json!({"job_id": job_id})))
 }
 

@@ -32,19 +32,22 @@ use crate::{
     model::identity::User,
     service::{self, Service},
 };
+pub use body::BodyLimits;
 use error::{ApiError, respond};
+use service::admission::BodyAccess;
 
 /// The certificate identity of the connection a request came on.
 #[derive(Clone, Default)]
 pub struct Peer(pub Option<Arc<CertIdentity>>);
 
-/// What handlers get: the service and who is calling.
+/// What handlers get: the service, who is calling, and the rules for reading bodies.
 #[derive(Clone)]
 pub struct Ctx {
     pub service: Arc<Service>,
     pub peer: Peer,
     /// The request's `Authorization` header (a bearer token, maybe). Never logged.
     authorization: Option<Arc<str>>,
+    pub body: BodyLimits,
 }
 
 impl Ctx {
@@ -67,7 +70,7 @@ impl Ctx {
 }
 
 /// All routes, with the fallback answering OPTIONS, 405 and 404.
-pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
+pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,)> {
     let ctx = warp::ext::optional::<Peer>()
         .and(warp::header::headers_cloned())
         .map(
@@ -79,6 +82,7 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
                     .get(warp::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .map(Arc::from),
+                body: body.clone(),
             },
         );
     let root = warp::get()
@@ -110,8 +114,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("delegation" / String / "credential"))
         .and(ctx.clone())
         .and(body::stream())
-        .then(|id: String, ctx: Ctx, body| async move {
-            respond(delegation::credential(ctx, id, body).await)
+        .then(|id: String, ctx: Ctx, len, body| async move {
+            respond(delegation::credential(ctx, id, len, body).await)
         });
     let delegation_delete = warp::delete()
         .and(warp::path!("delegation" / String))
@@ -157,15 +161,6 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
 
 type Query = std::collections::HashMap<String, String>;
 
-/// Bounded body read for handlers that take one.
-async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, ApiError>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>>,
-    B: bytes::Buf,
-{
-    body::read(body, limit).await
-}
-
 /// `/ban/se`, `/ban/dn`, `/config/audit`.
 fn ban_routes(
     ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -182,20 +177,26 @@ fn ban_routes(
             .and(query())
             .and(body::stream())
     };
-    let ban_se = post("se").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
-        let result = match read_body(body, bans::MAX_BAN_BODY).await {
-            Ok(body) => bans::ban_se(&ctx, ct.as_deref(), q, &body).await,
-            Err(e) => Err(e),
-        };
-        respond(result)
-    });
-    let ban_dn = post("dn").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
-        let result = match read_body(body, bans::MAX_BAN_BODY).await {
-            Ok(body) => bans::ban_dn(&ctx, ct.as_deref(), q, &body).await,
-            Err(e) => Err(e),
-        };
-        respond(result)
-    });
+    let ban_se = post("se").then(
+        |ctx: Ctx, ct: Option<String>, q: Query, len, body| async move {
+            let result =
+                match body::read(&ctx, BodyAccess::Config, len, body, bans::MAX_BAN_BODY).await {
+                    Ok(body) => bans::ban_se(&ctx, ct.as_deref(), q, &body).await,
+                    Err(e) => Err(e),
+                };
+            respond(result)
+        },
+    );
+    let ban_dn = post("dn").then(
+        |ctx: Ctx, ct: Option<String>, q: Query, len, body| async move {
+            let result =
+                match body::read(&ctx, BodyAccess::Config, len, body, bans::MAX_BAN_BODY).await {
+                    Ok(body) => bans::ban_dn(&ctx, ct.as_deref(), q, &body).await,
+                    Err(e) => Err(e),
+                };
+            respond(result)
+        },
+    );
     let unban_se = warp::delete()
         .and(warp::path!("ban" / "se"))
         .and(ctx.clone())
@@ -238,7 +239,7 @@ fn ban_routes(
 type Reply =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, ApiError>> + Send>>;
 /// A setter: parses nothing itself, gets the content type and the (bounded) body.
-type Setter = fn(Ctx, Option<String>, Vec<u8>) -> Reply;
+type Setter = fn(Ctx, Option<String>, body::Body) -> Reply;
 /// A handler of the query string (listings with filters, deletions).
 type QueryHandler = fn(Ctx, Query) -> Reply;
 /// A handler of one path segment (`/config/links/<name>`, `/config/activity_shares/<vo>`).
@@ -247,7 +248,7 @@ type NameHandler = fn(Ctx, String) -> Reply;
 /// A [`Setter`] of an `async fn(&Ctx, Option<&str>, &[u8])` handler.
 macro_rules! setter {
     ($handler:path) => {
-        |ctx: Ctx, ct: Option<String>, body: Vec<u8>| -> Reply {
+        |ctx: Ctx, ct: Option<String>, body: body::Body| -> Reply {
             Box::pin(async move { $handler(&ctx, ct.as_deref(), &body).await })
         }
     };
@@ -280,16 +281,22 @@ fn config_routes(
             .and(warp::path::end())
     };
     let post = |name: &'static str, handler: Setter| {
+        // The activity shares and the grants also require a certificate (as their use cases).
+        let access = match name {
+            "activity_shares" | "authorize" => BodyAccess::CertificateAndConfig,
+            _ => BodyAccess::Config,
+        };
         warp::post()
             .and(path(name))
             .and(ctx.clone())
             .and(warp::header::optional::<String>("content-type"))
             .and(body::stream())
-            .then(move |ctx: Ctx, ct: Option<String>, body| async move {
-                let result = match read_body(body, config::MAX_CONFIG_BODY).await {
-                    Ok(body) => handler(ctx, ct, body).await,
-                    Err(e) => Err(e),
-                };
+            .then(move |ctx: Ctx, ct: Option<String>, len, body| async move {
+                let result =
+                    match body::read(&ctx, access, len, body, config::MAX_CONFIG_BODY).await {
+                        Ok(body) => handler(ctx, ct, body).await,
+                        Err(e) => Err(e),
+                    };
                 respond(result)
             })
             .boxed()
@@ -386,8 +393,9 @@ fn optimizer_routes(
         .and(ctx.clone())
         .and(warp::header::optional::<String>("content-type"))
         .and(body::stream())
-        .then(|ctx: Ctx, ct: Option<String>, body| async move {
-            let result = match read_body(body, optimizer::MAX_OPTIMIZER_BODY).await {
+        .then(|ctx: Ctx, ct: Option<String>, len, body| async move {
+            let limit = optimizer::MAX_OPTIMIZER_BODY;
+            let result = match body::read(&ctx, BodyAccess::Config, len, body, limit).await {
                 Ok(body) => optimizer::set_current(&ctx, ct.as_deref(), &body).await,
                 Err(e) => Err(e),
             };
@@ -442,8 +450,9 @@ fn job_routes(
         .and(content_type())
         .and(body::stream())
         .then(
-            |ctx: Ctx, method: Method, ct: Option<String>, body| async move {
-                let result = match read_body(body, jobs::MAX_SUBMIT_BODY).await {
+            |ctx: Ctx, method: Method, ct: Option<String>, len, body| async move {
+                let limit = jobs::MAX_SUBMIT_BODY;
+                let result = match body::read(&ctx, BodyAccess::Transfer, len, body, limit).await {
                     Ok(body) => jobs::submit(ctx, method, ct, body).await,
                     Err(e) => Err(e),
                 };
@@ -523,8 +532,9 @@ fn job_routes(
         .and(content_type())
         .and(body::stream())
         .then(
-            |ids: String, ctx: Ctx, ct: Option<String>, body| async move {
-                let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
+            |ids: String, ctx: Ctx, ct: Option<String>, len, body| async move {
+                let limit = jobs::MAX_SMALL_BODY;
+                let result = match body::read(&ctx, BodyAccess::Transfer, len, body, limit).await {
                     Ok(body) => jobs::modify(&ctx, &ids, ct.as_deref(), &body).await,
                     Err(e) => Err(e),
                 };
@@ -553,8 +563,10 @@ fn job_routes(
         .and(ctx)
         .and(content_type())
         .and(body::stream())
-        .then(|ctx: Ctx, ct: Option<String>, body| async move {
-            let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
+        .then(|ctx: Ctx, ct: Option<String>, len, body| async move {
+            let limit = jobs::MAX_SMALL_BODY;
+            let access = BodyAccess::CertificateAndAdmin;
+            let result = match body::read(&ctx, access, len, body, limit).await {
                 Ok(body) => jobs::force_start(&ctx, ct.as_deref(), &body).await,
                 Err(e) => Err(e),
             };

@@ -260,6 +260,11 @@ pub fn parse_chain<'a>(chain: &[&'a [u8]]) -> Result<Vec<X509Certificate<'a>>, A
 pub(crate) fn classify_chain(
     parsed: &[X509Certificate<'_>],
 ) -> Result<(usize, Vec<ProxyKind>), AuthError> {
+    // Every caller checks this today, but a chain with nothing in it must be an error here
+    // too, not an index out of bounds (found by the certificate_chain fuzz target).
+    if parsed.is_empty() {
+        return Err(AuthError::Chain("empty certificate chain".into()));
+    }
     let mut kinds = Vec::new();
     let mut eec = 0;
     while eec + 1 < parsed.len() {

@@ -100,6 +100,12 @@ impl Authenticator {
         &self.chains
     }
 
+    /// The VOMS trust (for the fuzz targets, which drive the AC verifier directly).
+    #[cfg(any(fuzzing, test))]
+    pub(crate) fn vomsdir(&self) -> &VomsDir {
+        &self.vomsdir
+    }
+
     /// Handshake-time check: is this chain acceptable at all?
     pub fn verify(&self, chain: &[&[u8]], now: i64) -> Result<VerifiedChain, AuthError> {
         self.chains.verify(chain, now)

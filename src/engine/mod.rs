@@ -35,7 +35,7 @@ use crate::{
     model::transfer::{Event, Outcome},
     model::{
         job::{File, FileState, Job},
-        lifecycle::{Failure, Success},
+        lifecycle::{self, Failure, Success},
         time,
     },
     store::{Store, StoreError},
@@ -111,9 +111,6 @@ const EVENT_BATCH: usize = 1024;
 /// How long shutdown waits for running transfers to hand their files back.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The reason of a transfer found running at start (the service died under it).
-pub const INTERRUPTED_MESSAGE: &str =
-    "Transfer interrupted: the service stopped while the transfer was running";
 /// The reason of a transfer stopped for lack of progress.
 pub const STALLED_MESSAGE: &str = "Transfer has been forced-killed because it was stalled";
 
@@ -579,29 +576,27 @@ fn to_failure(f: &agent::TransferFailure) -> Failure {
 
 /// Start-up recovery (one log line per file).
 async fn recover(store: &Arc<dyn Store>, settings: &Settings) -> Result<(), EngineError> {
-    let host = settings.host.clone();
-    let failure = Failure {
-        reason: format!("GENERAL_FAILURE [4] {INTERRUPTED_MESSAGE}"),
-        scope: "GENERAL_FAILURE".to_string(),
-        phase: "TRANSFER_SERVICE".to_string(),
-        class: "INTERRUPTED_SYSTEM_CALL".to_string(),
-        recoverable: true,
-        dst_file: None,
-    };
     let applied = store
-        .recover_interrupted(&failure, &host, time::now())
+        .recover_interrupted(&settings.host, time::now())
         .await?;
     for a in applied {
         match a.outcome {
-            Outcome::Retried(attempt) => {
-                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, attempt, "transfer interrupted by the last stop: queued again")
-            }
+            Outcome::Interrupted(n) => tracing::warn!(
+                job_id = %a.job_id,
+                file_id = a.file_id,
+                interruptions = n,
+                max = lifecycle::MAX_INTERRUPTIONS,
+                "transfer interrupted by the last stop: queued again, no attempt counted"
+            ),
             Outcome::Moved(FileState::Staging) => {
                 tracing::warn!(job_id = %a.job_id, file_id = a.file_id, "staging interrupted by the last stop: staging again")
             }
-            Outcome::Moved(state) => {
-                tracing::warn!(job_id = %a.job_id, file_id = a.file_id, state = state.as_str(), "transfer interrupted by the last stop: no retry left")
-            }
+            Outcome::Moved(FileState::Failed) => tracing::error!(
+                job_id = %a.job_id,
+                file_id = a.file_id,
+                "{}",
+                lifecycle::POISON_REASON
+            ),
             _ => {}
         }
     }

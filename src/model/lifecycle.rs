@@ -23,6 +23,26 @@ pub const QUEUE_TIMEOUT_REASON: &str =
 pub const GLOBAL_QUEUE_TIMEOUT_REASON: &str =
     "Job has been canceled because it stayed in the queue for too long (global timeout)";
 
+/// How often a transfer may be found running at start (the service died under it: crash,
+/// `kill -9`, power loss) before it is failed instead of queued again. Interruptions do not cost
+/// the user an attempt, but a transfer that makes the service crash each time it runs (a
+/// "poison" transfer) must not crash it for ever: the third interruption fails it, with
+/// [`POISON_REASON`].
+pub const MAX_INTERRUPTIONS: u32 = 3;
+
+/// The reason of a transfer failed after [`MAX_INTERRUPTIONS`] interruptions.
+pub const POISON_REASON: &str = "Transfer interrupted 3 times by the service stopping while it ran: \
+     not run again, in case it is what stops the service";
+
+/// What start-up recovery did to a transfer found running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// Back in the queue, no attempt counted: the `n`-th interruption.
+    Requeued(u32),
+    /// Failed: interrupted too often.
+    Poisoned,
+}
+
 /// The outcome of a successful copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Success {
@@ -223,6 +243,31 @@ impl File {
         self.log_file = None;
         self.transferred = 0;
         true
+    }
+
+    /// READY / ACTIVE found at start after a crash, for the `interruptions`-th time (this one
+    /// included): back to the queue without counting an attempt, or FAILED with
+    /// [`POISON_REASON`] at the [`MAX_INTERRUPTIONS`]-th. None when the file is elsewhere.
+    pub fn recover_interrupted(&mut self, now: i64, interruptions: u32) -> Option<Recovered> {
+        if !matches!(self.file_state, FileState::Ready | FileState::Active) {
+            return None;
+        }
+        if interruptions >= MAX_INTERRUPTIONS {
+            self.fail(
+                now,
+                &Failure {
+                    reason: format!("GENERAL_FAILURE [4] {POISON_REASON}"),
+                    scope: "GENERAL_FAILURE".to_string(),
+                    phase: "TRANSFER_SERVICE".to_string(),
+                    class: "INTERRUPTED_SYSTEM_CALL".to_string(),
+                    recoverable: false,
+                    dst_file: None,
+                },
+            );
+            return Some(Recovered::Poisoned);
+        }
+        self.unclaim();
+        Some(Recovered::Requeued(interruptions))
     }
 
     /// NOT_USED → SUBMITTED: the next replica or hop takes over.
@@ -575,6 +620,28 @@ mod tests {
             duration: 1.0,
             throughput: 0.5,
         }
+    }
+
+    #[test]
+    fn interruptions_requeue_without_an_attempt_until_the_poison_limit() {
+        let mut f = file(1, 0, FileState::Submitted);
+        f.retry = 1;
+        for n in 1..MAX_INTERRUPTIONS {
+            assert!(f.claim(5, "host") && f.activate(6, None));
+            assert_eq!(f.recover_interrupted(7, n), Some(Recovered::Requeued(n)));
+            assert_eq!(f.file_state, FileState::Submitted);
+            assert_eq!(f.retry, 1, "no attempt counted");
+        }
+        assert!(f.claim(8, "host"));
+        assert_eq!(
+            f.recover_interrupted(9, MAX_INTERRUPTIONS),
+            Some(Recovered::Poisoned)
+        );
+        assert_eq!(f.file_state, FileState::Failed);
+        assert!(f.reason.as_deref().unwrap().ends_with(POISON_REASON));
+        assert!(POISON_REASON.contains(&format!("{MAX_INTERRUPTIONS} times")));
+        assert_eq!(f.current_failures, 0, "not recoverable");
+        assert_eq!(f.recover_interrupted(10, 1), None, "terminal files stay");
     }
 
     #[test]

@@ -698,9 +698,10 @@ fn build_transfers(
         JobType::Normal
     };
 
-    let bring_online = params.safe_int("bring_online");
-    let copy_pin_lifetime = params.safe_int("copy_pin_lifetime");
-    let archive_timeout = params.safe_int("archive_timeout");
+    let bring_online = seconds_in_range("bring_online", params.safe_int("bring_online"))?;
+    let copy_pin_lifetime =
+        seconds_in_range("copy_pin_lifetime", params.safe_int("copy_pin_lifetime"))?;
+    let archive_timeout = seconds_in_range("archive_timeout", params.safe_int("archive_timeout"))?;
     let is_bring_online = copy_pin_lifetime > 0 || bring_online > 0;
     let target_qos = params.string("target_qos")?;
     let (job_state, first_file_state) = if is_bring_online {
@@ -712,6 +713,13 @@ fn build_transfers(
     };
 
     let max_time_in_queue = seconds_from_value(params.get("max_time_in_queue"))?;
+    // Deviation: the reference takes a negative time (the job then expires at once) and any
+    // size; ftsd refuses them.
+    if max_time_in_queue.is_some_and(|s| !(0..=MAX_SUBMIT_SECONDS).contains(&s)) {
+        return Err(SubmitError::invalid(&msg::out_of_range(
+            "max_time_in_queue",
+        )));
+    }
     let expiration = match max_time_in_queue {
         Some(seconds) => Some(
             ctx.now
@@ -743,7 +751,7 @@ fn build_transfers(
     }
 
     let retry = params.int("retry", 0)?;
-    let retry_delay = params.int("retry_delay", 0)?;
+    let retry_delay = seconds_in_range("retry_delay", params.int("retry_delay", 0)?)?;
     let priority = params.int("priority", 3)?.clamp(1, 5) as i32; // clamped: fits
     let internal_job_params = internal_job_params(params)?;
     let destination_spacetoken = match params.string("destination_spacetoken")? {
@@ -1259,7 +1267,11 @@ fn internal_job_params(params: &Params<'_>) -> Result<Option<String>> {
         ("buffer_size", "buffersize"),
     ] {
         if let Some(value) = params.get(key).filter(|v| py_truthy(v)) {
-            list.push(format!("{name}:{}", py_int(key, value)?));
+            let n = py_int(key, value)?;
+            if key == "timeout" {
+                seconds_in_range(key, n)?;
+            }
+            list.push(format!("{name}:{n}"));
         }
     }
     if params.truthy("strict_copy") {
@@ -1483,7 +1495,30 @@ fn safe_filesize(value: Option<&Value>) -> Result<f64> {
     if !size.is_finite() {
         return Err(SubmitError::invalid(&msg::filesize_not_finite()));
     }
+    // Deviation: the reference stores any float; a negative or astronomically large size
+    // (`1e308`) is refused, so sums over a queue stay finite.
+    if !(0.0..=MAX_FILESIZE).contains(&size) {
+        return Err(SubmitError::invalid(&msg::out_of_range("filesize")));
+    }
     Ok(size)
+}
+
+/// Largest `filesize` accepted: 2^63 bytes (8 EiB), far above any file, and small enough that
+/// the sizes of millions of queued files still add up to a finite number.
+pub const MAX_FILESIZE: f64 = 9_223_372_036_854_775_808.0;
+
+/// Longest time (seconds) a submission may ask for (`bring_online`, `copy_pin_lifetime`,
+/// `archive_timeout`, `retry_delay`, `max_time_in_queue`): ten years. More is a typo, and
+/// would overflow the clock arithmetic that adds it to the current time.
+pub const MAX_SUBMIT_SECONDS: i64 = 10 * 366 * 86_400;
+
+/// A time parameter within [`MAX_SUBMIT_SECONDS`]; negative values keep their reference
+/// meaning (unset, or disabled).
+fn seconds_in_range(key: &str, value: i64) -> Result<i64> {
+    if value > MAX_SUBMIT_SECONDS {
+        return Err(SubmitError::invalid(&msg::out_of_range(key)));
+    }
+    Ok(value)
 }
 
 /// `seconds_from_value`: integers are hours; strings carry an `s`/`m`/`h`/`d` suffix; anything
@@ -3866,6 +3901,50 @@ pub(crate) mod tests {
         assert_eq!(
             bad(one(json!({"max_time_in_queue": i64::MAX}))),
             "Invalid value within the request: 'max_time_in_queue' is out of range"
+        );
+    }
+
+    #[test]
+    fn sizes_and_times_are_range_checked() {
+        let out = |key: &str| format!("Invalid value within the request: '{key}' is out of range");
+        let file = |size: Value| json!({"files": [{"sources": ["mock://a/x"], "destinations": ["mock://b/x"], "filesize": size}]});
+        assert_eq!(bad(file(json!(1e308))), out("filesize"));
+        assert_eq!(bad(file(json!("1e300"))), out("filesize"));
+        assert_eq!(bad(file(json!(-1))), out("filesize"));
+        let ok = submit(file(json!(MAX_FILESIZE)));
+        assert_eq!(ok.files[0].user_filesize, MAX_FILESIZE);
+        assert_eq!(
+            bad(one(json!({"max_time_in_queue": -5}))),
+            out("max_time_in_queue")
+        );
+        assert_eq!(
+            bad(one(json!({"max_time_in_queue": "-5m"}))),
+            out("max_time_in_queue")
+        );
+        assert_eq!(
+            bad(one(
+                json!({"max_time_in_queue": format!("{}s", MAX_SUBMIT_SECONDS + 1)})
+            )),
+            out("max_time_in_queue")
+        );
+        for key in [
+            "retry_delay",
+            "bring_online",
+            "copy_pin_lifetime",
+            "archive_timeout",
+            "timeout",
+        ] {
+            assert_eq!(
+                bad(one(json!({key: MAX_SUBMIT_SECONDS + 1}))),
+                out(key),
+                "{key}"
+            );
+            submit(one(json!({key: MAX_SUBMIT_SECONDS})));
+        }
+        // Negative values keep their meaning (unset or disabled).
+        assert_eq!(
+            submit(one(json!({"bring_online": -1}))).job.bring_online,
+            -1
         );
     }
 

@@ -113,6 +113,9 @@ pub enum Outcome {
     Moved(FileState),
     /// The attempt failed and the file is queued again (attempt number).
     Retried(u32),
+    /// Found running at start after a crash: queued again, no attempt counted (the file's
+    /// interruption count).
+    Interrupted(u32),
     /// The file was not where the event expected it (late report, lost race): nothing changed.
     Ignored(FileState),
     /// No such file.

@@ -353,14 +353,15 @@ impl GrantRequest {
     }
 }
 
-impl Service {
-    fn require_certificate(&self, user: &User) -> Result<(), ServiceError> {
-        if user.method != AuthMethod::Certificate {
-            return Err(ServiceError::Forbidden("Certificate required".into()));
-        }
-        Ok(())
+/// The caller must have presented a certificate.
+pub(super) fn require_certificate(user: &User) -> Result<(), ServiceError> {
+    if user.method != AuthMethod::Certificate {
+        return Err(ServiceError::Forbidden("Certificate required".into()));
     }
+    Ok(())
+}
 
+impl Service {
     // --- Hosts and drain -----------------------------------------------------------------
 
     /// `GET /config`.
@@ -595,7 +596,7 @@ impl Service {
 
     /// `GET /config/activity_shares`.
     pub async fn activity_shares(&self, user: &User) -> Result<Vec<ActivityShare>, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         Ok(self.store.activity_share_rows().await?)
     }
@@ -606,7 +607,7 @@ impl Service {
         user: &User,
         vo: &str,
     ) -> Result<ActivityShare, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         self.store
             .activity_share_row(vo)
@@ -620,7 +621,7 @@ impl Service {
         user: &User,
         input: Parsed<ActivityShareRequest>,
     ) -> Result<ActivityShare, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let request = input?;
         let audit = self.audit(user, "activity-share", request.audit_text);
@@ -630,7 +631,7 @@ impl Service {
 
     /// `DELETE /config/activity_shares/<vo>`.
     pub async fn delete_activity_share(&self, user: &User, vo: &str) -> Result<(), ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let audit = self.audit(
             user,
@@ -654,7 +655,7 @@ impl Service {
         dn: Option<&str>,
         operation: Option<&str>,
     ) -> Result<Vec<(String, String)>, ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         Ok(self
             .store
@@ -671,7 +672,7 @@ impl Service {
         user: &User,
         input: Parsed<GrantRequest>,
     ) -> Result<(String, String), ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let GrantRequest { dn, operation: op } = input?;
         let audit = self.audit(user, "authorize", format!("{op} granted to \"{dn}\""));
@@ -688,7 +689,7 @@ impl Service {
         dn: Option<&str>,
         operation: Option<&str>,
     ) -> Result<(), ServiceError> {
-        self.require_certificate(user)?;
+        require_certificate(user)?;
         self.require_config(user)?;
         let dn = dn
             .filter(|s| !s.is_empty())

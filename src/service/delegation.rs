@@ -23,9 +23,9 @@ use zeroize::Zeroizing;
 
 use super::{Service, ServiceError, blocking};
 use crate::{
-    auth::{chain, dn, signature},
-    model::credential::{NewCredential, PendingRequest, StoreOutcome},
+    auth::{Authenticator, chain, dn, signature},
     model::{
+        credential::{NewCredential, PendingRequest, StoreOutcome},
         identity::{AuthMethod, User},
         time,
     },
@@ -47,7 +47,11 @@ pub struct DelegationView {
 }
 
 /// The caller must hold a certificate and ask about their own delegation id.
-fn check_owner(user: &User, dlg_id: &str, certificate_required: bool) -> Result<(), ServiceError> {
+pub(super) fn check_owner(
+    user: &User,
+    dlg_id: &str,
+    certificate_required: bool,
+) -> Result<(), ServiceError> {
     if certificate_required && user.method != AuthMethod::Certificate {
         return Err(ServiceError::Forbidden("Certificate required".into()));
     }
@@ -67,7 +71,7 @@ fn key_size(bits: u32) -> (RsaKeySize, u32) {
 }
 
 /// A new key and its PKCS#10 request (subject `O=Dummy`, SHA-256, as the reference).
-fn new_request(bits: RsaKeySize) -> Result<(PendingRequest, Zeroizing<String>), String> {
+pub(crate) fn new_request(bits: RsaKeySize) -> Result<(PendingRequest, Zeroizing<String>), String> {
     let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, bits)
         .map_err(|e| format!("key generation: {e}"))?;
     let mut params = CertificateParams::default();
@@ -107,6 +111,79 @@ fn pem_of(der: &[u8]) -> String {
         &pem::Pem::new("CERTIFICATE", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+/// The checks of an uploaded chain. Errors are the text after "Could not process the proxy: ".
+pub(crate) fn validate_upload(
+    auth: &Authenticator,
+    body: &[u8],
+    pending: &PendingRequest,
+    caller_dn: &str,
+) -> Result<NewCredential, String> {
+    const MALFORMED: &str = "Malformed proxy";
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(body)
+        .collect::<Result<_, _>>()
+        .map_err(|_| MALFORMED.to_string())?;
+    if certs.len() < 2 {
+        return Err(MALFORMED.into());
+    }
+    if certs.len() > chain::MAX_CHAIN_LEN {
+        return Err(format!(
+            "chain longer than {} certificates",
+            chain::MAX_CHAIN_LEN
+        ));
+    }
+    let parsed: Vec<X509Certificate<'_>> = certs
+        .iter()
+        .map(|c| X509Certificate::from_der(c.as_ref()).map(|(_, x)| x))
+        .collect::<Result<_, _>>()
+        .map_err(|_| MALFORMED.to_string())?;
+    let (proxy, issuer) = (&parsed[0], &parsed[1]);
+    if proxy.public_key().raw != pending.spki_der.as_slice() {
+        return Err("The proxy does not match the stored associated private key".into());
+    }
+    let parts = signature::split_signed(certs[0].as_ref()).map_err(|_| MALFORMED.to_string())?;
+    signature::verify_signed(auth.chains().algorithms(), &parts, issuer.public_key().raw).map_err(
+        |_| "Failed to verify the proxy, maybe signed with the wrong private key?".to_string(),
+    )?;
+    if !chain::name_extends(proxy.subject(), proxy.issuer()) {
+        return Err(format!(
+            "The subject and the issuer of the proxy do not match: {} != {}",
+            name_text(proxy.subject()),
+            name_text(proxy.issuer())
+        ));
+    }
+    if !chain::last_rdn_is_cn(proxy.subject()) {
+        return Err("Missing trailing Common Name in the proxy".into());
+    }
+    // Beyond the reference: the chain must be one the TLS layer would accept, for the caller.
+    // An expired chain is checked as of its last valid second and stored, as the reference
+    // stores it: the next submission then gets its 419 "The delegated credentials expired
+    // ... ago", the answer clients know how to handle (they delegate again).
+    let termination_time = parsed
+        .iter()
+        .map(|c| c.validity().not_after.timestamp())
+        .min()
+        .unwrap_or(0);
+    let at = time::now().min(termination_time);
+    let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
+    let verified = auth.verify(&ders, at).map_err(|e| e.to_string())?;
+    let owner = dn::oneline(parsed[verified.eec].subject());
+    if owner != caller_dn {
+        return Err(format!(
+            "the delegated chain belongs to {owner}, not to the caller {caller_dn}"
+        ));
+    }
+    let voms_attrs = auth
+        .fqans(&ders, verified.eec, at)
+        .map_err(|e| e.to_string())?;
+    Ok(NewCredential {
+        proxy_pem: pem_of(certs[0].as_ref()),
+        chain_pem: certs[1..].iter().map(|c| pem_of(c.as_ref())).collect(),
+        voms_attrs,
+        termination_time,
+        spki_der: pending.spki_der.clone(),
+    })
 }
 
 impl Service {
@@ -170,8 +247,7 @@ impl Service {
         let service = self.clone();
         let dn = user.user_dn.clone();
         let new = blocking(move || {
-            service
-                .validate_upload(&body, &pending, &dn)
+            validate_upload(&service.auth, &body, &pending, &dn)
                 .map_err(|reason| ServiceError::BadRequest(format!("{PROXY_ERROR}{reason}")))
         })
         .await?;
@@ -191,86 +267,6 @@ impl Service {
                 "{PROXY_ERROR}The proxy does not match the stored associated private key"
             ))),
         }
-    }
-
-    /// The checks of an uploaded chain. Errors are the text after "Could not process the proxy: ".
-    fn validate_upload(
-        &self,
-        body: &[u8],
-        pending: &PendingRequest,
-        caller_dn: &str,
-    ) -> Result<NewCredential, String> {
-        const MALFORMED: &str = "Malformed proxy";
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(body)
-            .collect::<Result<_, _>>()
-            .map_err(|_| MALFORMED.to_string())?;
-        if certs.len() < 2 {
-            return Err(MALFORMED.into());
-        }
-        if certs.len() > chain::MAX_CHAIN_LEN {
-            return Err(format!(
-                "chain longer than {} certificates",
-                chain::MAX_CHAIN_LEN
-            ));
-        }
-        let parsed: Vec<X509Certificate<'_>> = certs
-            .iter()
-            .map(|c| X509Certificate::from_der(c.as_ref()).map(|(_, x)| x))
-            .collect::<Result<_, _>>()
-            .map_err(|_| MALFORMED.to_string())?;
-        let (proxy, issuer) = (&parsed[0], &parsed[1]);
-        if proxy.public_key().raw != pending.spki_der.as_slice() {
-            return Err("The proxy does not match the stored associated private key".into());
-        }
-        let parts =
-            signature::split_signed(certs[0].as_ref()).map_err(|_| MALFORMED.to_string())?;
-        signature::verify_signed(
-            self.auth.chains().algorithms(),
-            &parts,
-            issuer.public_key().raw,
-        )
-        .map_err(|_| {
-            "Failed to verify the proxy, maybe signed with the wrong private key?".to_string()
-        })?;
-        if !chain::name_extends(proxy.subject(), proxy.issuer()) {
-            return Err(format!(
-                "The subject and the issuer of the proxy do not match: {} != {}",
-                name_text(proxy.subject()),
-                name_text(proxy.issuer())
-            ));
-        }
-        if !chain::last_rdn_is_cn(proxy.subject()) {
-            return Err("Missing trailing Common Name in the proxy".into());
-        }
-        // Beyond the reference: the chain must be one the TLS layer would accept, for the caller.
-        // An expired chain is checked as of its last valid second and stored, as the reference
-        // stores it: the next submission then gets its 419 "The delegated credentials expired
-        // ... ago", the answer clients know how to handle (they delegate again).
-        let termination_time = parsed
-            .iter()
-            .map(|c| c.validity().not_after.timestamp())
-            .min()
-            .unwrap_or(0);
-        let at = time::now().min(termination_time);
-        let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
-        let verified = self.auth.verify(&ders, at).map_err(|e| e.to_string())?;
-        let owner = dn::oneline(parsed[verified.eec].subject());
-        if owner != caller_dn {
-            return Err(format!(
-                "the delegated chain belongs to {owner}, not to the caller {caller_dn}"
-            ));
-        }
-        let voms_attrs = self
-            .auth
-            .fqans(&ders, verified.eec, at)
-            .map_err(|e| e.to_string())?;
-        Ok(NewCredential {
-            proxy_pem: pem_of(certs[0].as_ref()),
-            chain_pem: certs[1..].iter().map(|c| pem_of(c.as_ref())).collect(),
-            voms_attrs,
-            termination_time,
-            spki_der: pending.spki_der.clone(),
-        })
     }
 
     /// `DELETE /delegation/{id}`.

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{Service, ServiceError};
+use super::{Service, ServiceError, query};
 use crate::model::{
     ban,
     change::JobEdit,
@@ -120,15 +120,6 @@ pub struct CancelAllCounts {
 
 fn forbidden(m: &str) -> ServiceError {
     ServiceError::Forbidden(m.to_string())
-}
-
-/// `hours[:minutes]` → seconds; unparsable → None (ignored, as the reference does).
-fn parse_time_window(s: &str) -> Option<i64> {
-    let (h, m) = match s.split_once(':') {
-        Some((h, m)) => (h.trim().parse::<f64>().ok()?, m.trim().parse::<f64>().ok()?),
-        None => (s.trim().parse::<f64>().ok()?, 0.0),
-    };
-    Some((h * 3600.0 + m * 60.0) as i64)
 }
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
@@ -424,13 +415,13 @@ impl Service {
                 ));
             }
         }
-        let limit = match q.limit.as_deref().map(|l| l.trim().parse::<i64>()) {
-            Some(Ok(l)) if !(0..=MAX_LIST_LIMIT as i64).contains(&l) => {
+        let limit = match query::limit(q.limit.as_deref())? {
+            Some(l) if !(0..=MAX_LIST_LIMIT as i64).contains(&l) => {
                 return Err(ServiceError::BadRequest(
                     "The limit must be positive and less or equal than 500".into(),
                 ));
             }
-            Some(Ok(l)) if l > 0 => Some(l as usize),
+            Some(l) if l > 0 => Some(l as usize),
             _ => None,
         };
         let states = q.state_in.as_deref().map(|s| {
@@ -438,7 +429,7 @@ impl Service {
                 .filter_map(JobState::parse)
                 .collect::<Vec<_>>()
         });
-        let window = q.time_window.as_deref().and_then(parse_time_window);
+        let window = query::time_window(q.time_window.as_deref())?;
         let mut filter = JobFilter {
             user_dn: q.user_dn.clone(),
             vo_name: q.vo_name.clone(),
@@ -491,10 +482,7 @@ impl Service {
             source_se: q.source_se.clone(),
             dest_se: q.dest_se.clone(),
             dest_surl: q.dest_surl.clone(),
-            limit: q
-                .limit
-                .as_deref()
-                .and_then(|l| l.trim().parse::<i64>().ok())
+            limit: query::limit(q.limit.as_deref())?
                 .map(|l| l.clamp(1, MAX_FILES_LIMIT as i64) as usize)
                 .unwrap_or(MAX_FILES_LIMIT),
             ..FileFilter::default()
@@ -508,7 +496,7 @@ impl Service {
             Some(crate::model::identity::Level::All) => {}
             _ => filter.vo_name = user.vos.first().cloned(),
         }
-        match q.time_window.as_deref().and_then(parse_time_window) {
+        match query::time_window(q.time_window.as_deref())? {
             Some(w) => filter.finished_since = Some(time::now() - w),
             None => filter.unfinished_only = true,
         }
@@ -651,18 +639,5 @@ impl Service {
             }
         }
         Ok(problems)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_windows_are_hours_and_minutes() {
-        assert_eq!(parse_time_window("1"), Some(3600));
-        assert_eq!(parse_time_window("0:30"), Some(1800));
-        assert_eq!(parse_time_window("1.5"), Some(5400));
-        assert_eq!(parse_time_window("x"), None);
     }
 }

@@ -1,11 +1,13 @@
 //! Use cases and authorization, one file per resource. Handlers in `api` call these with the
 //! caller's [`User`]; this layer decides what the caller may do and talks to the store.
 
+pub mod admission;
 pub mod bans;
 pub mod config;
 pub mod delegation;
 pub mod jobs;
 pub mod optimizer;
+pub mod query;
 pub mod tokens;
 pub mod whoami;
 

@@ -32,7 +32,6 @@ use crate::model::{
     credential::{CredentialInfo, NewCredential, PendingRequest, ProxyMaterial, StoreOutcome},
     identity::{Grant, StoredAccess},
     job::{File, FileState, InsertConflict, Job, JobChange, JobState},
-    lifecycle::Failure,
     optimizer::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
@@ -647,16 +646,9 @@ impl Store for RedbStore {
         self.blocking(move |db| db.expire_global(now)).await
     }
 
-    async fn recover_interrupted(
-        &self,
-        failure: &Failure,
-        host: &str,
-        now: i64,
-    ) -> Result<Vec<Applied>, StoreError> {
-        let failure = failure.clone();
-        let host = host.to_string();
-        self.blocking(move |db| db.recover_interrupted(&failure, &host, now))
-            .await
+    async fn recover_interrupted(&self, _host: &str, now: i64) -> Result<Vec<Applied>, StoreError> {
+        // One process owns this database: every READY/ACTIVE file was its own.
+        self.blocking(move |db| db.recover_interrupted(now)).await
     }
 
     async fn repair_multihop(&self, now: i64) -> Result<Vec<Applied>, StoreError> {

@@ -14,7 +14,7 @@ use super::{Redb, StoreError, codec, jobs::update_jobs_in, schema};
 use crate::model::{
     config::{ANY, EffectiveServerConfig, ServerConfig},
     job::{File, FileState, Job, JobState, JobType},
-    lifecycle::{self, Failure},
+    lifecycle::{self, Recovered},
     transfer::{Applied, Claim, Event, Outcome, QueueKey, RetryRow},
 };
 
@@ -383,26 +383,21 @@ impl Redb {
         })
     }
 
-    /// Restart recovery: files left READY/ACTIVE (a transfer that was running when the service
-    /// stopped) fail with `failure` — retried when the job has attempts left — and STARTED
-    /// staging goes back to STAGING; canceled transfers still waiting for their end get it.
-    /// Returns one entry per file touched.
+    /// Restart recovery. Files left READY/ACTIVE (the service died while their transfer ran)
+    /// go back to the queue without counting an attempt, as on a graceful stop, unless this is
+    /// their [`lifecycle::MAX_INTERRUPTIONS`]-th interruption: then they fail with
+    /// [`lifecycle::POISON_REASON`]. STARTED staging goes back to STAGING. Returns one entry
+    /// per file touched.
     /// This store belongs to one process: every READY/ACTIVE file was its own, whatever host
     /// name it ran under.
-    pub fn recover_interrupted(
-        &self,
-        failure: &Failure,
-        host: &str,
-        now: i64,
-    ) -> Result<Vec<Applied>, StoreError> {
-        let mut events = Vec::new();
+    pub fn recover_interrupted(&self, now: i64) -> Result<Vec<Applied>, StoreError> {
+        let mut running = Vec::new();
         for state in [FileState::Ready, FileState::Active] {
-            for (_, f) in self.files_in_state(state, usize::MAX)? {
-                events.push(Event::Failed {
-                    file_id: f.file_id,
-                    failure: failure.clone(),
-                });
-            }
+            running.extend(
+                self.files_in_state(state, usize::MAX)?
+                    .into_iter()
+                    .map(|(_, f)| f.file_id),
+            );
         }
         let started: Vec<u64> = self
             .files_in_state(FileState::Started, usize::MAX)?
@@ -410,8 +405,8 @@ impl Redb {
             .map(|(_, f)| f.file_id)
             .collect();
         let mut applied = Vec::new();
-        for chunk in events.chunks(RECOVERY_BATCH) {
-            applied.extend(self.apply_events(chunk, host, now)?);
+        for chunk in running.chunks(RECOVERY_BATCH) {
+            applied.extend(self.write(|tx| requeue_interrupted(tx, chunk, now))?);
         }
         for chunk in started.chunks(RECOVERY_BATCH) {
             applied.extend(self.write(|tx| {
@@ -434,8 +429,97 @@ impl Redb {
                 Ok(out)
             })?);
         }
+        self.write(forget_finished_interruptions)?;
         Ok(applied)
     }
+
+    /// Crash interruptions counted for a file so far.
+    pub fn interruptions(&self, file_id: u64) -> Result<u32, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(schema::FILE_INTERRUPTIONS)?;
+        Ok(table.get(file_id)?.map_or(0, |v| v.value()))
+    }
+}
+
+/// One batch of [`Redb::recover_interrupted`]: count the interruption of each file, requeue or
+/// fail it.
+fn requeue_interrupted(
+    tx: &WriteTransaction,
+    file_ids: &[u64],
+    now: i64,
+) -> Result<Vec<Applied>, StoreError> {
+    let by_job = group_by_job(tx, file_ids)?;
+    let job_ids: Vec<String> = by_job.keys().cloned().collect();
+    let mut counts = tx.open_table(schema::FILE_INTERRUPTIONS)?;
+    let mut count = HashMap::with_capacity(file_ids.len());
+    for id in file_ids {
+        let before = counts.get(*id)?.map_or(0, |v| v.value());
+        count.insert(*id, before.saturating_add(1));
+    }
+    let mut applied = Vec::new();
+    update_jobs_in(tx, &job_ids, |job, files| {
+        let mut results = Vec::new();
+        for pos in 0..files.len() {
+            let Some(&n) = count.get(&files[pos].file_id) else {
+                continue;
+            };
+            let file_id = files[pos].file_id;
+            match files[pos].recover_interrupted(now, n) {
+                Some(Recovered::Requeued(n)) => {
+                    results.push((file_id, Outcome::Interrupted(n), Vec::new()))
+                }
+                Some(Recovered::Poisoned) => {
+                    let index = files[pos].file_index;
+                    let promoted = lifecycle::fail_over(job, files, index);
+                    lifecycle::derive_job_state(job, files, FileState::Failed, now);
+                    results.push((file_id, Outcome::Moved(FileState::Failed), promoted));
+                }
+                None => {}
+            }
+        }
+        for (file_id, outcome, promoted) in results {
+            applied.push(Applied {
+                file_id,
+                job_id: job.job_id.clone(),
+                outcome,
+                job_state: job.job_state,
+                promoted,
+            });
+        }
+    })?;
+    for a in &applied {
+        match a.outcome {
+            Outcome::Interrupted(n) => {
+                counts.insert(a.file_id, n)?;
+            }
+            _ => {
+                counts.remove(a.file_id)?;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Drop the interruption counts of files that ended (or no longer exist).
+fn forget_finished_interruptions(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut counts = tx.open_table(schema::FILE_INTERRUPTIONS)?;
+    let files = tx.open_table(schema::FILES)?;
+    let mut dead = Vec::new();
+    for row in counts.iter()? {
+        let (id, _) = row?;
+        let id = id.value();
+        let live = match files.get(id)? {
+            Some(v) => !codec::decode::<File>(v.value())?.file_state.is_terminal(),
+            None => false,
+        };
+        if !live {
+            dead.push(id);
+        }
+    }
+    for id in dead {
+        counts.remove(id)?;
+    }
+    Ok(())
 }
 
 impl Redb {
@@ -747,7 +831,7 @@ mod tests {
     use super::*;
     use crate::model::{
         job::fixtures::{file, job},
-        lifecycle::Success,
+        lifecycle::{Failure, Success},
     };
 
     fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Redb) {
@@ -1056,6 +1140,30 @@ mod tests {
             ]
         );
         assert!(store.repair_multihop(21).unwrap().is_empty(), "once");
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn crash_interruptions_requeue_without_an_attempt_then_poison() {
+        // A job without retries: the interruption must not cost it its only attempt.
+        let (_dir, store) = store_with(vec![(
+            job(JobType::Normal),
+            vec![file(1, 0, FileState::Submitted)],
+        )]);
+        let id = 1;
+        for n in 1..lifecycle::MAX_INTERRUPTIONS {
+            assert_eq!(store.claim(&claim_of(&[id], 5)).unwrap().len(), 1);
+            let applied = store.recover_interrupted(6).unwrap();
+            assert_eq!(applied.len(), 1);
+            assert_eq!(applied[0].outcome, Outcome::Interrupted(n));
+            assert_eq!(store.interruptions(id).unwrap(), n);
+            // Nothing running: a start without a crash changes nothing.
+            assert!(store.recover_interrupted(7).unwrap().is_empty());
+        }
+        store.claim(&claim_of(&[id], 8)).unwrap();
+        let applied = store.recover_interrupted(9).unwrap();
+        assert_eq!(applied[0].outcome, Outcome::Moved(FileState::Failed));
+        assert_eq!(store.interruptions(id).unwrap(), 0, "forgotten once ended");
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 }

@@ -30,7 +30,6 @@ use crate::model::{
     credential::{CredentialInfo, NewCredential, PendingRequest, ProxyMaterial, StoreOutcome},
     identity::{Grant, StoredAccess},
     job::{File, FileState, InsertConflict, Job, JobChange, JobState},
-    lifecycle::Failure,
     optimizer::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
@@ -327,14 +326,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The global queue timeout (`max_time_queue` hours of the VO's server config, or `*`):
     /// jobs still SUBMITTED/STAGING past it are canceled; the job ids changed.
     async fn expire_global(&self, now: i64) -> Result<Vec<String>, StoreError>;
-    /// Restart recovery of `host`'s work: READY/ACTIVE files fail with `failure` (retried when
-    /// attempts are left), STARTED staging goes back to STAGING. One entry per file touched.
-    async fn recover_interrupted(
-        &self,
-        failure: &Failure,
-        host: &str,
-        now: i64,
-    ) -> Result<Vec<Applied>, StoreError>;
+    /// Restart recovery of `host`'s work after the service stopped while it ran (a crash, a
+    /// `kill -9`): READY/ACTIVE files go back to the queue without counting an attempt
+    /// (`Outcome::Interrupted` with the file's interruption count), unless this is their
+    /// `lifecycle::MAX_INTERRUPTIONS`-th interruption: then they fail with
+    /// `lifecycle::POISON_REASON` (a transfer that crashes the service must not crash it
+    /// forever). The count is kept while the file lives. STARTED staging goes back to STAGING.
+    /// One entry per file touched.
+    async fn recover_interrupted(&self, host: &str, now: i64) -> Result<Vec<Applied>, StoreError>;
 
     /// Start-up repair of multihop jobs left without a queued hop (`lifecycle::repair_multihop`):
     /// one entry per hop queued.

@@ -18,6 +18,7 @@
 
 pub mod authz;
 pub mod bans;
+pub mod check;
 pub mod codec;
 pub mod config;
 pub mod credentials;
@@ -109,6 +110,27 @@ pub struct Redb {
     db: Database,
     path: PathBuf,
     sealer: seal::Sealer,
+    quick_repair: bool,
+    /// Whether opening it walked the whole file to repair it (a crash, without quick repair).
+    repaired: bool,
+}
+
+/// How the database is opened and written.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// redb's quick repair: every commit also saves the allocator state, so that opening the
+    /// database after a crash reads it back instead of walking every page to rebuild it. On a
+    /// store of a million files (1.1 GB) a restart after `kill -9` then takes 0.04 s instead of
+    /// 1.05 s, and a 1-file commit 1.07 ms instead of 0.84 ms. On by default, as the service's
+    /// `quick_repair` (see there and RELIABILITY.md), so that a store last written by an
+    /// offline tool also opens at once after a crash.
+    pub quick_repair: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { quick_repair: true }
+    }
 }
 
 impl std::fmt::Debug for Redb {
@@ -121,6 +143,11 @@ impl Redb {
     /// Open (or create) the database in `data_dir`, which is created 0700; the file is 0600
     /// from its creation on, since it will hold credentials.
     pub fn open(data_dir: &Path) -> Result<Redb, StoreError> {
+        Redb::open_with(data_dir, Options::default())
+    }
+
+    /// [`Redb::open`] with options.
+    pub fn open_with(data_dir: &Path, options: Options) -> Result<Redb, StoreError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
@@ -140,17 +167,56 @@ impl Redb {
             .map_err(io(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
         let sealer = seal::Sealer::load_or_create(data_dir)?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-            e => StoreError::from(e),
-        })?;
-        let store = Redb { db, path, sealer };
+        let started = std::time::Instant::now();
+        // redb calls back only for a full repair: a crash whose last commit saved no allocator
+        // state (quick repair off), or a damaged file.
+        let repairing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let repair_seen = repairing.clone();
+        let db = Database::builder()
+            .set_repair_callback(move |session| {
+                if !repair_seen.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("the database was not closed cleanly: repairing it");
+                }
+                tracing::debug!(progress = session.progress(), "repairing the database");
+            })
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse { path: path.clone() }
+                }
+                e => StoreError::from(e),
+            })?;
+        let repaired = repairing.load(std::sync::atomic::Ordering::Relaxed);
+        if repaired {
+            tracing::warn!(
+                seconds = started.elapsed().as_secs_f64(),
+                "database repaired (quick_repair = true makes this instant)"
+            );
+        } else {
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "database file open"
+            );
+        }
+        let store = Redb {
+            db,
+            path,
+            sealer,
+            quick_repair: options.quick_repair,
+            repaired,
+        };
         store.init_schema()?;
         Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether opening the database walked the whole file to repair it: a crash whose last
+    /// commit was made without quick repair ([`Options::quick_repair`]).
+    pub fn was_repaired(&self) -> bool {
+        self.repaired
     }
 
     /// Create missing tables, record the schema version of a new database, refuse a newer one.
@@ -204,6 +270,7 @@ impl Redb {
             tx.open_table(schema::DN_BANS)?;
             tx.open_table(schema::CONFIG_AUDIT)?;
             tx.open_table(schema::FILE_RETRIES)?;
+            tx.open_table(schema::FILE_INTERRUPTIONS)?;
             tx.open_table(schema::HOSTS)?;
             tx.open_table(schema::SERVER_CONFIG)?;
             tx.open_table(schema::LINK_CONFIG)?;
@@ -235,6 +302,7 @@ impl Redb {
     ) -> Result<T, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
+        tx.set_quick_repair(self.quick_repair);
         match f(&tx) {
             Ok(value) => {
                 tx.commit()?;
@@ -270,6 +338,43 @@ mod tests {
             fs::metadata(data.join(DB_FILE)).unwrap().mode() & 0o777,
             0o600
         );
+    }
+
+    /// The file as a crash leaves it: a copy taken while the database is open, after a commit.
+    fn crashed_copy(store: &Redb, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        fs::copy(store.path(), to.join(DB_FILE)).unwrap();
+        let from = store.path().parent().unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != DB_FILE && entry.file_type().unwrap().is_file() {
+                fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn after_a_crash_the_default_store_opens_without_the_full_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        for (options, repaired) in [
+            (Options::default(), false),
+            (
+                Options {
+                    quick_repair: false,
+                },
+                true,
+            ),
+        ] {
+            let live = dir.path().join(format!("live-{repaired}"));
+            let crashed = dir.path().join(format!("crashed-{repaired}"));
+            let store = Redb::open_with(&live, options).unwrap();
+            assert!(store.grant_dn("/CN=a", "config", 1).unwrap());
+            crashed_copy(&store, &crashed);
+            let reopened = Redb::open_with(&crashed, options).unwrap();
+            assert_eq!(reopened.was_repaired(), repaired, "{options:?}");
+            assert_eq!(reopened.dn_grants("/CN=a").unwrap(), vec!["config"]);
+            assert!(reopened.check_indexes().unwrap().is_empty());
+        }
     }
 
     #[test]

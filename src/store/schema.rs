@@ -42,6 +42,11 @@ pub const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> =
 
 /// Jobs: `job_id` → [`crate::model::job::Job`] (codec).
 pub const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs_v1");
+/// Crash interruptions of a transfer so far (`file_id` → count): how often it was found running
+/// at start. Written by start-up recovery only; an entry of a finished file is dead weight of a
+/// few bytes, removed at the next recovery.
+pub const FILE_INTERRUPTIONS: TableDefinition<u64, u32> =
+    TableDefinition::new("file_interruptions_v1");
 /// Files: `file_id` → [`crate::model::job::File`] (codec).
 pub const FILES: TableDefinition<u64, &[u8]> = TableDefinition::new("files_v1");
 /// Next file id to hand out (ids are never reused).

@@ -42,6 +42,7 @@ macro_rules! store_suite {
             activity_shares_round_trip,
             the_global_queue_timeout_cancels_only_jobs_of_vos_past_their_limit,
             a_claim_is_won_once_and_a_failed_attempt_is_retried_then_failed,
+            a_crash_requeues_running_transfers_without_an_attempt_until_the_poison_limit,
             evolution_reads_by_link_and_time_range_and_expires,
             grants_and_bans_make_the_access_of_a_dn,
             submissions_refuse_a_duplicate_job_and_a_queued_destination,
@@ -568,6 +569,72 @@ pub(crate) async fn a_claim_is_won_once_and_a_failed_attempt_is_retried_then_fai
     assert_eq!(
         retry(202).await.unwrap()[0].outcome,
         Outcome::Ignored(FileState::Failed)
+    );
+    assert_eq!(store.check().await.unwrap(), Vec::<String>::new());
+}
+
+/// Issue 14: transfers running when the service died go back to the queue without costing an
+/// attempt (a job without retries still gets its transfer), unless they keep being interrupted:
+/// the `MAX_INTERRUPTIONS`-th crash fails them. A graceful hand-back (SIGTERM) is not counted.
+pub(crate) async fn a_crash_requeues_running_transfers_without_an_attempt_until_the_poison_limit(
+    store: &dyn Store,
+) {
+    let (mut j, files) = named("j", 1, "vo");
+    j.retry = -1;
+    store.submit((j, files)).await.unwrap().unwrap();
+    let queue = store.submitted_queues().await.unwrap();
+    let id = store
+        .queue_candidates(&queue[0], 10, 5, false)
+        .await
+        .unwrap()[0]
+        .1
+        .file_id;
+    // A clean stop hands the transfer back: not an interruption the store counts.
+    assert_eq!(store.claim(&claim(id, 5)).await.unwrap().len(), 1);
+    let back = store
+        .apply_events(&[Event::Interrupted { file_id: id }], "h", 6)
+        .await
+        .unwrap();
+    assert_eq!(back[0].outcome, Outcome::Moved(FileState::Submitted));
+    for n in 1..lifecycle::MAX_INTERRUPTIONS {
+        let t = 10 * i64::from(n);
+        assert_eq!(store.claim(&claim(id, t)).await.unwrap().len(), 1);
+        let applied = store.recover_interrupted("h", t + 1).await.unwrap();
+        assert_eq!(applied.len(), 1);
+        assert_eq!(applied[0].outcome, Outcome::Interrupted(n));
+        let f = store.file(id).await.unwrap().unwrap();
+        assert_eq!((f.file_state, f.retry), (FileState::Submitted, 0));
+        assert!(
+            store.file_retries(id).await.unwrap().is_empty(),
+            "no attempt recorded"
+        );
+        // Runnable again at once (no retry delay).
+        let again = store
+            .queue_candidates(&queue[0], 10, t + 1, false)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        // A start with nothing running changes nothing.
+        assert!(
+            store
+                .recover_interrupted("h", t + 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    store.claim(&claim(id, 100)).await.unwrap();
+    let applied = store.recover_interrupted("h", 101).await.unwrap();
+    assert_eq!(applied[0].outcome, Outcome::Moved(FileState::Failed));
+    assert_eq!(applied[0].job_state, JobState::Failed);
+    let f = store.file(id).await.unwrap().unwrap();
+    assert!(
+        f.reason
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with(lifecycle::POISON_REASON),
+        "{:?}",
+        f.reason
     );
     assert_eq!(store.check().await.unwrap(), Vec::<String>::new());
 }

@@ -601,6 +601,15 @@ impl Client {
         self.request("GET", path, &[], Bytes::new())
     }
 
+    /// The TLS settings (trust and client certificate), for tests that speak raw bytes.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn put(&self, path: &str, body: impl Into<Bytes>) -> Result<Reply, String> {
         self.request("PUT", path, &[], body.into())
     }

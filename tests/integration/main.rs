@@ -9,6 +9,7 @@ mod delegation;
 mod engine;
 mod first_hour;
 mod gfal2;
+mod hardening;
 mod http_conventions;
 mod interop;
 mod jobs;

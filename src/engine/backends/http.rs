@@ -357,7 +357,7 @@ enum Verdict {
 /// Incremental parser of the Perf Marker stream (lines may be indented with tabs by dCache and
 /// StoRM; one marker per stripe; the last line is the verdict).
 #[derive(Default)]
-struct MarkerParser {
+pub(crate) struct MarkerParser {
     partial: String,
     stripes: HashMap<u64, u64>,
     stripe: u64,
@@ -367,7 +367,7 @@ struct MarkerParser {
 }
 
 impl MarkerParser {
-    fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         self.partial.push_str(&String::from_utf8_lossy(chunk));
         while let Some(end) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=end).collect();
@@ -376,7 +376,7 @@ impl MarkerParser {
     }
 
     /// The reply ended: a last line without a newline is still a line.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let rest = std::mem::take(&mut self.partial);
         self.line(rest.trim());
     }
@@ -409,11 +409,11 @@ impl MarkerParser {
         }
     }
 
-    fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.stripes.values().sum()
     }
 
-    fn take_markers(&mut self) -> usize {
+    pub(crate) fn take_markers(&mut self) -> usize {
         std::mem::take(&mut self.markers)
     }
 }
