@@ -385,7 +385,8 @@ impl Redb {
 
     /// Restart recovery: files left READY/ACTIVE (a transfer that was running when the service
     /// stopped) fail with `failure` — retried when the job has attempts left — and STARTED
-    /// staging goes back to STAGING; canceled transfers still waiting for their end get it.
+    /// staging whose request the storage never accepted (no `bringonline_token`) goes back to
+    /// STAGING (with a token it stays STARTED: the engine polls it again); canceled transfers still waiting for their end get it.
     /// Returns one entry per file touched.
     /// This store belongs to one process: every READY/ACTIVE file was its own, whatever host
     /// name it ran under.
@@ -420,7 +421,12 @@ impl Redb {
                 let mut out = Vec::new();
                 update_jobs_in(tx, &job_ids, |job, files| {
                     for f in files.iter_mut() {
-                        if by_job[&job.job_id].contains(&f.file_id) && f.restage() {
+                        // A file whose request the storage accepted keeps it: the engine
+                        // polls it again (engine spec §5.1, restart recovery).
+                        if by_job[&job.job_id].contains(&f.file_id)
+                            && f.bringonline_token.is_none()
+                            && f.restage()
+                        {
                             out.push(Applied {
                                 file_id: f.file_id,
                                 job_id: job.job_id.clone(),
@@ -657,9 +663,12 @@ fn apply_one(
             }
             (Outcome::Moved(FileState::Submitted), None, Vec::new())
         }
-        Event::StagingStarted { .. } => {
-            // Claims move STAGING → STARTED; this event only exists for symmetry of reports.
-            ignored
+        Event::StagingStarted { token, .. } => {
+            // Claims move STAGING → STARTED; this records the storage's request id.
+            if !files[pos].stage_requested(token) {
+                return ignored;
+            }
+            (Outcome::Moved(FileState::Started), None, Vec::new())
         }
         Event::Staged { .. } => {
             if !files[pos].staged(now) {
@@ -671,11 +680,9 @@ fn apply_one(
             (Outcome::Moved(state), Some(state), promoted)
         }
         Event::StagingFailed { failure, .. } => {
-            let f = &mut files[pos];
-            if f.file_state != FileState::Started {
+            if !files[pos].staging_failed(now, failure) {
                 return ignored;
             }
-            f.fail(now, failure);
             let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Failed),
