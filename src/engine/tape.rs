@@ -31,11 +31,10 @@
 //! staged that was not). Failed staging is not retried (the reference retries it when the job
 //! has retries and the error is recoverable).
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+// The tokio clock: tests drive deadlines and polls with a paused clock.
+use tokio::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -737,5 +736,328 @@ impl Engine {
             };
             self.send(event).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::engine::backends::{Backend, StageReply, mock::MockBackend};
+
+    struct Run {
+        events: Vec<Event>,
+        done: Vec<u64>,
+    }
+
+    fn member(id: u64, url: &str, deadline_s: Option<u64>) -> Member {
+        Member::new(
+            id,
+            "job".into(),
+            url.into(),
+            deadline_s.map(|s| Instant::now() + Duration::from_secs(s)),
+            CancellationToken::new(),
+        )
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            staging_first_poll: Duration::from_secs(300),
+            staging_poll_interval: Duration::from_secs(600),
+            ..Settings::default()
+        }
+    }
+
+    async fn collect(rx: &mut mpsc::Receiver<Event>, done: &Mutex<Vec<u64>>) -> Run {
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        Run {
+            events,
+            done: done.lock().unwrap().clone(),
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<(u64, String)> {
+        events
+            .iter()
+            .map(|e| {
+                let what = match e {
+                    Event::StagingStarted { token, .. } => format!("token {token}"),
+                    Event::Staged { .. } => "staged".into(),
+                    Event::Archived { .. } => "archived".into(),
+                    Event::Aborted { .. } => "aborted".into(),
+                    Event::StagingFailed { failure, .. } | Event::ArchiveFailed { failure, .. } => {
+                        failure.reason.clone()
+                    }
+                    other => format!("{other:?}"),
+                };
+                (e.file_id(), what)
+            })
+            .collect()
+    }
+
+    /// A bulk request: one stage call for the distinct URLs, polls at 300 s then every 600 s,
+    /// files leaving as they are staged or fail, and a file past its deadline timed out.
+    #[tokio::test(start_paused = true)]
+    async fn a_bring_online_request_polls_with_back_off_and_ends_each_file() {
+        let mock = MockBackend::new(0);
+        let mut session = mock.session(&SessionContext::anonymous());
+        let members = vec![
+            member(1, "mock://t/a?staging_time=100", Some(3600)),
+            member(2, "mock://t/a?staging_time=100", Some(3600)),
+            member(3, "mock://t/b?staging_time=700&staging_errno=2", Some(3600)),
+            member(4, "mock://t/c?staging_time=5000", Some(1000)),
+        ];
+        let (tx, mut rx) = mpsc::channel(64);
+        let done = Mutex::new(Vec::new());
+        let stopping = || false;
+        let on_done = |id| done.lock().unwrap().push(id);
+        let out = Reporter {
+            events: &tx,
+            stopping: &stopping,
+            done: &on_done,
+        };
+        let start = Instant::now();
+        stage_request(
+            session.as_mut(),
+            members,
+            None,
+            (3600, 1000),
+            &settings(),
+            &out,
+        )
+        .await;
+        let run = collect(&mut rx, &done).await;
+        assert_eq!(
+            kinds(&run.events),
+            [
+                (1, "token mock-token-1".to_string()),
+                (2, "token mock-token-1".into()),
+                (3, "token mock-token-1".into()),
+                (4, "token mock-token-1".into()),
+                // First poll at 300 s: a is on disk.
+                (1, "staged".into()),
+                (2, "staged".into()),
+                // Second poll at 900 s: b failed.
+                (3, "STAGING [2] No such file or directory".into()),
+                // c's deadline (1000 s) passes before the third poll (1500 s).
+                (
+                    4,
+                    "STAGING [110] bring-online timeout has been exceeded".into()
+                ),
+            ]
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(1000));
+        assert_eq!(run.done, [1, 2, 3, 4]);
+    }
+
+    /// Canceling a file cancels its request on the storage at once, not at the next poll; at
+    /// shutdown the request is left alone (no event: the next start resumes it).
+    #[tokio::test(start_paused = true)]
+    async fn cancel_reaches_the_storage_and_shutdown_leaves_the_request() {
+        #[derive(Default)]
+        struct Aborts(Mutex<Vec<(String, Vec<String>)>>);
+        struct Recording<'a>(Box<dyn Session>, &'a Aborts);
+        impl Session for Recording<'_> {
+            fn stat(
+                &mut self,
+                url: &str,
+            ) -> futures_util::future::BoxFuture<'_, super::super::backends::OpResult<u64>>
+            {
+                self.0.stat(url)
+            }
+            fn checksum(
+                &mut self,
+                url: &str,
+                a: &str,
+            ) -> futures_util::future::BoxFuture<'_, super::super::backends::OpResult<String>>
+            {
+                self.0.checksum(url, a)
+            }
+            fn exists(
+                &mut self,
+                url: &str,
+            ) -> futures_util::future::BoxFuture<'_, super::super::backends::OpResult<bool>>
+            {
+                self.0.exists(url)
+            }
+            fn delete(
+                &mut self,
+                url: &str,
+            ) -> futures_util::future::BoxFuture<'_, super::super::backends::OpResult<()>>
+            {
+                self.0.delete(url)
+            }
+            fn make_parent(
+                &mut self,
+                url: &str,
+            ) -> futures_util::future::BoxFuture<'_, super::super::backends::OpResult<()>>
+            {
+                self.0.make_parent(url)
+            }
+            fn copy<'a>(
+                &'a mut self,
+                s: &'a str,
+                d: &'a str,
+                p: &'a super::super::backends::CopyParams,
+                g: &'a super::super::backends::Progress,
+            ) -> futures_util::future::BoxFuture<'a, super::super::backends::OpResult<()>>
+            {
+                self.0.copy(s, d, p, g)
+            }
+            fn stage<'a>(
+                &'a mut self,
+                urls: &'a [String],
+                pin: i64,
+                timeout: u64,
+            ) -> futures_util::future::BoxFuture<'a, super::super::backends::OpResult<StageReply>>
+            {
+                self.0.stage(urls, pin, timeout)
+            }
+            fn stage_poll<'a>(
+                &'a mut self,
+                token: &'a str,
+                urls: &'a [String],
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                super::super::backends::OpResult<Vec<TapeStatus>>,
+            > {
+                self.0.stage_poll(token, urls)
+            }
+            fn stage_abort<'a>(
+                &'a mut self,
+                token: &'a str,
+                urls: &'a [String],
+            ) -> futures_util::future::BoxFuture<'a, super::super::backends::OpResult<()>>
+            {
+                self.1
+                    .0
+                    .lock()
+                    .unwrap()
+                    .push((token.to_string(), urls.to_vec()));
+                self.0.stage_abort(token, urls)
+            }
+        }
+        let aborts = Aborts::default();
+        let mock = MockBackend::new(0);
+        let mut session = Recording(mock.session(&SessionContext::anonymous()), &aborts);
+        let members = vec![
+            member(1, "mock://t/a?staging_time=5000", None),
+            member(2, "mock://t/b?staging_time=5000", None),
+        ];
+        let (cancel_1, cancel_2) = (members[0].cancel.clone(), members[1].cancel.clone());
+        let (tx, mut rx) = mpsc::channel(64);
+        let done = Mutex::new(Vec::new());
+        let stopping = std::sync::atomic::AtomicBool::new(false);
+        let is_stopping = || stopping.load(std::sync::atomic::Ordering::Relaxed);
+        let on_done = |id| done.lock().unwrap().push(id);
+        let out = Reporter {
+            events: &tx,
+            stopping: &is_stopping,
+            done: &on_done,
+        };
+        let start = Instant::now();
+        let settings = settings();
+        let request = stage_request(&mut session, members, None, (60, 6000), &settings, &out);
+        let driver = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            cancel_1.cancel();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+            cancel_2.cancel();
+        };
+        tokio::join!(request, driver);
+        let run = collect(&mut rx, &done).await;
+        assert_eq!(kinds(&run.events)[2..], [(1, "aborted".to_string())]);
+        assert_eq!(
+            *aborts.0.lock().unwrap(),
+            [(
+                "mock-token-1".to_string(),
+                vec!["mock://t/a?staging_time=5000".to_string()]
+            )]
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert_eq!(run.done, [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn archive_monitoring_polls_at_once_then_backs_off() {
+        let mock = MockBackend::new(0);
+        let mut session = mock.session(&SessionContext::anonymous());
+        let members = vec![
+            member(1, "mock://t/a?archiving_time=200", Some(3600)),
+            member(2, "mock://t/b?archiving_time=5000", Some(1000)),
+            member(3, "mock://t/c?archiving_errno=5", None),
+        ];
+        let (tx, mut rx) = mpsc::channel(64);
+        let done = Mutex::new(Vec::new());
+        let stopping = || false;
+        let on_done = |id| done.lock().unwrap().push(id);
+        let out = Reporter {
+            events: &tx,
+            stopping: &stopping,
+            done: &on_done,
+        };
+        let start = Instant::now();
+        let settings = Settings {
+            archive_first_poll: Duration::from_secs(300),
+            archive_poll_interval: Duration::from_secs(600),
+            ..Settings::default()
+        };
+        archive_request(session.as_mut(), members, &settings, &out).await;
+        let run = collect(&mut rx, &done).await;
+        assert_eq!(
+            kinds(&run.events),
+            [
+                (3, "ARCHIVING [5] Input/output error".to_string()),
+                (1, "archived".into()),
+                (
+                    2,
+                    "ARCHIVING [110] archive timeout has been exceeded".into()
+                ),
+            ]
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(1000));
+    }
+
+    #[test]
+    fn requests_group_per_storage_and_credential_in_bulks() {
+        use crate::model::job::{
+            FileState, JobType,
+            fixtures::{file, job},
+        };
+        let mut rows = Vec::new();
+        for i in 0..5u64 {
+            let mut j = job(JobType::Normal);
+            j.cred_id = if i == 4 { "other".into() } else { "c".into() };
+            let mut f = file(i, 0, FileState::Staging);
+            f.source_surl = if i == 3 {
+                "davs://t.example:8443/x".into()
+            } else {
+                format!("https://T.example:8443//f{i}")
+            };
+            rows.push((j, f));
+        }
+        let groups = group(rows, |f| &f.source_surl, 2);
+        let sizes: Vec<(String, String, usize)> = groups
+            .iter()
+            .map(|(k, r)| (k.storage.clone(), k.cred_id.clone(), r.len()))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("https://t.example:8443".to_string(), "c".to_string(), 2),
+                ("https://t.example:8443".into(), "c".into(), 2),
+                ("https://t.example:8443".into(), "other".into(), 1),
+            ]
+        );
+        let (mut a, mut b) = (job(JobType::Normal), job(JobType::Normal));
+        a.bring_online = 60;
+        b.copy_pin_lifetime = 30;
+        assert_eq!(request_lifetimes(&[&a, &b]), (30, 60));
+        assert_eq!(request_lifetimes(&[&a]), (DEFAULT_COPY_PIN_LIFETIME, 60));
     }
 }

@@ -361,8 +361,9 @@ impl Session for MockSession {
             };
             let mut files = Vec::with_capacity(urls.len());
             for url in urls {
-                // The plugin stats first: `errno` fails the file at once.
-                if let Err(e) = self.do_stat(url).await {
+                // The plugin stats first: `errno` fails the file at once (a plain stat: the
+                // stat state machine is fts_url_copy's, not the QoS daemon's).
+                if let Err(e) = check_errno(url, "errno") {
                     files.push(TapeStatus::Failed(e));
                     continue;
                 }
