@@ -100,12 +100,12 @@ pub(crate) fn wait_files(
     id: &str,
     limit: Duration,
     check: impl Fn(&[Value]) -> bool,
-) {
+) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let f = files(client, id);
         if check(&f) {
-            return;
+            return f;
         }
         assert!(
             start.elapsed() < limit,

@@ -17,4 +17,5 @@ mod peers;
 mod protocols;
 mod rucio;
 mod service_binary;
+mod tape;
 mod tls_auth;

@@ -164,13 +164,13 @@ pub fn gfal_command(tool: &str) -> Command {
 
 /// A server process in its own process group. Dropping it kills the whole group (workers and
 /// helpers such as XRootD's `xrdcp --server` included) and waits until none is left.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     name: String,
 }
 
 impl Daemon {
-    fn spawn(mut command: Command, name: &str, output: &Path) -> Daemon {
+    pub(crate) fn spawn(mut command: Command, name: &str, output: &Path) -> Daemon {
         use std::os::unix::process::CommandExt;
         let out = fs::File::create(output).unwrap();
         command
@@ -189,7 +189,7 @@ impl Daemon {
 
     /// Poll `ready` until it says yes; panic with the tails of `logs` when the server exits or
     /// stays silent past [`START_DEADLINE`].
-    fn wait_ready(&mut self, logs: &[PathBuf], mut ready: impl FnMut() -> bool) {
+    pub(crate) fn wait_ready(&mut self, logs: &[PathBuf], mut ready: impl FnMut() -> bool) {
         let start = Instant::now();
         loop {
             if ready() {
@@ -257,7 +257,7 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// A free loopback port for each entry (all held at once, so they differ).
-fn free_ports<const N: usize>() -> [u16; N] {
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<_> = (0..N)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -368,7 +368,7 @@ fn write_owned(root: &Path, owner: Option<Owner>, path: &str, contents: &[u8]) -
 }
 
 /// A client of the test PKI for readiness probes (any HTTP answer means "up").
-fn probe_client(pki: &TestPki, port: u16) -> Client {
+pub(crate) fn probe_client(pki: &TestPki, port: u16) -> Client {
     Client::new(port, &pki.path("ca.pem"), Some(pki.path("proxy_rfc.pem")))
 }
 

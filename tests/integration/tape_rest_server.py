@@ -152,7 +152,9 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if not cert:
             return None
-        return "/" + "/".join("%s=%s" % kv for rdn in cert.get("subject", ()) for kv in rdn)
+        short = {"domainComponent": "DC", "commonName": "CN", "organizationName": "O",
+                 "organizationalUnitName": "OU", "countryName": "C"}
+        return "/" + "/".join("%s=%s" % (short.get(k, k), v) for rdn in cert.get("subject", ()) for k, v in rdn)
 
     def bearer(self):
         auth = self.headers.get("Authorization", "")
@@ -400,7 +402,17 @@ def main():
     parser.add_argument("--stage-delay", type=float, default=2.0)
     parser.add_argument("--archive-delay", type=float, default=2.0)
     parser.add_argument("--default-lifetime", type=float, default=3600.0)
+    parser.add_argument("--parent", type=int, help="exit when this process is gone (a shared server outlives no test run)")
     ARGS = parser.parse_args()
+    if ARGS.parent:
+        def watch():
+            while True:
+                try:
+                    os.kill(ARGS.parent, 0)
+                except OSError:
+                    os._exit(0)
+                time.sleep(0.5)
+        threading.Thread(target=watch, daemon=True).start()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(ARGS.cert, ARGS.key)
     context.load_verify_locations(capath=ARGS.capath)
