@@ -701,7 +701,7 @@ impl Engine {
     /// `None` when no backend there does that tape step.
     async fn tape_session(&self, job: &Job, url: &str, staging: bool) -> Option<Box<dyn Session>> {
         let backend = self.registry.for_url(url)?;
-        let tape = backend.tape();
+        let tape = backend.tape_for(&super::backends::scheme_of(url)?);
         if !(if staging {
             tape.staging
         } else {

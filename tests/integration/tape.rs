@@ -502,3 +502,43 @@ fn the_fts3_cli_stages_copies_and_watches_archiving() {
         "{stage:#?}"
     );
 }
+
+/// gfal2 for tape: with `http_backend = "gfal2"`, staging of `davs://` goes through gfal2's
+/// own Tape REST client (the same list calls as for `root://` and `srm://`).
+#[test]
+fn gfal2_stages_through_its_plugins() {
+    let Some(pki) = pki() else { return };
+    let Some(tape) = tape(pki) else { return };
+    if !peers::available(&["gfal2"]) {
+        return;
+    }
+    let server = engine_server(pki, |c| {
+        c.engine.http_backend = ftsd::config::HttpBackendChoice::Gfal2;
+    });
+    let user = server.client(pki, Some(TEST_USER));
+    let (status, body) = delegate_test_user(
+        &user,
+        pki,
+        &independent_delegation_id(TEST_USER_DN, &[]),
+        false,
+    );
+    assert_eq!(status, 201, "{body}");
+    tape.put_on_tape("/t/gfal-src.dat", b"staged by gfal2");
+    let url = |p: &str| tape.url(p).replacen("https://", "davs://", 1);
+    let id = submit(
+        &user,
+        json!([transfer(&url("/t/gfal-src.dat"), &url("/t/gfal-src.dat"))]),
+        json!({"bring_online": 120}),
+    );
+    let j = wait_job(&user, &id, MIN);
+    let f = &files(&user, &id)[0];
+    assert_eq!(j["job_state"], "FINISHED", "{f:#}");
+    assert!(f["bringonline_token"].is_string(), "{f:#}");
+    let requests = tape.requests_about("/t/gfal-src.dat");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["method"] == "POST" && r["path"] == "/api/v1/stage/"),
+        "gfal2 asked the storage: {requests:#?}"
+    );
+}

@@ -226,7 +226,8 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith(API + "/"):
             if not self.authorized():
                 raise Problem(401, "Unauthorized", "a client certificate or token is required")
-            return self.api(path[len(API):], raw)
+            # gfal2 writes `/stage/` and `/archiveinfo/`: trailing slashes are the same resource.
+            return self.api(path[len(API):].rstrip("/"), raw)
         return self.data(path, raw)
 
     def api(self, tail, raw):

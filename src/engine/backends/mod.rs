@@ -35,6 +35,7 @@
 
 pub mod file;
 pub mod gfal2;
+pub mod gfal2_tape;
 pub mod http;
 pub mod link_model;
 pub mod mock;
@@ -407,6 +408,12 @@ pub trait Backend: Send + Sync {
     fn tape(&self) -> TapeSupport {
         TapeSupport::default()
     }
+    /// The tape steps it does for `scheme` (a backend serving many protocols, gfal2, can do
+    /// them for some only); by default [`Backend::tape`].
+    fn tape_for(&self, scheme: &str) -> TapeSupport {
+        let _ = scheme;
+        self.tape()
+    }
 }
 
 /// The backends of this instance, by scheme.
@@ -469,7 +476,7 @@ impl Registry {
                 self.backends
                     .iter()
                     .find(|b| serves(b.as_ref(), s))
-                    .is_some_and(|b| can(b.tape()))
+                    .is_some_and(|b| can(b.tape_for(s)))
             })
             .collect()
     }
@@ -499,7 +506,7 @@ impl Registry {
 }
 
 /// The lower-case scheme of `url`.
-fn scheme_of(url: &str) -> Option<String> {
+pub fn scheme_of(url: &str) -> Option<String> {
     Some(url.split_once(':')?.0.to_ascii_lowercase())
 }
 
