@@ -62,7 +62,13 @@ fn tape(pki: &'static TestPki) -> Option<&'static TapeStorage> {
         let [port] = free_ports();
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/tape_rest_server.py");
-        let mut command = Command::new("python3");
+        // The system Python (3.10+ for ssl.VERIFY_ALLOW_PROXY_CERTS) rather than whatever
+        // python3 comes first on PATH.
+        let python = ["/usr/bin/python3"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("python3");
+        let mut command = Command::new(python);
         command
             .arg(script)
             .args(["--port", &port.to_string()])
