@@ -77,6 +77,7 @@ fn missing(need: &str) -> Option<String> {
                     "libXrdHttp-5.so",
                     "libXrdHttpTPC-5.so",
                     "libXrdMacaroons-5.so",
+                    "libXrdOfsPrepGPI-5.so",
                 ]
                 .iter()
                 .find(|lib| !libs.contains(*lib))
@@ -396,6 +397,10 @@ pub struct Options {
     /// TPC pulls last long enough to see Perf Markers (XrdTpc sends one every 5 s). The limit
     /// is bursty: a 40 MB GET took 0.6-0.9 s, 100 MB 3-5 s, so use >= 150 MB for markers.
     pub throttle: bool,
+    /// A tape behind the prepare requests (`xrootd_tape_prep.py` through XRootD's
+    /// `libXrdOfsPrepGPI`): files under `/tape/` offline until staged, localities in query
+    /// prepare answers as EOS+CTA gives them, every request logged (see [`Xrootd::tape_log`]).
+    pub tape: bool,
 }
 
 /// An XRootD server: `root://` with GSI and `https://` with XrdHttp, HTTP-TPC and macaroons.
@@ -462,6 +467,16 @@ impl Xrootd {
             xrootd_config(root, name, root_port, https_port, options),
         )
         .unwrap();
+        if options.tape {
+            let prep = root.join("tape-prep");
+            fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/xrootd_tape_prep.py"),
+                &prep,
+            )
+            .unwrap();
+            set_mode(&prep, 0o755);
+            fs::create_dir(root.join("tape")).unwrap();
+        }
         set_mode(root, 0o755);
         chown_all(root, owner);
 
@@ -561,6 +576,16 @@ impl Xrootd {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The prepare requests the tape back-end received ([`Options::tape`]): per request its
+    /// `id`, `request` (`stage`, `query`, `cancel`, `evict`) and `paths`.
+    pub fn tape_log(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.path().join("tape/log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }
 
 /// protocol-peers.md §1, on this instance's directory and ports.
@@ -601,6 +626,11 @@ tpc.trace info
     if options.throttle {
         config
             .push_str("xrootd.fslib throttle default\nthrottle.throttle data 20m concurrency 4\n");
+    }
+    if options.tape {
+        config.push_str(&format!(
+            "ofs.preplib libXrdOfsPrepGPI.so -admit stage,query,cancel,evict -run {r}/tape-prep\n"
+        ));
     }
     config
 }
@@ -1149,7 +1179,14 @@ fn xrootd_throttled_source_is_slow() {
     if !available(&["xrootd", "curl"]) {
         return;
     }
-    let slow = Xrootd::start(pki, "s", Options { throttle: true });
+    let slow = Xrootd::start(
+        pki,
+        "s",
+        Options {
+            throttle: true,
+            ..Options::default()
+        },
+    );
     let size = 40_000_000;
     slow.write_file("slow.bin", &sample_data(size, 2));
     let get = curl(pki, PROXY, &[&slow.https_url("slow.bin")]);

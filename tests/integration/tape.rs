@@ -2,7 +2,9 @@
 //! against `tape_rest_server.py` (a faithful Tape REST storage serving a directory, files
 //! offline until staged, localities changing over time, errors injectable per path) and XRootD
 //! as the disk endpoint after staging. One tape storage is shared by every test of this file
-//! (each uses its own paths); ftsd runs in-process with tape polls every second.
+//! (each uses its own paths); ftsd runs in-process with tape polls every second. gfal2's side:
+//! the same storage as `davs://`, and `root://` on an XRootD whose prepare requests go to a tape
+//! emulation (`xrootd_tape_prep.py`, see [`peers::Options::tape`]).
 //!
 //! Run only these: `cargo test --test integration tape -- --nocapture`.
 
@@ -546,5 +548,88 @@ fn gfal2_stages_through_its_plugins() {
             .iter()
             .any(|r| r["method"] == "POST" && r["path"] == "/api/v1/stage/"),
         "gfal2 asked the storage: {requests:#?}"
+    );
+}
+
+/// gfal2 for `root://`: XRootD with a tape behind its prepare requests (XRootD's own
+/// `libXrdOfsPrepGPI` running `xrootd_tape_prep.py`, answering query prepare as EOS+CTA does).
+/// The source is staged (prepare-stage, then query-prepare polls with XRootD's request id as
+/// token until online), copied, released (prepare-evict) and the destination watched until on
+/// tape; a file the storage does not have fails with gfal2's reason.
+#[test]
+fn gfal2_stages_copies_and_watches_archiving_over_root() {
+    let Some(pki) = pki() else { return };
+    if !peers::available(&["xrootd", "gfal2"]) {
+        return;
+    }
+    let storage = Xrootd::start(
+        pki,
+        "taperoot",
+        Options {
+            tape: true,
+            ..Options::default()
+        },
+    );
+    let (_server, user, _) = setup(pki);
+    storage.write_file("/tape/raw.dat", b"on tape behind xrootd");
+    let src = storage.root_url("/tape/raw.dat");
+    let dst = storage.root_url("/disk/raw.dat");
+    let id = submit(
+        &user,
+        json!([transfer(&src, &dst)]),
+        json!({"bring_online": 120, "archive_timeout": 120}),
+    );
+    let missing = storage.root_url("/tape/missing.dat");
+    let failed = submit(
+        &user,
+        json!([transfer(&missing, &missing)]),
+        json!({"bring_online": 120}),
+    );
+
+    let j = wait_job(&user, &id, MIN);
+    let f = &files(&user, &id)[0];
+    assert_eq!(j["job_state"], "FINISHED", "{f:#}");
+    for stamp in [
+        "staging_start",
+        "staging_finished",
+        "archive_start_time",
+        "archive_finish_time",
+    ] {
+        assert!(f[stamp].is_string(), "{stamp}: {f:#}");
+    }
+    assert_eq!(
+        std::fs::read(storage.data_path("/disk/raw.dat")).unwrap(),
+        b"on tape behind xrootd"
+    );
+    let token = f["bringonline_token"]
+        .as_str()
+        .expect("XRootD's request id");
+    let log = storage.tape_log();
+    let about = |request: &str, path: &str| -> Vec<&Value> {
+        log.iter()
+            .filter(|r| r["request"] == request && r["paths"].to_string().contains(path))
+            .collect()
+    };
+    let stages = about("stage", "/tape/raw.dat");
+    assert_eq!(stages.len(), 1, "{log:#?}");
+    assert_eq!(stages[0]["id"], token);
+    // Polled with the request id until the tape said online (it takes a few seconds).
+    let polls = about("query", "/tape/raw.dat");
+    assert!(polls.len() >= 2, "{log:#?}");
+    assert!(polls.iter().all(|q| q["id"] == token), "{log:#?}");
+    assert_eq!(
+        about("evict", "/tape/raw.dat").len(),
+        1,
+        "released: {log:#?}"
+    );
+    // Archive polls are queries with gfal2's own request ids, until on tape.
+    assert!(about("query", "/disk/raw.dat").len() >= 2, "{log:#?}");
+
+    assert_eq!(wait_job(&user, &failed, MIN)["job_state"], "FAILED");
+    let f = &files(&user, &failed)[0];
+    let reason = reason(f);
+    assert!(
+        reason.starts_with("STAGING [2] ") && reason.contains("/tape/missing.dat"),
+        "{reason}"
     );
 }
