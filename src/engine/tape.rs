@@ -425,11 +425,15 @@ pub async fn stage_request(
     settings: &Settings,
     out: &Reporter<'_>,
 ) {
+    // Not empty from here on: `members[0]` below cannot panic.
+    if members.is_empty() {
+        return;
+    }
     let token = match token {
         Some(token) => token,
         None => {
             let urls = urls_of(&members);
-            tracing::info!(files = urls.len(), pin_lifetime, timeout, storage = %storage_of(&urls[0]), "bring-online request");
+            tracing::info!(files = urls.len(), pin_lifetime, timeout, storage = %storage_of(&members[0].url), "bring-online request");
             match bounded(session.stage(&urls, pin_lifetime, timeout)).await {
                 Err(e) => {
                     tracing::info!(error = %e.message, "bring-online request refused");

@@ -386,7 +386,8 @@ impl Redb {
     /// Restart recovery: files left READY/ACTIVE (a transfer that was running when the service
     /// stopped) fail with `failure` — retried when the job has attempts left — and STARTED
     /// staging whose request the storage never accepted (no `bringonline_token`) goes back to
-    /// STAGING (with a token it stays STARTED: the engine polls it again); canceled transfers still waiting for their end get it.
+    /// STAGING (with a token it stays STARTED: the engine polls it again); canceled transfers
+    /// still waiting for their end get it.
     /// Returns one entry per file touched.
     /// This store belongs to one process: every READY/ACTIVE file was its own, whatever host
     /// name it ran under.
