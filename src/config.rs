@@ -282,6 +282,25 @@ pub struct EngineConfig {
     pub default_se_active: usize,
     /// Bring-online requests in flight at once.
     pub max_staging: usize,
+    /// Files per bring-online request to one storage (`StagingBulkSize`, 200).
+    pub staging_bulk_size: usize,
+    /// Seconds a storage with fewer STAGING files than a bulk waits for more before its request
+    /// goes (`StagingWaitingFactor`, 300; 0: at once).
+    pub staging_wait: u64,
+    /// Seconds from a bring-online request to its first poll (the reference's 300).
+    pub staging_first_poll: u64,
+    /// Seconds between later polls (`StagingPollInterval`, 600).
+    pub staging_poll_interval: u64,
+    /// Communication errors tolerated per file while polling (`StagingPollRetries`, 3).
+    pub staging_poll_retries: u32,
+    /// Files per archive poll to one storage (`ArchivePollBulkSize`, 200).
+    pub archive_bulk_size: usize,
+    /// Seconds from the first archive poll (at once) to the second (the reference's 300).
+    pub archive_first_poll: u64,
+    /// Seconds between later archive polls (`ArchivePollInterval`, 600).
+    pub archive_poll_interval: u64,
+    /// Communication errors tolerated per file (`ArchivePollRetries`, 3).
+    pub archive_poll_retries: u32,
     /// Seconds between scheduling cycles (`SchedulingInterval`, 2); submissions and finished
     /// transfers also start a cycle.
     pub scheduling_interval: u64,
@@ -427,6 +446,15 @@ impl Default for EngineConfig {
             default_link_active: 2,
             default_se_active: 200,
             max_staging: 1000,
+            staging_bulk_size: 200,
+            staging_wait: 300,
+            staging_first_poll: 300,
+            staging_poll_interval: 600,
+            staging_poll_retries: 3,
+            archive_bulk_size: 200,
+            archive_first_poll: 300,
+            archive_poll_interval: 600,
+            archive_poll_retries: 3,
             scheduling_interval: 2,
             queue_check_interval: 300,
             stall_timeout: 900,

@@ -205,6 +205,21 @@ pub async fn run_with(
                 history: engine::optimizer::core::History::parse(&config.engine.optimizer_history)
                     .unwrap_or_default(),
             },
+            tape: engine::tape::Settings {
+                staging_bulk_size: config.engine.staging_bulk_size.max(1),
+                staging_wait: Duration::from_secs(config.engine.staging_wait),
+                staging_first_poll: Duration::from_secs(config.engine.staging_first_poll),
+                staging_poll_interval: Duration::from_secs(
+                    config.engine.staging_poll_interval.max(1),
+                ),
+                staging_poll_retries: config.engine.staging_poll_retries,
+                archive_bulk_size: config.engine.archive_bulk_size.max(1),
+                archive_first_poll: Duration::from_secs(config.engine.archive_first_poll.max(1)),
+                archive_poll_interval: Duration::from_secs(
+                    config.engine.archive_poll_interval.max(1),
+                ),
+                archive_poll_retries: config.engine.archive_poll_retries,
+            },
         };
         tokio::spawn(engine::Engine::run(
             store.clone(),

@@ -72,6 +72,8 @@ pub enum Scope {
     Destination,
     Transfer,
     GeneralFailure,
+    /// Bring-online (§5.1).
+    Staging,
     /// Archive monitoring (§5.2).
     Archiving,
 }
@@ -83,6 +85,7 @@ impl Scope {
             Scope::Destination => "DESTINATION",
             Scope::Transfer => "TRANSFER",
             Scope::GeneralFailure => "GENERAL_FAILURE",
+            Scope::Staging => "STAGING",
             Scope::Archiving => "ARCHIVING",
         }
     }
@@ -269,6 +272,13 @@ const NO_RETRY_MESSAGES: &[&str] = &[
 /// (no), final messages, then the per-scope lists of final errnos; anything else is retryable.
 pub fn recoverable(scope: Scope, errno: i32, message: &str) -> bool {
     use libc::*;
+    if scope == Scope::Staging {
+        // The QoS daemon's own rule (`JobError::IsRecoverable`): errno only.
+        return matches!(
+            errno,
+            ETIMEDOUT | ECONNABORTED | ECONNREFUSED | ECONNRESET | EAGAIN | EBUSY
+        );
+    }
     if RETRY_MESSAGES.iter().any(|m| message.contains(m)) {
         return true;
     }
@@ -292,6 +302,7 @@ pub fn recoverable(scope: Scope, errno: i32, message: &str) -> bool {
             ENOTDIR,
             EPROTONOSUPPORT,
         ],
+        Scope::Staging => &[],
         Scope::Destination => &[
             EPERM,
             EACCES,
@@ -1068,145 +1079,6 @@ async fn cleanup(spec: &TransferSpec, session: &mut dyn Session, dst: &str, log:
     }
 }
 
-/// Bring `url` online (§5.1): resolves once staged. `timeout` in seconds (0 = none) fails with
-/// ETIMEDOUT "bring-online timeout has been exceeded"; storage errors keep their errno. Scope
-/// SOURCE, phase TRANSFER_PREPARATION.
-pub async fn bring_online(
-    url: &str,
-    pin_lifetime: i64,
-    timeout: u64,
-    registry: &Registry,
-    cancel: &CancellationToken,
-    log: &mut TransferLog,
-) -> Result<(), TransferFailure> {
-    let backend = backend_for(registry, url, Scope::Source)?;
-    if !backend.tape().staging {
-        let failure = TransferFailure::from_op(
-            Scope::Source,
-            Phase::TransferPreparation,
-            super::backends::not_supported("Staging", url),
-        );
-        log_outcome(log, "Bring-online", &Err(failure.clone()));
-        return Err(failure);
-    }
-    let mut session = backend.session(&SessionContext {
-        credential: None,
-        tokens: None,
-        log: log.clone(),
-    });
-    log.info(format_args!(
-        "Bring-online of {} (pin lifetime {pin_lifetime} s, timeout {timeout} s)",
-        redact_queries(url)
-    ));
-    let outcome = deadline_step(
-        cancel,
-        timeout,
-        "bring-online timeout has been exceeded",
-        session.bring_online(url, pin_lifetime),
-    )
-    .await;
-    let result = match outcome {
-        Step::Done(r) => {
-            r.map_err(|e| TransferFailure::from_op(Scope::Source, Phase::TransferPreparation, e))
-        }
-        Step::Expired(message) => Err(TransferFailure::new(
-            Scope::Source,
-            Phase::TransferPreparation,
-            libc::ETIMEDOUT,
-            message,
-        )),
-        Step::Canceled => Err(canceled(Phase::TransferPreparation)),
-    };
-    log_outcome(log, "Bring-online", &result);
-    result
-}
-
-/// Wait until `url` is archived (§5.2). `archive_timeout` in seconds (0 = none) fails with
-/// ETIMEDOUT "archive timeout has been exceeded"; storage errors keep their errno. Scope
-/// ARCHIVING, phase TRANSFER_FINALIZATION.
-pub async fn archive_monitor(
-    url: &str,
-    archive_timeout: u64,
-    registry: &Registry,
-    cancel: &CancellationToken,
-    log: &mut TransferLog,
-) -> Result<(), TransferFailure> {
-    let backend = backend_for(registry, url, Scope::Archiving)?;
-    if !backend.tape().archive_monitoring {
-        let failure = TransferFailure::from_op(
-            Scope::Archiving,
-            Phase::TransferFinalization,
-            super::backends::not_supported("Archive monitoring", url),
-        );
-        log_outcome(log, "Archive monitoring", &Err(failure.clone()));
-        return Err(failure);
-    }
-    let mut session = backend.session(&SessionContext {
-        credential: None,
-        tokens: None,
-        log: log.clone(),
-    });
-    log.info(format_args!(
-        "Archive monitoring of {} (timeout {archive_timeout} s)",
-        redact_queries(url)
-    ));
-    let outcome = deadline_step(
-        cancel,
-        archive_timeout,
-        "archive timeout has been exceeded",
-        session.archive_poll(url),
-    )
-    .await;
-    let result = match outcome {
-        Step::Done(r) => r.map_err(|e| {
-            TransferFailure::from_op(Scope::Archiving, Phase::TransferFinalization, e)
-        }),
-        Step::Expired(message) => Err(TransferFailure::new(
-            Scope::Archiving,
-            Phase::TransferFinalization,
-            libc::ETIMEDOUT,
-            message,
-        )),
-        Step::Canceled => Err(canceled(Phase::TransferFinalization)),
-    };
-    log_outcome(log, "Archive monitoring", &result);
-    result
-}
-
-enum Step<T> {
-    Done(T),
-    Expired(&'static str),
-    Canceled,
-}
-
-async fn deadline_step<T>(
-    cancel: &CancellationToken,
-    timeout: u64,
-    expired: &'static str,
-    fut: impl std::future::Future<Output = T>,
-) -> Step<T> {
-    let deadline = async {
-        if timeout == 0 {
-            std::future::pending::<()>().await
-        } else {
-            tokio::time::sleep(Duration::from_secs(timeout)).await
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Step::Canceled,
-        _ = deadline => Step::Expired(expired),
-        out = fut => Step::Done(out),
-    }
-}
-
-fn log_outcome(log: &mut TransferLog, what: &str, result: &Result<(), TransferFailure>) {
-    match result {
-        Ok(()) => log.info(format_args!("{what} finished successfully")),
-        Err(f) => log.error(format_args!("{what} failed: {}", f.reason())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -1271,14 +1143,8 @@ mod tests {
         ) -> BoxFuture<'a, OpResult<()>> {
             self.inner.copy(source, destination, params, progress)
         }
-        fn bring_online(&mut self, url: &str, pin: i64) -> BoxFuture<'_, OpResult<()>> {
-            self.inner.bring_online(url, pin)
-        }
         fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
             self.inner.release(url, token)
-        }
-        fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
-            self.inner.archive_poll(url)
         }
         fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
             self.inner.locality(url)
@@ -2108,146 +1974,6 @@ mod tests {
         let f = failure(go(&spec(&file_url(&src), &escape), &registry).await.0);
         assert_eq!(f.errno, libc::EACCES);
         assert!(!outside.exists());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn staging() {
-        let env = env();
-        let cancel = CancellationToken::new();
-        let mut log = TransferLog::memory();
-        let start = Instant::now();
-        bring_online(
-            "mock://a/f?staging_time=30",
-            3600,
-            100,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(30));
-
-        let f = bring_online(
-            "mock://a/f?staging_time=30",
-            3600,
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(f.errno, libc::ETIMEDOUT);
-        assert_eq!(f.message, "bring-online timeout has been exceeded");
-        assert!(f.recoverable());
-
-        let f = bring_online(
-            "mock://a/f?staging_time=5&staging_errno=2",
-            3600,
-            0,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!((f.scope, f.errno), (Scope::Source, libc::ENOENT));
-
-        cancel.cancel();
-        let f = bring_online(
-            "mock://a/f?staging_time=5",
-            3600,
-            0,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(f.errno, libc::ECANCELED);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn archiving() {
-        let env = env();
-        let cancel = CancellationToken::new();
-        let mut log = TransferLog::null();
-        archive_monitor(
-            "mock://a/f?archiving_time=5",
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap();
-        let f = archive_monitor(
-            "mock://a/f?archiving_time=50",
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(
-            (f.scope, f.errno, f.message.as_str()),
-            (
-                Scope::Archiving,
-                libc::ETIMEDOUT,
-                "archive timeout has been exceeded"
-            )
-        );
-        let f = archive_monitor(
-            "mock://a/f?archiving_errno=5",
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(f.reason(), "ARCHIVING [5] Input/output error");
-    }
-
-    /// A backend without tape support (file://, http, gfal2 today) neither stages nor watches
-    /// archiving: the file fails with a final reason instead of "succeeding" at once.
-    #[tokio::test]
-    async fn tape_steps_on_a_backend_that_cannot_do_them_fail_with_a_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(vec![Arc::new(
-            crate::engine::backends::file::FileBackend::new(vec![dir.path().to_path_buf()]),
-        )]);
-        let url = format!("file://{}/f", dir.path().display());
-        let cancel = CancellationToken::new();
-        let mut log = TransferLog::memory();
-        let f = bring_online(&url, 3600, 100, &registry, &cancel, &mut log)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            f.reason(),
-            "SOURCE [93] Staging is not supported for file:// by this service"
-        );
-        assert!(!f.recoverable());
-        assert!(
-            log.lines()
-                .iter()
-                .any(|l| l.contains("Bring-online failed: SOURCE [93] Staging is not supported")),
-            "{:?}",
-            log.lines()
-        );
-        let f = archive_monitor(&url, 100, &registry, &cancel, &mut log)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            f.reason(),
-            "ARCHIVING [93] Archive monitoring is not supported for file:// by this service"
-        );
-        assert!(!f.recoverable());
-        assert!(registry.staging_schemes().is_empty());
-        assert!(registry.archive_schemes().is_empty());
-        assert_eq!(env().registry.staging_schemes(), ["mock"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod backends;
 pub mod checksum;
 pub mod optimizer;
 pub mod scheduler;
+pub mod tape;
 
 use std::{
     collections::HashMap,
@@ -79,6 +80,8 @@ pub struct Settings {
     pub optimizer: optimizer::Settings,
     /// Stored transfer tokens and their refresh (`None`: no token provider is configured).
     pub tokens: Option<Arc<Tokens>>,
+    /// Bring-online and archive-monitoring requests: bulk sizes, waits, poll intervals.
+    pub tape: tape::Settings,
 }
 
 /// The token service as the transfers' source of fresh tokens.
@@ -141,6 +144,8 @@ pub struct Engine {
     running: Mutex<HashMap<u64, Running>>,
     events: mpsc::Sender<Event>,
     stopping: watch::Receiver<bool>,
+    /// Storages with fewer STAGING files than a bulk: until when they wait for more.
+    staging_wait: Mutex<HashMap<tape::GroupKey, Instant>>,
 }
 
 impl Engine {
@@ -163,8 +168,9 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             events: events_tx,
             stopping: stop.clone(),
+            staging_wait: Mutex::new(HashMap::new()),
         });
-        engine.resume_archiving().await?;
+        engine.resume_tape().await?;
         let writer = tokio::spawn(event_writer(engine.clone(), events_rx));
         let watcher = tokio::spawn(watcher(engine.clone()));
         let timeouts = tokio::spawn(queue_timeouts(engine.clone()));
@@ -208,18 +214,6 @@ impl Engine {
         if self.events.send(event).await.is_err() {
             tracing::error!("event writer is gone; an engine event was not recorded");
         }
-    }
-
-    /// Files left ARCHIVING by a previous run are watched again.
-    async fn resume_archiving(self: &Arc<Self>) -> Result<(), EngineError> {
-        let files = self
-            .store
-            .files_in_state(FileState::Archiving, usize::MAX)
-            .await?;
-        for (job, file) in files {
-            self.spawn_archive(job, file);
-        }
-        Ok(())
     }
 
     fn track(&self, job: &Job, file: &File, counts: bool) -> (CancellationToken, Arc<Progress>) {
@@ -368,41 +362,47 @@ impl Engine {
         file: &File,
     ) -> (Option<Arc<Credential>>, (CopyMode, bool)) {
         let store = &self.store;
-        let (dlg_id, dn) = (&job.cred_id, &job.user_dn);
         let read = async {
-            let material = store.credential_material(dlg_id, dn).await?;
             let src = store.se_config(&file.source_se).await?.tpc_support;
             let dst = store.se_config(&file.dest_se).await?.tpc_support;
-            let credential = material.map(|m| {
-                let mut pem = zeroize::Zeroizing::new(String::with_capacity(
-                    m.proxy_pem.len() + m.key_pem.len() + m.chain_pem.len() + 2,
-                ));
-                pem.push_str(m.proxy_pem.trim_end());
-                pem.push('\n');
-                pem.push_str(&String::from_utf8_lossy(&m.key_pem));
-                if !pem.ends_with('\n') {
-                    pem.push('\n');
-                }
-                pem.push_str(&m.chain_pem);
-                // A re-delegated proxy gets a new key (and new connections).
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
-                let fingerprint: String =
-                    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-                let key = format!("{dlg_id}\0{dn}\0{fingerprint}");
-                Arc::new(Credential::new(pem, key))
-            });
-            Ok::<_, StoreError>((
-                credential,
-                CopyMode::from_tpc_support(src.as_deref(), dst.as_deref()),
-            ))
+            Ok::<_, StoreError>(CopyMode::from_tpc_support(src.as_deref(), dst.as_deref()))
         };
-        match read.await {
+        let mode = match read.await {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, error = %e, "could not read the transfer's credential or storage settings");
-                (None, (CopyMode::Pull, false))
+                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, error = %e, "could not read the storages' settings");
+                (CopyMode::Pull, false)
             }
+        };
+        (self.credential(job).await, mode)
+    }
+
+    /// The job's delegated proxy, if any (a store error is logged and gives none: the storage
+    /// then refuses with a clear error).
+    async fn credential(&self, job: &Job) -> Option<Arc<Credential>> {
+        let (dlg_id, dn) = (&job.cred_id, &job.user_dn);
+        let material = match self.store.credential_material(dlg_id, dn).await {
+            Ok(m) => m?,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "could not read the job's credential");
+                return None;
+            }
+        };
+        let mut pem = zeroize::Zeroizing::new(String::with_capacity(
+            material.proxy_pem.len() + material.key_pem.len() + material.chain_pem.len() + 2,
+        ));
+        pem.push_str(material.proxy_pem.trim_end());
+        pem.push('\n');
+        pem.push_str(&String::from_utf8_lossy(&material.key_pem));
+        if !pem.ends_with('\n') {
+            pem.push('\n');
         }
+        pem.push_str(&material.chain_pem);
+        // A re-delegated proxy gets a new key (and new connections).
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
+        let fingerprint: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("{dlg_id}\0{dn}\0{fingerprint}");
+        Some(Arc::new(Credential::new(pem, key)))
     }
 
     /// The file's source and destination tokens, as stored now. A token that cannot be read
@@ -447,75 +447,6 @@ impl Engine {
             refresher,
             margin,
         )))
-    }
-
-    /// Bring a file online (STARTED), then report.
-    fn spawn_staging(self: &Arc<Self>, job: Job, file: File) {
-        let (cancel, _) = self.track(&job, &file, false);
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let file_id = file.file_id;
-            let (_, mut log) = engine.open_log(&job, &file);
-            let timeout = if job.bring_online > 0 {
-                job.bring_online as u64
-            } else {
-                scheduler::DEFAULT_BRING_ONLINE_TIMEOUT
-            };
-            let result = agent::bring_online(
-                &file.source_surl,
-                job.copy_pin_lifetime,
-                timeout,
-                &engine.registry,
-                &cancel,
-                &mut log,
-            )
-            .await;
-            engine.untrack(file_id);
-            let event = match result {
-                Ok(()) => Event::Staged { file_id },
-                Err(_) if cancel.is_cancelled() && engine.is_stopping() => {
-                    // Left STARTED: recovery puts it back to STAGING at the next start.
-                    return;
-                }
-                Err(_) if cancel.is_cancelled() => Event::Aborted { file_id },
-                Err(f) => Event::StagingFailed {
-                    file_id,
-                    failure: to_failure(&f),
-                },
-            };
-            engine.send(event).await;
-        });
-    }
-
-    /// Watch a file's destination until it is archived (ARCHIVING), then report.
-    fn spawn_archive(self: &Arc<Self>, job: Job, file: File) {
-        let (cancel, _) = self.track(&job, &file, false);
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let file_id = file.file_id;
-            let mut log = agent::TransferLog::null();
-            let result = agent::archive_monitor(
-                &file.dest_surl,
-                job.archive_timeout.max(0) as u64,
-                &engine.registry,
-                &cancel,
-                &mut log,
-            )
-            .await;
-            engine.untrack(file_id);
-            let event = match result {
-                Ok(()) => Event::Archived { file_id },
-                Err(_) if cancel.is_cancelled() => return,
-                Err(f) => Event::ArchiveFailed {
-                    file_id,
-                    failure: Failure {
-                        recoverable: false,
-                        ..to_failure(&f)
-                    },
-                },
-            };
-            engine.send(event).await;
-        });
     }
 
     /// The per-transfer log: `<log_dir>/<date>/<src host>__<dst host>/<date-time>__<src
@@ -651,9 +582,7 @@ async fn event_writer(
                 Ok::<_, StoreError>(out)
             };
             if let Ok(rows) = rows.await {
-                for (j, f) in rows {
-                    engine.spawn_archive(j, f);
-                }
+                engine.start_archive(rows);
             }
         }
         engine.wake.notify_one();

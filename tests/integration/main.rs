@@ -19,6 +19,7 @@ mod peers;
 mod protocols;
 mod rucio;
 mod service_binary;
+mod tape;
 mod tls_auth;
 mod token_secrecy;
 mod token_storage;

@@ -78,6 +78,7 @@ fn missing(need: &str) -> Option<String> {
                     "libXrdHttp-5.so",
                     "libXrdHttpTPC-5.so",
                     "libXrdMacaroons-5.so",
+                    "libXrdOfsPrepGPI-5.so",
                 ]
                 .iter()
                 .find(|lib| !libs.contains(*lib))
@@ -174,13 +175,13 @@ pub fn gfal_command(tool: &str) -> Command {
 
 /// A server process in its own process group. Dropping it kills the whole group (workers and
 /// helpers such as XRootD's `xrdcp --server` included) and waits until none is left.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     name: String,
 }
 
 impl Daemon {
-    fn spawn(mut command: Command, name: &str, output: &Path) -> Daemon {
+    pub(crate) fn spawn(mut command: Command, name: &str, output: &Path) -> Daemon {
         use std::os::unix::process::CommandExt;
         let out = fs::File::create(output).unwrap();
         command
@@ -199,7 +200,7 @@ impl Daemon {
 
     /// Poll `ready` until it says yes; panic with the tails of `logs` when the server exits or
     /// stays silent past [`START_DEADLINE`].
-    fn wait_ready(&mut self, logs: &[PathBuf], mut ready: impl FnMut() -> bool) {
+    pub(crate) fn wait_ready(&mut self, logs: &[PathBuf], mut ready: impl FnMut() -> bool) {
         let start = Instant::now();
         loop {
             if ready() {
@@ -267,7 +268,7 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// A free loopback port for each entry (all held at once, so they differ).
-fn free_ports<const N: usize>() -> [u16; N] {
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<_> = (0..N)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -378,7 +379,7 @@ fn write_owned(root: &Path, owner: Option<Owner>, path: &str, contents: &[u8]) -
 }
 
 /// A client of the test PKI for readiness probes (any HTTP answer means "up").
-fn probe_client(pki: &TestPki, port: u16) -> Client {
+pub(crate) fn probe_client(pki: &TestPki, port: u16) -> Client {
     Client::new(port, &pki.path("ca.pem"), Some(pki.path("proxy_rfc.pem")))
 }
 
@@ -409,6 +410,10 @@ pub struct Options {
     /// Accept WLCG bearer tokens of one issuer only (`tokens.md` §A.7), instead of GSI,
     /// macaroons and the grid-mapfile.
     pub scitokens: Option<SciTokens>,
+    /// A tape behind the prepare requests (`xrootd_tape_prep.py` through XRootD's
+    /// `libXrdOfsPrepGPI`): files under `/tape/` offline until staged, localities in query
+    /// prepare answers as EOS+CTA gives them, every request logged (see [`Xrootd::tape_log`]).
+    pub tape: bool,
 }
 
 /// The token issuer an [`Xrootd`] with [`Options::scitokens`] trusts.
@@ -491,6 +496,16 @@ impl Xrootd {
             xrootd_config(root, name, root_port, https_port, options),
         )
         .unwrap();
+        if options.tape {
+            let prep = root.join("tape-prep");
+            fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/xrootd_tape_prep.py"),
+                &prep,
+            )
+            .unwrap();
+            set_mode(&prep, 0o755);
+            fs::create_dir(root.join("tape")).unwrap();
+        }
         set_mode(root, 0o755);
         chown_all(root, owner);
 
@@ -591,6 +606,16 @@ impl Xrootd {
     /// The instance's directory (removed on drop).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The prepare requests the tape back-end received ([`Options::tape`]): per request its
+    /// `id`, `request` (`stage`, `query`, `cancel`, `evict`) and `paths`.
+    pub fn tape_log(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.path().join("tape/log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
@@ -714,6 +739,11 @@ tpc.trace info
     if options.throttle {
         config
             .push_str("xrootd.fslib throttle default\nthrottle.throttle data 20m concurrency 4\n");
+    }
+    if options.tape {
+        config.push_str(&format!(
+            "ofs.preplib libXrdOfsPrepGPI.so -admit stage,query,cancel,evict -run {r}/tape-prep\n"
+        ));
     }
     config
 }

@@ -180,7 +180,7 @@ pub struct Installation {
 }
 
 impl Installation {
-    fn tool(&self, name: &str) -> PathBuf {
+    pub(super) fn tool(&self, name: &str) -> PathBuf {
         match self.copy.parent() {
             Some(dir) => dir.join(name),
             None => PathBuf::from(name),
@@ -456,6 +456,11 @@ impl Backend for Gfal2Backend {
             log: context.log.clone(),
         })
     }
+
+    /// Bring-online and archive polling where gfal2's plugins do them (`gfal2_tape`).
+    fn tape_for(&self, scheme: &str) -> super::TapeSupport {
+        super::gfal2_tape::support(scheme)
+    }
 }
 
 /// Write [`BEARER_WRAPPER`] to `path` (0600: only the service runs it).
@@ -595,7 +600,7 @@ impl Ended {
         }
     }
 
-    fn success(&self) -> bool {
+    pub(super) fn success(&self) -> bool {
         self.code == Some(0)
     }
 }
@@ -982,6 +987,26 @@ impl Gfal2Session {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> OpResult<Ended> {
         let program = self.inner.installation.tool(tool);
+        self.run_with_stdin(program, tool, args, String::new(), limit, on_line)
+            .await
+    }
+
+    /// The Python that imports gfal2.
+    pub(super) fn python(&self) -> PathBuf {
+        self.inner.installation.python.clone()
+    }
+
+    /// Run `program` (named `tool` in messages) as [`Self::run`] does, with `input` on its
+    /// stdin (nothing when empty).
+    pub(super) async fn run_with_stdin(
+        &mut self,
+        program: PathBuf,
+        tool: &str,
+        args: &[String],
+        input: String,
+        limit: Option<Duration>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> OpResult<Ended> {
         let mut env = self.env()?;
         // With tokens: the wrapper runs the tool, the tokens in a file (read at every run,
         // so a refreshed token is the one used).
@@ -1015,7 +1040,11 @@ impl Gfal2Session {
             .args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if input.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -1037,6 +1066,11 @@ impl Gfal2Session {
             group: None,
         };
         child.group = child.child.id().and_then(|id| i32::try_from(id).ok());
+        if let Some(mut stdin) = child.child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // A helper that exits without reading fails on its own; its status tells.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
         let stdout = child.child.stdout.take();
         let stderr = child.child.stderr.take();
         let run = async {
@@ -1154,6 +1188,43 @@ impl Gfal2Session {
 }
 
 impl Session for Gfal2Session {
+    fn stage<'a>(
+        &'a mut self,
+        urls: &'a [String],
+        pin_lifetime: i64,
+        timeout: u64,
+    ) -> BoxFuture<'a, OpResult<super::StageReply>> {
+        Box::pin(super::gfal2_tape::stage(self, urls, pin_lifetime, timeout))
+    }
+
+    fn stage_poll<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(super::gfal2_tape::poll(self, token, urls))
+    }
+
+    fn stage_abort<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<()>> {
+        Box::pin(super::gfal2_tape::abort(self, token, urls))
+    }
+
+    fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
+        let (url, token) = (url.to_string(), token.to_string());
+        Box::pin(async move { super::gfal2_tape::release(self, &token, &url).await })
+    }
+
+    fn archive_poll<'a>(
+        &'a mut self,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(super::gfal2_tape::archive_poll(self, urls))
+    }
+
     fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
         let url = url.to_string();
         Box::pin(async move {

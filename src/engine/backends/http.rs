@@ -83,6 +83,8 @@ struct Inner {
     provider: Arc<CryptoProvider>,
     roots: Arc<RootCertStore>,
     clients: Mutex<HashMap<String, Clients>>,
+    /// Tape REST API endpoints discovered (see `tape_rest`).
+    tape: Arc<super::tape_rest::Endpoints>,
 }
 
 /// The clients of one credential: data operations follow redirects (dCache sends GET and PUT
@@ -108,6 +110,7 @@ impl HttpBackend {
                 provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
                 roots: Arc::new(roots),
                 clients: Mutex::new(HashMap::new()),
+                tape: Arc::default(),
             }),
         }
     }
@@ -130,6 +133,14 @@ impl Backend for HttpBackend {
             clients: None,
             log: context.log.clone(),
         })
+    }
+
+    /// Staging and archive monitoring through the WLCG Tape REST API (`tape_rest`).
+    fn tape(&self) -> super::TapeSupport {
+        super::TapeSupport {
+            staging: true,
+            archive_monitoring: true,
+        }
     }
 }
 
@@ -431,6 +442,15 @@ impl HttpSession {
             Some(value) => request.header(header::AUTHORIZATION, value),
             None => request,
         }
+    }
+
+    /// The Tape REST API as this session's user (client certificate: the delegated proxy).
+    fn tape_rest(&mut self) -> OpResult<super::tape_rest::TapeRest> {
+        Ok(super::tape_rest::TapeRest {
+            client: self.clients()?.plain,
+            endpoints: self.inner.tape.clone(),
+            authorization: None,
+        })
     }
 
     fn clients(&mut self) -> OpResult<Clients> {
@@ -807,6 +827,43 @@ impl HttpSession {
 }
 
 impl Session for HttpSession {
+    fn stage<'a>(
+        &'a mut self,
+        urls: &'a [String],
+        pin_lifetime: i64,
+        _timeout: u64,
+    ) -> BoxFuture<'a, OpResult<super::StageReply>> {
+        Box::pin(async move { self.tape_rest()?.stage(urls, pin_lifetime).await })
+    }
+
+    fn stage_poll<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(async move { self.tape_rest()?.stage_poll(token, urls).await })
+    }
+
+    fn stage_abort<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<()>> {
+        Box::pin(async move { self.tape_rest()?.stage_cancel(token, urls).await })
+    }
+
+    fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
+        let (urls, token) = (vec![url.to_string()], token.to_string());
+        Box::pin(async move { self.tape_rest()?.release(&token, &urls).await })
+    }
+
+    fn archive_poll<'a>(
+        &'a mut self,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(async move { self.tape_rest()?.archive_poll(urls).await })
+    }
+
     fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
         let url = url.to_string();
         Box::pin(async move {
