@@ -7,6 +7,7 @@ pub mod config;
 pub mod identity;
 pub mod job;
 pub mod lifecycle;
+pub mod monitor;
 pub mod optimizer;
 pub mod submit;
 pub mod submit_schema;

@@ -5,6 +5,8 @@ pub mod bans;
 pub mod config;
 pub mod delegation;
 pub mod jobs;
+pub mod metrics;
+pub mod monitor;
 pub mod optimizer;
 pub mod whoami;
 pub mod writer;
@@ -59,6 +61,10 @@ pub struct Service {
     host_name: String,
     submit_config: SubmitConfig,
     writer: writer::JobWriter,
+    /// Running transfers' progress (written by the engine).
+    progress: Arc<monitor::ProgressBoard>,
+    monitoring: monitor::MonitoringSettings,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// What the service is configured with.
@@ -71,6 +77,11 @@ pub struct Settings {
     pub submit: SubmitConfig,
     /// Woken after every stored submission: the transfer engine's scheduler waits on it.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Running transfers' progress, shared with the engine.
+    pub progress: Arc<monitor::ProgressBoard>,
+    pub monitoring: monitor::MonitoringSettings,
+    /// Process metrics (HTTP, scheduler), shared with the server and the engine.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Settings {
@@ -83,6 +94,9 @@ impl Settings {
             host_name: host_name(),
             submit: SubmitConfig::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            progress: Arc::default(),
+            monitoring: monitor::MonitoringSettings::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -118,6 +132,9 @@ impl Service {
             host_name: settings.host_name,
             submit_config: settings.submit,
             writer,
+            progress: settings.progress,
+            monitoring: settings.monitoring,
+            metrics: settings.metrics,
         })
     }
 

@@ -4,6 +4,7 @@
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
 //! - `seal`: private keys sealed at rest under a key file beside the database.
+//! - `aggregates`: the live monitoring counters, fed by the index hook and applied at commit.
 //! - one file per domain (`authz`, `config`, `credentials`, ...) with batch operations; callers never
 //!   see redb types.
 //!
@@ -11,6 +12,7 @@
 //! `Durability::Immediate` before the caller is told it succeeded; index entries change in the
 //! same transaction as their row. redb is synchronous: async callers use `spawn_blocking`.
 
+pub mod aggregates;
 pub mod authz;
 pub mod bans;
 pub mod codec;
@@ -19,6 +21,7 @@ pub mod credentials;
 pub mod engine;
 pub mod index;
 pub mod jobs;
+pub mod monitor_rows;
 pub mod optimizer;
 pub mod schema;
 pub mod seal;
@@ -82,6 +85,8 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     sealer: seal::Sealer,
+    /// The monitoring aggregates (`aggregates.rs`), built at open, changed at each commit.
+    live: aggregates::Live,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,8 +119,15 @@ impl Store {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
         let sealer = seal::Sealer::load_or_create(data_dir)?;
         let db = Database::create(&path)?;
-        let store = Store { db, path, sealer };
+        let empty = aggregates::Live::empty();
+        let mut store = Store {
+            db,
+            path,
+            sealer,
+            live: empty,
+        };
         store.init_schema()?;
+        store.live = aggregates::Live::load(&store.db.begin_read()?, crate::model::time::now())?;
         Ok(store)
     }
 
@@ -204,12 +216,20 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
+        aggregates::discard();
         match f(&tx) {
             Ok(value) => {
-                tx.commit()?;
+                let started = std::time::Instant::now();
+                if let Err(e) = tx.commit() {
+                    aggregates::discard();
+                    return Err(e.into());
+                }
+                self.live
+                    .committed(started.elapsed(), crate::model::time::now());
                 Ok(value)
             }
             Err(e) => {
+                aggregates::discard();
                 tx.abort()?;
                 Err(e)
             }
@@ -219,7 +239,9 @@ impl Store {
     /// Rebuild every index from the rows and list the differences (empty when consistent).
     pub fn check_indexes(&self) -> Result<Vec<String>, StoreError> {
         let tx = self.db.begin_read()?;
-        index::check(&tx)
+        let mut problems = index::check(&tx)?;
+        aggregates::check(&tx, &self.live, crate::model::time::now(), &mut problems)?;
+        Ok(problems)
     }
 }
 
