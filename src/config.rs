@@ -50,6 +50,11 @@ pub enum ConfigError {
     Gfal2Option(String),
     #[error("[engine] http_backend = \"gfal2\" needs gfal2 = \"auto\"")]
     HttpBackendWithoutGfal2,
+    #[error(
+        "[metrics] listen: {0} is not a loopback address; the plain-HTTP listener has no \
+         authentication, so it only listens on 127.0.0.1 or [::1]"
+    )]
+    MetricsListen(SocketAddr),
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -99,6 +104,53 @@ pub struct Config {
     /// Role grants, as the reference's `[roles]` section: `role = "level:operation;..."`.
     /// `public` applies to every authenticated user. Default `public = "vo:transfer;all:datamanagement"`.
     pub roles: BTreeMap<String, String>,
+    /// Prometheus `/metrics` (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// The monitoring JSON and pages (`[monitoring]`).
+    pub monitoring: MonitoringConfig,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Export per-link series (`ftsd_link_files`, `ftsd_transfers_completed_total`, ...).
+    /// Default true.
+    pub per_link: bool,
+    /// Per-link series for at most this many links, the busiest; the others are counted in
+    /// `ftsd_metrics_links_dropped`. Default 1000.
+    pub max_links: usize,
+    /// A plain-HTTP listener serving only `/metrics`, without authentication, for a local
+    /// Prometheus; loopback addresses only. Unset (default): none.
+    #[serde(default, deserialize_with = "deserialize_optional_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_link: true,
+            max_links: crate::service::metrics::DEFAULT_MAX_LINKS,
+            listen: None,
+        }
+    }
+}
+
+/// The `[monitoring]` section: ftsmon's opt-in settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Serve `/ftsmon/config/audit` (it shows DNs and configuration values). Default false.
+    pub show_config_audit: bool,
+    /// Serve `/ftsmon/config/gfal2` (the gfal2 configuration may hold secrets). Default false.
+    pub show_gfal2_config: bool,
+}
+
+fn deserialize_optional_listen<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// The `[engine]` section: how many transfers run and where they may write.
@@ -298,6 +350,8 @@ impl Default for Config {
                 "public".to_string(),
                 "vo:transfer;all:datamanagement".to_string(),
             )]),
+            metrics: MetricsConfig::default(),
+            monitoring: MonitoringConfig::default(),
         }
     }
 }
@@ -318,6 +372,8 @@ pub struct Resolved {
     pub log_dir: PathBuf,
     /// `engine.gfal2_options`, parsed.
     pub gfal2_options: Vec<Gfal2Option>,
+    pub metrics: MetricsConfig,
+    pub monitoring: MonitoringConfig,
 }
 
 impl Config {
@@ -371,6 +427,11 @@ impl Config {
         {
             return Err(ConfigError::HttpBackendWithoutGfal2);
         }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::MetricsListen(addr));
+            }
+        }
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,
@@ -388,6 +449,8 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("transfer-logs")),
             gfal2_options,
+            metrics: self.metrics.clone(),
+            monitoring: self.monitoring.clone(),
         })
     }
 

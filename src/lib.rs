@@ -111,6 +111,19 @@ pub async fn run(
     settings.submit.schemes = registry
         .as_ref()
         .map(|r| r.schemes().into_iter().map(str::to_string).collect());
+    settings.metrics = Arc::new(service::metrics::Metrics::new(
+        service::metrics::MetricsSettings {
+            per_link: config.metrics.per_link,
+            max_links: config.metrics.max_links,
+        },
+    ));
+    settings.monitoring = service::monitor::MonitoringSettings {
+        show_config_audit: config.monitoring.show_config_audit,
+        show_gfal2_config: config.monitoring.show_gfal2_config,
+        log_dir: config.log_dir.clone(),
+    };
+    let progress = settings.progress.clone();
+    let metrics = settings.metrics.clone();
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
     let service = Arc::new(
@@ -128,6 +141,8 @@ pub async fn run(
             stall_timeout: Duration::from_secs(config.engine.stall_timeout.max(1)),
             log_dir: config.log_dir.clone(),
             host: host_name,
+            progress: progress.clone(),
+            metrics: metrics.clone(),
             optimizer: engine::optimizer::Settings {
                 enabled: config.engine.optimizer,
                 interval: Duration::from_secs(config.engine.optimizer_interval.max(1)),
@@ -149,14 +164,36 @@ pub async fn run(
             engine_stopping,
         ))
     });
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(server::ServerError::Io)?,
+        ),
+        None => None,
+    };
+    let (stop_metrics, metrics_stopping) = tokio::sync::watch::channel(false);
+    let plain_metrics = metrics_listener.map(|listener| {
+        tracing::info!(address = %config.metrics.listen.map(|a| a.to_string()).unwrap_or_default(), "plain-HTTP /metrics listening");
+        tokio::spawn(server::metrics_http::run(
+            listener,
+            service.clone(),
+            metrics_stopping,
+        ))
+    });
     let server = Server {
         tls: tls_config,
         auth,
         routes: api::routes(service),
         max_connections: config.max_connections,
+        metrics,
     };
     tracing::info!(address = %listener.local_addr().map_err(server::ServerError::Io)?, "listening");
     let served = server.run(listener, shutdown).await;
+    let _ = stop_metrics.send(true);
+    if let Some(task) = plain_metrics {
+        let _ = task.await;
+    }
     let _ = stop_engine.send(true);
     if let Some(engine) = engine {
         match engine.await {

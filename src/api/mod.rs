@@ -10,6 +10,7 @@ mod body;
 mod config;
 mod delegation;
 pub mod error;
+mod ftsmon;
 mod input;
 pub mod jobs;
 mod optimizer;
@@ -101,6 +102,22 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("delegation" / String / "voms"))
         .and(ctx.clone())
         .map(|id: String, ctx: Ctx| respond(delegation::voms(&ctx, &id)));
+    let ftsmon = warp::get()
+        .and(
+            warp::path("ftsmon")
+                .or(warp::path("fts3").and(warp::path("ftsmon")))
+                .unify(),
+        )
+        .and(warp::path::tail())
+        .and(ctx.clone())
+        .and(warp::query::<Query>())
+        .map(|tail: warp::path::Tail, ctx: Ctx, q: Query| {
+            respond(ftsmon::get(&ctx, tail.as_str(), q))
+        });
+    let metrics = warp::get()
+        .and(warp::path!("metrics"))
+        .and(ctx.clone())
+        .map(|ctx: Ctx| respond(ftsmon::metrics(&ctx)));
     let jobs = job_routes(ctx.clone());
     let bans = ban_routes(ctx.clone());
     let config = config_routes(ctx.clone());
@@ -129,6 +146,10 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .or(config)
         .unify()
         .or(optimizer)
+        .unify()
+        .or(ftsmon)
+        .unify()
+        .or(metrics)
         .unify()
         .or(fallback)
         .unify()

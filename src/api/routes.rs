@@ -158,6 +158,98 @@ pub const ROUTES: &[Route] = &[
         pattern: "/status/hosts",
         methods: &["GET"],
     },
+    Route {
+        pattern: "/metrics",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/overview",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/overview/activities",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/series",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/linkinfo",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{}/files",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{}/files/{}/log",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{}/files/{}/retries/{}/log",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/transfers",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/optimizer",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/optimizer/detailed",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/errors",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/errors/list",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/errors/classes",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/stats",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/stats/servers",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/stats/vo",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/config/{}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/config/activities/{}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/unique/{}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/version",
+        methods: &["GET"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -185,6 +277,20 @@ pub fn allowed(path: &str) -> Option<Vec<&'static str>> {
     }
     methods.push("OPTIONS");
     Some(methods)
+}
+
+/// The route pattern a path falls under, for metrics labels (bounded: never the path
+/// itself); ftsmon's legacy `/fts3/ftsmon/...` paths count as `/ftsmon/...`; unknown paths
+/// are `other`.
+pub fn route_label(path: &str) -> &'static str {
+    let path = match path.strip_prefix("/fts3") {
+        Some(rest) if rest.starts_with("/ftsmon") => rest,
+        _ => path,
+    };
+    ROUTES
+        .iter()
+        .find(|r| matches(r.pattern, path))
+        .map_or("other", |r| r.pattern)
 }
 
 /// Answer for a request no handler took.
@@ -216,6 +322,14 @@ mod tests {
         assert!(matches("/jobs/{}", "/jobs/abc"));
         assert!(!matches("/jobs/{}", "/jobs"));
         assert!(!matches("/whoami", "/whoamix"));
+    }
+
+    #[test]
+    fn route_labels_are_patterns() {
+        assert_eq!(route_label("/jobs/abc"), "/jobs/{}");
+        assert_eq!(route_label("/fts3/ftsmon/jobs/"), "/ftsmon/jobs");
+        assert_eq!(route_label("/ftsmon/jobs/x/files/3/log"), "/ftsmon/jobs/{}/files/{}/log");
+        assert_eq!(route_label("/no/such/thing"), "other");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! backlog), handshakes and request headers must arrive within a deadline. Shutdown stops
 //! accepting, lets connections finish their requests, and gives up after a deadline.
 
+pub mod metrics_http;
 pub mod tls;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -49,6 +50,8 @@ pub struct Server {
     pub auth: Arc<Authenticator>,
     pub routes: BoxedFilter<(Response,)>,
     pub max_connections: usize,
+    /// HTTP requests are counted here (`ftsd_http_requests_total`, ...).
+    pub metrics: Arc<crate::service::metrics::Metrics>,
 }
 
 impl Server {
@@ -85,6 +88,7 @@ impl Server {
             let acceptor = acceptor.clone();
             let auth = self.auth.clone();
             let routes = self.routes.clone();
+            let metrics = self.metrics.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -107,7 +111,7 @@ impl Server {
                         return;
                     }
                 };
-                let service = service_for(routes, peer, remote);
+                let service = service_for(routes, peer, remote, metrics);
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
                     .http1()
@@ -154,6 +158,7 @@ fn service_for(
     routes: BoxedFilter<(Response,)>,
     peer: Peer,
     remote: SocketAddr,
+    metrics: Arc<crate::service::metrics::Metrics>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = Response,
@@ -167,10 +172,18 @@ fn service_for(
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let mut svc = svc.clone();
+        let metrics = metrics.clone();
         async move {
+            let started = std::time::Instant::now();
             let response = svc.call(req).await;
             if let Ok(r) = &response {
                 tracing::info!(%remote, %method, %path, status = r.status().as_u16(), "request");
+                metrics.http(
+                    api::routes::route_label(&path),
+                    method.as_str(),
+                    r.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
             }
             response
         }

@@ -561,6 +561,11 @@ impl Service {
         }
     }
 
+    /// Where transfer logs are written (only files under it are served).
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.monitoring.log_dir
+    }
+
     /// The running transfers' progress (shared with the engine).
     pub fn progress(&self) -> &Arc<ProgressBoard> {
         &self.progress
