@@ -82,9 +82,16 @@ struct Args {
     /// timer ticks every millisecond, so requests leave in bursts of rate/1000.
     #[arg(long, value_delimiter = ',')]
     get_rate: Vec<f64>,
-    /// Phases to run, in this order: single, multi, fill, get.
+    /// Phases to run, in this order: single, multi, fill, get, monitor (`GET /ftsmon/overview`
+    /// and `GET /metrics`, closed loop with one client, for `--get-duration` each).
     #[arg(long, value_delimiter = ',', default_values_t = ["single".to_string(), "multi".into(), "fill".into(), "get".into()])]
     phases: Vec<String>,
+    /// Links (source SE, destination SE pairs) the jobs are spread over, one link per job.
+    #[arg(long, default_value_t = 8)]
+    links: u64,
+    /// Turn the monitoring aggregates off, to measure what they cost the submissions.
+    #[arg(long)]
+    no_aggregates: bool,
     /// Worker threads of the server's runtime (the job writer thread comes on top).
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -115,7 +122,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn run(args: Args) -> Result<(), BoxError> {
     for p in &args.phases {
-        if !["single", "multi", "fill", "get"].contains(&p.as_str()) {
+        if !["single", "multi", "fill", "get", "monitor"].contains(&p.as_str()) {
             return Err(format!("unknown phase {p:?}").into());
         }
     }
@@ -127,6 +134,11 @@ fn run(args: Args) -> Result<(), BoxError> {
     };
     install_tracing(args.log.as_deref(), &tmp.path().join("ftsd.log"))?;
     let pki = DevPki::create(&tmp.path().join("pki"))?;
+    LINKS.store(args.links.max(1), Ordering::Relaxed);
+    if args.no_aggregates {
+        ftsd::store::aggregates::set_enabled(false);
+        println!("monitoring aggregates OFF");
+    }
     let data_dir = tmp.path().join("data");
     println!("{}", machine());
     let server = BenchServer::start(&pki, &data_dir, args.server_threads)?;
@@ -540,6 +552,8 @@ enum Work {
     Submit { files: usize },
     /// `GET /jobs/{id}` of a random id.
     Get { ids: Arc<Vec<String>> },
+    /// `GET` of a fixed path.
+    Path(&'static str),
 }
 
 /// When a phase ends.
@@ -556,11 +570,11 @@ static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
 /// Jobs are spread over a few links (source SE, destination SE), one link per job, so the
 /// per-link indexes look like a real queue.
 static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
-const LINKS: u64 = 8;
+static LINKS: AtomicU64 = AtomicU64::new(8);
 
 fn submission(files: usize, nonce: u64) -> Bytes {
     let first = NEXT_FILE.fetch_add(files as u64, Ordering::Relaxed);
-    let link = NEXT_JOB.fetch_add(1, Ordering::Relaxed) % LINKS;
+    let link = NEXT_JOB.fetch_add(1, Ordering::Relaxed) % LINKS.load(Ordering::Relaxed);
     let mut body = String::with_capacity(64 + files * 140);
     body.push_str("{\"files\":[");
     for n in first..first + files as u64 {
@@ -651,6 +665,7 @@ async fn client_loop(
                 let id = &ids[(rng.next() % ids.len() as u64) as usize];
                 ("GET", format!("/jobs/{id}"), None)
             }
+            Work::Path(p) => ("GET", p.to_string(), None),
         };
         let sent = Instant::now();
         let reply = conn.call(method, &path, body).await;
@@ -743,7 +758,7 @@ async fn phase(
     let clients = conns.len();
     let files_per_job = match &work {
         Work::Submit { files } => *files,
-        Work::Get { .. } => 0,
+        Work::Get { .. } | Work::Path(_) => 0,
     };
     take_batches();
     let cpu_before = cpu_by_group();
@@ -960,6 +975,31 @@ async fn phases(args: &Args, pki: &DevPki, port: u16) -> Result<Report, BoxError
                 Stop {
                     rate: Some(paced),
                     ..get_stop
+                },
+                nonce,
+                &mut Vec::new(),
+            )
+            .await?;
+            give(&mut pool, conns);
+            report.phases.push(r);
+        }
+    }
+    if wants("monitor") {
+        for path in ["/ftsmon/overview", "/metrics"] {
+            let mut conns = take(&mut pool, 1);
+            if let Some(conn) = conns.first_mut() {
+                if let Ok((200, body)) = conn.call("GET", path, None).await {
+                    eprintln!("GET {path}: {} bytes", body.len());
+                }
+            }
+            let r = phase(
+                format!("GET {path}"),
+                &mut conns,
+                Work::Path(path),
+                Stop {
+                    duration: Duration::from_secs_f64(args.get_duration),
+                    max_requests: None,
+                    rate: None,
                 },
                 nonce,
                 &mut Vec::new(),

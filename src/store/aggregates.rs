@@ -198,8 +198,24 @@ thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
 }
 
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Stop (or resume) feeding the aggregates, process-wide: only for the submission benchmark,
+/// which measures what they cost (`benches/jobs_api.rs --no-aggregates`). With them off the
+/// monitoring views and `/metrics` miss what changes, and the consistency check says so.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The index hook for a file row: `old` is what the transaction found, `new` what it writes.
 pub(crate) fn note_file(old: Option<&File>, new: Option<&File>) {
+    if !enabled() {
+        return;
+    }
     let (old, new) = (old.map(contribution), new.map(contribution));
     if old == new {
         return;
@@ -216,6 +232,9 @@ pub(crate) fn note_file(old: Option<&File>, new: Option<&File>) {
 
 /// The index hook for a job row.
 pub(crate) fn note_job(old: Option<&Job>, new: Option<&Job>) {
+    if !enabled() {
+        return;
+    }
     let key = |j: &Job| (j.vo_name.clone(), j.job_state);
     if old.map(key) == new.map(key) {
         return;
@@ -867,6 +886,43 @@ mod tests {
         assert_eq!(row.ring.keys().copied().collect::<Vec<_>>(), vec![RING_MINUTES * 60]);
         // The files stay counted by state.
         assert_eq!(row.states[file_state_index(FileState::Finished)], 2);
+    }
+
+    #[test]
+    fn the_check_compares_the_live_maps_with_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let job = fixtures::job(crate::model::job::JobType::Normal);
+        let mut f = finished(0, crate::model::time::now(), 10);
+        f.dest_surl_uuid = None;
+        store.insert_jobs(&mut [(job, vec![f])]).unwrap();
+        assert!(store.check_indexes().unwrap().is_empty());
+        let rows = store.monitor_rows(&RowFilter::default(), 0);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].window.finished, 1);
+        assert_eq!(store.monitor_jobs().len(), 1);
+        // Reopening rebuilds the same maps from the rows.
+        drop(store);
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(store.monitor_rows(&RowFilter::default(), 0)[0].window.bytes, 10);
+        store.live.write().rows.clear();
+        let problems = store.check_indexes().unwrap();
+        assert!(problems.iter().any(|p| p.starts_with("aggregates rows: missing")), "{problems:?}");
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_the_aggregates_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let result: Result<(), StoreError> = store.write(|_| {
+            note_file(None, Some(&fixtures::file(1, 0, FileState::Submitted)));
+            Err(StoreError::Io {
+                path: "x".into(),
+                source: std::io::Error::other("test"),
+            })
+        });
+        assert!(result.is_err());
+        assert!(store.monitor_rows(&RowFilter::default(), 0).is_empty());
     }
 
     #[test]

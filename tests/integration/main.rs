@@ -11,6 +11,7 @@ mod gfal2;
 mod http_conventions;
 mod interop;
 mod jobs;
+mod monitoring;
 mod optimizer;
 mod peers;
 mod protocols;
