@@ -311,14 +311,21 @@ fn prometheus_success_ratio(server: &TestServer, pki: &TestPki) {
         l.local_addr().unwrap().port()
     };
     let cred = pki.path("rc_user.pem");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-scrape_configs:\n  - job_name: ftsd\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      cert_file: {cred}\n      key_file: {cred}\n\
-    static_configs:\n      - targets: ['localhost:{target}']\n",
-        ca = pki.path("ca.pem").display(),
-        cred = cred.display(),
-        target = server.port,
-    );
+    let config = [
+        "global:".to_string(),
+        "  scrape_interval: 1s".into(),
+        "  evaluation_interval: 1s".into(),
+        "scrape_configs:".into(),
+        "  - job_name: ftsd".into(),
+        "    scheme: https".into(),
+        "    tls_config:".into(),
+        format!("      ca_file: {}", pki.path("ca.pem").display()),
+        format!("      cert_file: {}", cred.display()),
+        format!("      key_file: {}", cred.display()),
+        "    static_configs:".into(),
+        format!("      - targets: ['localhost:{}']", server.port),
+    ]
+    .join("\n");
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let mut child = Command::new("prometheus")
         .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
