@@ -150,7 +150,9 @@ fn deserialize_optional_listen<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_listen(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The `[engine]` section: how many transfers run and where they may write.

@@ -30,7 +30,11 @@ fn bad(m: impl Into<String>) -> ApiError {
 /// a `time_window` or `page_size` that is not a number is refused (ftsmon silently used the
 /// default, which hid typos).
 pub fn parse_query(q: &Query) -> Result<MonQuery, ApiError> {
-    let text = |k: &str| q.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let text = |k: &str| {
+        q.get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     let list = |k: &str| {
         text(k).map(|v| {
             v.split(',')
@@ -200,7 +204,12 @@ pub fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> {
         ["unique", what] => ok(&s.mon_unique(&user, what)?),
         ["version"] => {
             let mut parts = env!("CARGO_PKG_VERSION").split('.');
-            let mut next = || parts.next().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+            let mut next = || {
+                parts
+                    .next()
+                    .and_then(|p| p.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             ok(&json!({"major": next(), "minor": next(), "patch": next()}))
         }
         _ => Err(ApiError::not_found()),
@@ -303,8 +312,14 @@ fn sls(servers: &std::collections::BTreeMap<String, Value>) -> Response {
          <id>FTS3_Server_Info</id><availabilityinfo>{info}</availabilityinfo><status>{status}</status>\
          <data>{}{}{}{}{}{}</data><timestamp>{}</timestamp></serviceupdate>",
         numeric("host_count", servers.len() as u64),
-        numeric("fts_server_running", running.get("fts_server").copied().unwrap_or(0)),
-        numeric("fts_bringonline_running", running.get("fts_bringonline").copied().unwrap_or(0)),
+        numeric(
+            "fts_server_running",
+            running.get("fts_server").copied().unwrap_or(0)
+        ),
+        numeric(
+            "fts_bringonline_running",
+            running.get("fts_bringonline").copied().unwrap_or(0)
+        ),
         numeric("active", active),
         numeric("staging", staging),
         numeric("staging_queued", staging_queued),

@@ -328,7 +328,10 @@ mod tests {
     fn route_labels_are_patterns() {
         assert_eq!(route_label("/jobs/abc"), "/jobs/{}");
         assert_eq!(route_label("/fts3/ftsmon/jobs/"), "/ftsmon/jobs");
-        assert_eq!(route_label("/ftsmon/jobs/x/files/3/log"), "/ftsmon/jobs/{}/files/{}/log");
+        assert_eq!(
+            route_label("/ftsmon/jobs/x/files/3/log"),
+            "/ftsmon/jobs/{}/files/{}/log"
+        );
         assert_eq!(route_label("/no/such/thing"), "other");
     }
 

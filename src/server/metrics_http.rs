@@ -47,8 +47,8 @@ pub async fn run(listener: TcpListener, service: Arc<Service>, mut stop: watch::
                 let service = service.clone();
                 async move { Ok::<_, Infallible>(answer(&service, &req)) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
             let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
         });
     }

@@ -236,7 +236,11 @@ impl Collector for Snapshot {
                 .map(|((vo, st), n)| (l(&[("vo", vo), ("state", st.as_str())]), *n as i64)),
         )?;
         let mut link_files = Vec::new();
-        for (k, now, _) in t.rows.iter().filter(|(k, _, _)| kept(&k.source_se, &k.dest_se)) {
+        for (k, now, _) in t
+            .rows
+            .iter()
+            .filter(|(k, _, _)| kept(&k.source_se, &k.dest_se))
+        {
             for st in live_states() {
                 let n = now.get(st);
                 if n > 0 {
@@ -256,7 +260,12 @@ impl Collector for Snapshot {
             "Files now in each non-terminal state per link and VO (the overview's counts)",
             per_link.iter().map(|((s, d, vo, st), n)| {
                 (
-                    l(&[("source_se", s), ("dest_se", d), ("vo", vo), ("state", st.as_str())]),
+                    l(&[
+                        ("source_se", s),
+                        ("dest_se", d),
+                        ("vo", vo),
+                        ("state", st.as_str()),
+                    ]),
                     *n as i64,
                 )
             }),
@@ -298,7 +307,11 @@ impl Collector for Snapshot {
         // Per link (capped).
         let mut completed: BTreeMap<(&str, &str, &str, FileState), u64> = BTreeMap::new();
         let mut retries: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-        for (k, now, r) in t.rows.iter().filter(|(k, _, _)| kept(&k.source_se, &k.dest_se)) {
+        for (k, now, r) in t
+            .rows
+            .iter()
+            .filter(|(k, _, _)| kept(&k.source_se, &k.dest_se))
+        {
             for st in [FileState::Finished, FileState::Failed, FileState::Canceled] {
                 *completed
                     .entry((&k.source_se, &k.dest_se, &k.vo_name, st))
@@ -314,7 +327,12 @@ impl Collector for Snapshot {
             "Transfers that ended, by final state (success ratio: FINISHED / (FINISHED + FAILED))",
             completed.iter().map(|((s, d, vo, st), n)| {
                 (
-                    l(&[("source_se", s), ("dest_se", d), ("vo", vo), ("state", st.as_str())]),
+                    l(&[
+                        ("source_se", s),
+                        ("dest_se", d),
+                        ("vo", vo),
+                        ("state", st.as_str()),
+                    ]),
                     *n,
                 )
             }),
@@ -323,12 +341,16 @@ impl Collector for Snapshot {
             &mut e,
             "ftsd_transfer_retries",
             "Failed attempts sent back to the queue",
-            retries.iter().map(|((s, d, vo), n)| {
-                (l(&[("source_se", s), ("dest_se", d), ("vo", vo)]), *n)
-            }),
+            retries
+                .iter()
+                .map(|((s, d, vo), n)| (l(&[("source_se", s), ("dest_se", d), ("vo", vo)]), *n)),
         )?;
         let mut bytes: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-        for (k, n) in self.bytes.iter().filter(|(k, _)| kept(&k.source_se, &k.dest_se)) {
+        for (k, n) in self
+            .bytes
+            .iter()
+            .filter(|(k, _)| kept(&k.source_se, &k.dest_se))
+        {
             *bytes
                 .entry((&k.source_se, &k.dest_se, &k.vo_name))
                 .or_default() += n;
@@ -337,9 +359,9 @@ impl Collector for Snapshot {
             &mut e,
             "ftsd_transferred_bytes",
             "Bytes moved since start, bumped as transfers report progress and at their end",
-            bytes.iter().map(|((s, d, vo), n)| {
-                (l(&[("source_se", s), ("dest_se", d), ("vo", vo)]), *n)
-            }),
+            bytes
+                .iter()
+                .map(|((s, d, vo), n)| (l(&[("source_se", s), ("dest_se", d), ("vo", vo)]), *n)),
         )?;
 
         // Failures.
@@ -404,7 +426,9 @@ impl Collector for Snapshot {
             "ftsd_staging_duration_seconds",
             "Bring-online latencies",
             &DURATION_BUCKETS,
-            t.staging.iter().map(|(vo, h)| (l(&[("vo", vo)]), h.clone())),
+            t.staging
+                .iter()
+                .map(|(vo, h)| (l(&[("vo", vo)]), h.clone())),
         )?;
 
         // Optimizer (per link, capped).
@@ -413,24 +437,87 @@ impl Collector for Snapshot {
             .iter()
             .filter(|o| kept(&o.source_se, &o.dest_se))
             .collect();
-        let link = |o: &OptimizerCurrent| l(&[("source_se", &o.source_se), ("dest_se", &o.dest_se)]);
-        gauge(&mut e, "ftsd_optimizer_decision", "The optimizer's target of concurrent transfers", opt.iter().map(|o| (link(o), o.active)))?;
-        gauge(&mut e, "ftsd_optimizer_running", "Transfers running when the optimizer decided", opt.iter().map(|o| (link(o), o.actual_active)))?;
-        gauge(&mut e, "ftsd_optimizer_queue_size", "Queued files when the optimizer decided", opt.iter().map(|o| (link(o), o.queue_size)))?;
-        gauge(&mut e, "ftsd_optimizer_throughput_bytes_per_second", "Throughput the optimizer measured", opt.iter().map(|o| (link(o), o.throughput)))?;
-        gauge(&mut e, "ftsd_optimizer_ema_bytes_per_second", "The optimizer's moving average of the throughput", opt.iter().map(|o| (link(o), o.ema)))?;
-        gauge(&mut e, "ftsd_optimizer_success_ratio", "Success ratio the optimizer measured (0-1)", opt.iter().map(|o| (link(o), o.success / 100.0)))?;
-        gauge(&mut e, "ftsd_optimizer_filesize_mean_bytes", "Mean file size the optimizer saw", opt.iter().map(|o| (link(o), o.filesize_avg)))?;
-        gauge(&mut e, "ftsd_optimizer_filesize_stddev_bytes", "Standard deviation of the file sizes the optimizer saw", opt.iter().map(|o| (link(o), o.filesize_stddev)))?;
+        let link =
+            |o: &OptimizerCurrent| l(&[("source_se", &o.source_se), ("dest_se", &o.dest_se)]);
+        gauge(
+            &mut e,
+            "ftsd_optimizer_decision",
+            "The optimizer's target of concurrent transfers",
+            opt.iter().map(|o| (link(o), o.active)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_running",
+            "Transfers running when the optimizer decided",
+            opt.iter().map(|o| (link(o), o.actual_active)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_queue_size",
+            "Queued files when the optimizer decided",
+            opt.iter().map(|o| (link(o), o.queue_size)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_throughput_bytes_per_second",
+            "Throughput the optimizer measured",
+            opt.iter().map(|o| (link(o), o.throughput)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_ema_bytes_per_second",
+            "The optimizer's moving average of the throughput",
+            opt.iter().map(|o| (link(o), o.ema)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_success_ratio",
+            "Success ratio the optimizer measured (0-1)",
+            opt.iter().map(|o| (link(o), o.success / 100.0)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_filesize_mean_bytes",
+            "Mean file size the optimizer saw",
+            opt.iter().map(|o| (link(o), o.filesize_avg)),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_optimizer_filesize_stddev_bytes",
+            "Standard deviation of the file sizes the optimizer saw",
+            opt.iter().map(|o| (link(o), o.filesize_stddev)),
+        )?;
 
         // Configuration limits.
         let links: Vec<_> = self
             .links
             .iter()
-            .filter(|c| (c.source == "*" || c.destination == "*") || kept(&c.source, &c.destination))
+            .filter(|c| {
+                (c.source == "*" || c.destination == "*") || kept(&c.source, &c.destination)
+            })
             .collect();
-        gauge(&mut e, "ftsd_link_min_active", "Configured minimum of concurrent transfers per link", links.iter().map(|c| (l(&[("source_se", &c.source), ("dest_se", &c.destination)]), c.min_active)))?;
-        gauge(&mut e, "ftsd_link_max_active", "Configured maximum of concurrent transfers per link", links.iter().map(|c| (l(&[("source_se", &c.source), ("dest_se", &c.destination)]), c.max_active)))?;
+        gauge(
+            &mut e,
+            "ftsd_link_min_active",
+            "Configured minimum of concurrent transfers per link",
+            links.iter().map(|c| {
+                (
+                    l(&[("source_se", &c.source), ("dest_se", &c.destination)]),
+                    c.min_active,
+                )
+            }),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_link_max_active",
+            "Configured maximum of concurrent transfers per link",
+            links.iter().map(|c| {
+                (
+                    l(&[("source_se", &c.source), ("dest_se", &c.destination)]),
+                    c.max_active,
+                )
+            }),
+        )?;
         let mut max_active = Vec::new();
         let mut max_thr = Vec::new();
         for s in &self.storages {
@@ -448,20 +535,61 @@ impl Collector for Snapshot {
                 }
             }
         }
-        gauge(&mut e, "ftsd_storage_max_active", "Configured maximum of concurrent transfers per storage", max_active)?;
-        gauge(&mut e, "ftsd_storage_max_throughput_bytes_per_second", "Configured maximum throughput per storage", max_thr)?;
+        gauge(
+            &mut e,
+            "ftsd_storage_max_active",
+            "Configured maximum of concurrent transfers per storage",
+            max_active,
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_storage_max_throughput_bytes_per_second",
+            "Configured maximum throughput per storage",
+            max_thr,
+        )?;
 
         // Hosts.
-        gauge(&mut e, "ftsd_host_heartbeat_timestamp_seconds", "Last heartbeat of each host's service", self.hosts.iter().map(|h| (l(&[("host", &h.hostname), ("service", &h.service_name)]), h.beat)))?;
-        gauge(&mut e, "ftsd_host_draining", "1 when the host's service is draining", self.hosts.iter().map(|h| (l(&[("host", &h.hostname), ("service", &h.service_name)]), i64::from(h.drain))))?;
+        gauge(
+            &mut e,
+            "ftsd_host_heartbeat_timestamp_seconds",
+            "Last heartbeat of each host's service",
+            self.hosts.iter().map(|h| {
+                (
+                    l(&[("host", &h.hostname), ("service", &h.service_name)]),
+                    h.beat,
+                )
+            }),
+        )?;
+        gauge(
+            &mut e,
+            "ftsd_host_draining",
+            "1 when the host's service is draining",
+            self.hosts.iter().map(|h| {
+                (
+                    l(&[("host", &h.hostname), ("service", &h.service_name)]),
+                    i64::from(h.drain),
+                )
+            }),
+        )?;
 
-        gauge(&mut e, "ftsd_metrics_links_dropped", "Links left out of the per-link series ([metrics] max_links)", [(Labels::new(), self.dropped as i64)])?;
+        gauge(
+            &mut e,
+            "ftsd_metrics_links_dropped",
+            "Links left out of the per-link series ([metrics] max_links)",
+            [(Labels::new(), self.dropped as i64)],
+        )?;
         gauge(
             &mut e,
             "ftsd_build_info",
             "The running ftsd",
             [(
-                l(&[("version", env!("CARGO_PKG_VERSION")), ("revision", option_env!("FTSD_REVISION").unwrap_or("unknown"))]),
+                l(&[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    (
+                        "revision",
+                        option_env!("FTSD_REVISION").unwrap_or("unknown"),
+                    ),
+                ]),
                 1i64,
             )],
         )?;
@@ -478,7 +606,10 @@ impl Service {
     /// The `/metrics` answer: OpenMetrics text ending in `# EOF`. Needs a caller who may list
     /// jobs (any `transfer` level); the plain-HTTP loopback listener calls
     /// [`Service::metrics_text_unchecked`].
-    pub fn metrics_text(&self, user: &crate::model::identity::User) -> Result<String, ServiceError> {
+    pub fn metrics_text(
+        &self,
+        user: &crate::model::identity::User,
+    ) -> Result<String, ServiceError> {
         self.mon_visibility(user)?;
         self.metrics_text_unchecked()
     }
@@ -496,7 +627,11 @@ impl Service {
         }
         let mut ranked: Vec<((String, String), u64)> = weight.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let limit = if settings.per_link { settings.max_links } else { 0 };
+        let limit = if settings.per_link {
+            settings.max_links
+        } else {
+            0
+        };
         let dropped = ranked.len().saturating_sub(limit);
         let kept: BTreeSet<(String, String)> =
             ranked.into_iter().take(limit).map(|(k, _)| k).collect();

@@ -543,7 +543,10 @@ pub struct Stats {
     pub retried: BTreeMap<String, u64>,
 }
 
-fn parse_states<T>(list: &Option<Vec<String>>, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
+fn parse_states<T>(
+    list: &Option<Vec<String>>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<Vec<T>> {
     list.as_ref()
         .map(|l| l.iter().filter_map(|s| parse(s.trim())).collect())
 }
@@ -553,7 +556,9 @@ impl Service {
     pub fn mon_visibility(&self, user: &User) -> Result<Visibility, ServiceError> {
         match user.granted_level_for(Operation::Transfer) {
             Some(Level::All) => Ok(Visibility::All),
-            Some(Level::Vo) => Ok(Visibility::Vo(user.vos.first().cloned().unwrap_or_default())),
+            Some(Level::Vo) => Ok(Visibility::Vo(
+                user.vos.first().cloned().unwrap_or_default(),
+            )),
             Some(Level::Private) => Ok(Visibility::Own(
                 user.delegation_id.clone().unwrap_or_default(),
             )),
@@ -572,7 +577,10 @@ impl Service {
     }
 
     /// The optimizer's fresh throughput per link, MiB/s.
-    fn current_throughputs(&self, now: i64) -> Result<HashMap<(String, String), f64>, ServiceError> {
+    fn current_throughputs(
+        &self,
+        now: i64,
+    ) -> Result<HashMap<(String, String), f64>, ServiceError> {
         let mut out = HashMap::new();
         for c in self.store.optimizer_values(&LinkFilter::default())? {
             if now - c.datetime / 1_000_000 <= CURRENT_MAX_AGE {
@@ -658,7 +666,11 @@ impl Service {
             ka.partial_cmp(&kb)
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then_with(|| {
-                    (&b.source_se, &b.dest_se, &b.vo_name).cmp(&(&a.source_se, &a.dest_se, &a.vo_name))
+                    (&b.source_se, &b.dest_se, &b.vo_name).cmp(&(
+                        &a.source_se,
+                        &a.dest_se,
+                        &a.vo_name,
+                    ))
                 })
         });
         if desc {
@@ -735,7 +747,9 @@ impl Service {
     fn visible_job(&self, user: &User, id: &str) -> Result<(Job, Vec<File>), ServiceError> {
         let vis = self.mon_visibility(user)?;
         let Some((job, files)) = self.store.job_with_files(id)? else {
-            return Err(ServiceError::NotFound(format!("No job with the id \"{id}\" has been found")));
+            return Err(ServiceError::NotFound(format!(
+                "No job with the id \"{id}\" has been found"
+            )));
         };
         if !vis.allows(&job) {
             return Err(ServiceError::Forbidden(format!(
@@ -746,12 +760,19 @@ impl Service {
     }
 
     /// `jobs/<id>`: every job column with `expiry_time` and `duration`, and files per state.
-    pub fn mon_job(&self, user: &User, id: &str, q: &MonQuery) -> Result<(Job, Value), ServiceError> {
+    pub fn mon_job(
+        &self,
+        user: &User,
+        id: &str,
+        q: &MonQuery,
+    ) -> Result<(Job, Value), ServiceError> {
         let (job, files) = self.visible_job(user, id)?;
         let now = crate::model::time::now();
         let mut states: BTreeMap<&str, u64> = BTreeMap::new();
         for f in files.iter().filter(|f| {
-            q.reason.as_ref().is_none_or(|r| f.reason.as_ref() == Some(r))
+            q.reason
+                .as_ref()
+                .is_none_or(|r| f.reason.as_ref() == Some(r))
                 && q.file.is_none_or(|id| id == f.file_id)
         }) {
             *states.entry(f.file_state.as_str()).or_default() += 1;
@@ -774,7 +795,10 @@ impl Service {
     ) -> Result<(Paged<(File, Value)>, Value), ServiceError> {
         let (job, mut files) = self.visible_job(user, id)?;
         let now = crate::model::time::now();
-        for f in files.iter_mut().filter(|f| f.file_state == FileState::Active) {
+        for f in files
+            .iter_mut()
+            .filter(|f| f.file_state == FileState::Active)
+        {
             if let Some(p) = self.progress.get(f.file_id) {
                 f.transferred = p.transferred;
             }
@@ -794,7 +818,11 @@ impl Service {
             (k, f.file_id)
         };
         if field.is_some() {
-            files.sort_by(|a, b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal));
+            files.sort_by(|a, b| {
+                key(a)
+                    .partial_cmp(&key(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
             if desc {
                 files.reverse();
             }
@@ -805,7 +833,10 @@ impl Service {
             Some(t) => t - stats_start,
             None => now - stats_start,
         };
-        let with_thr: Vec<&File> = files.iter().filter(|f| f.throughput.is_some_and(|t| t > 0.0)).collect();
+        let with_thr: Vec<&File> = files
+            .iter()
+            .filter(|f| f.throughput.is_some_and(|t| t > 0.0))
+            .collect();
         let live_thr: f64 = files
             .iter()
             .filter(|f| f.file_state == FileState::Active)
@@ -836,7 +867,11 @@ impl Service {
         let files: Vec<File> = files
             .into_iter()
             .filter(|f| states.is_none_or(|s| s.iter().any(|x| x == f.file_state.as_str())))
-            .filter(|f| q.reason.as_ref().is_none_or(|r| f.reason.as_ref() == Some(r)))
+            .filter(|f| {
+                q.reason
+                    .as_ref()
+                    .is_none_or(|r| f.reason.as_ref() == Some(r))
+            })
             .filter(|f| q.file.is_none_or(|id| id == f.file_id))
             .collect();
         let page = paged(files, q);
@@ -893,7 +928,10 @@ impl Service {
     ) -> Result<std::path::PathBuf, ServiceError> {
         let (_, files) = self.visible_job(user, job_id)?;
         let not_found = || ServiceError::NotFound("No such log".into());
-        let file = files.iter().find(|f| f.file_id == file_id).ok_or_else(not_found)?;
+        let file = files
+            .iter()
+            .find(|f| f.file_id == file_id)
+            .ok_or_else(not_found)?;
         let path = match attempt {
             None => file.log_file.clone(),
             Some(a) => self
@@ -905,24 +943,35 @@ impl Service {
         }
         .ok_or_else(not_found)?;
         let root = log_dir.canonicalize().map_err(|_| not_found())?;
-        let real = std::path::Path::new(&path).canonicalize().map_err(|_| not_found())?;
+        let real = std::path::Path::new(&path)
+            .canonicalize()
+            .map_err(|_| not_found())?;
         if !real.starts_with(&root) || !real.is_file() {
-            tracing::warn!(job_id, file_id, "a transfer log outside the log directory was not served");
+            tracing::warn!(
+                job_id,
+                file_id,
+                "a transfer log outside the log directory was not served"
+            );
             return Err(not_found());
         }
         Ok(real)
     }
 
     /// `transfers`.
-    pub fn mon_transfers(&self, user: &User, q: &MonQuery) -> Result<Paged<TransferItem>, ServiceError> {
+    pub fn mon_transfers(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<TransferItem>, ServiceError> {
         let vis = self.mon_visibility(user)?;
         let now = crate::model::time::now();
-        let states: Vec<FileState> = parse_states(&q.state, FileState::parse).unwrap_or_else(|| {
-            FileState::ALL
-                .into_iter()
-                .filter(|s| *s != FileState::NotUsed)
-                .collect()
-        });
+        let states: Vec<FileState> =
+            parse_states(&q.state, FileState::parse).unwrap_or_else(|| {
+                FileState::ALL
+                    .into_iter()
+                    .filter(|s| *s != FileState::NotUsed)
+                    .collect()
+            });
         let unfinished_pass = states.iter().any(|s| !s.is_terminal());
         let (field, desc) = q.order();
         let (order, descending) = match field {
@@ -1004,7 +1053,10 @@ impl Service {
                 .collect();
             let needle = reason.to_lowercase();
             for (s, d) in links {
-                for (_, r, n) in self.store.monitor_error_reasons(&s, &d, q.vo.as_deref(), since)? {
+                for (_, r, n) in self
+                    .store
+                    .monitor_error_reasons(&s, &d, q.vo.as_deref(), since)?
+                {
                     if r.to_lowercase().contains(&needle) {
                         *per_link.entry((s.clone(), d.clone())).or_default() += n;
                     }
@@ -1013,7 +1065,9 @@ impl Service {
         } else {
             for r in self.store.monitor_rows(&q.row_filter(), since) {
                 if r.window.failed > 0 {
-                    *per_link.entry((r.key.source_se, r.key.dest_se)).or_default() += r.window.failed;
+                    *per_link
+                        .entry((r.key.source_se, r.key.dest_se))
+                        .or_default() += r.window.failed;
                 }
             }
         }
@@ -1035,7 +1089,9 @@ impl Service {
     ) -> Result<(Paged<Value>, BTreeMap<String, u64>), ServiceError> {
         let vis = self.mon_visibility(user)?;
         let (Some(s), Some(d)) = (q.source_se.as_deref(), q.dest_se.as_deref()) else {
-            return Err(ServiceError::NotFound("source_se and dest_se are required".into()));
+            return Err(ServiceError::NotFound(
+                "source_se and dest_se are required".into(),
+            ));
         };
         let now = crate::model::time::now();
         let vo = match (&vis, q.vo.as_deref()) {
@@ -1091,7 +1147,12 @@ impl Service {
         match q.hostname.as_deref() {
             Some(host) => {
                 // Per host: the host counters (terminal files are not split by state there).
-                if let Some(h) = self.store.monitor_hosts(since).into_iter().find(|h| h.host == host) {
+                if let Some(h) = self
+                    .store
+                    .monitor_hosts(since)
+                    .into_iter()
+                    .find(|h| h.host == host)
+                {
                     now_counts = h.now;
                     lasthour.insert("terminal".into(), h.terminal);
                 }
@@ -1113,8 +1174,14 @@ impl Service {
             };
             lasthour.insert(st.as_str().to_lowercase(), n);
         }
-        lasthour.insert("queued".into(), now_counts.get(FileState::Submitted) + now_counts.get(FileState::Ready));
-        lasthour.insert("total".into(), window.finished + window.failed + window.canceled);
+        lasthour.insert(
+            "queued".into(),
+            now_counts.get(FileState::Submitted) + now_counts.get(FileState::Ready),
+        );
+        lasthour.insert(
+            "total".into(),
+            window.finished + window.failed + window.canceled,
+        );
         let retried = BTreeMap::from([
             ("finished".to_string(), window.retried_finished),
             ("failed".to_string(), window.retried_failed),
@@ -1124,7 +1191,11 @@ impl Service {
 
     /// `stats/servers`: per host, work counts and services with status, beat, drain and the
     /// hash segment each running host would own.
-    pub fn mon_servers(&self, user: &User, q: &MonQuery) -> Result<BTreeMap<String, Value>, ServiceError> {
+    pub fn mon_servers(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<BTreeMap<String, Value>, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let since = q.since(now, 1);
@@ -1167,7 +1238,11 @@ impl Service {
                 let mut status = json!({"beat": mon_time(h.beat), "drain": u8::from(h.drain)});
                 if running.contains(&h.hostname.as_str()) {
                     let size = 0xFFFF / n;
-                    let end = if index + 1 == n { 0xFFFF } else { size * (index + 1) - 1 };
+                    let end = if index + 1 == n {
+                        0xFFFF
+                    } else {
+                        size * (index + 1) - 1
+                    };
                     status["status"] = json!("running");
                     status["start"] = json!(format!("{:04X}", size * index));
                     status["end"] = json!(format!("{end:04X}"));
@@ -1182,7 +1257,11 @@ impl Service {
     }
 
     /// `stats/vo`: per VO, terminal states in the window and ACTIVE/SUBMITTED now.
-    pub fn mon_stats_vo(&self, user: &User, q: &MonQuery) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ServiceError> {
+    pub fn mon_stats_vo(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let filter = RowFilter {
@@ -1252,7 +1331,12 @@ impl Service {
         };
         let rows: Vec<Value> = self
             .store
-            .evolution(&filter, Some(since.saturating_mul(1_000_000)), None, MAX_EVOLUTION_ROWS)?
+            .evolution(
+                &filter,
+                Some(since.saturating_mul(1_000_000)),
+                None,
+                MAX_EVOLUTION_ROWS,
+            )?
             .into_iter()
             .map(|e| {
                 json!({
@@ -1289,7 +1373,10 @@ impl Service {
     /// READY + ACTIVE transfers with `se` on either side.
     fn active_at(&self, se: &str) -> Result<u64, ServiceError> {
         let mut n = 0;
-        for r in self.store.monitor_rows(&RowFilter::default(), crate::model::time::now()) {
+        for r in self
+            .store
+            .monitor_rows(&RowFilter::default(), crate::model::time::now())
+        {
             if r.key.source_se == se || r.key.dest_se == se {
                 n += r.now.get(FileState::Ready) + r.now.get(FileState::Active);
             }
@@ -1299,9 +1386,16 @@ impl Service {
 
     /// `linkinfo`: the limits that apply to a link and where they come from, its current
     /// load and the optimizer's last word.
-    pub fn mon_linkinfo(&self, user: &User, source: &str, dest: &str) -> Result<Value, ServiceError> {
+    pub fn mon_linkinfo(
+        &self,
+        user: &User,
+        source: &str,
+        dest: &str,
+    ) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
-        let rows = self.store.monitor_rows(&RowFilter::default(), crate::model::time::now());
+        let rows = self
+            .store
+            .monitor_rows(&RowFilter::default(), crate::model::time::now());
         let load = |pick: &dyn Fn(&RowKey) -> bool| -> u64 {
             rows.iter()
                 .filter(|r| pick(&r.key))
@@ -1311,7 +1405,11 @@ impl Service {
         let (ses, _) = self.store.se_configs(None)?;
         let side = |se: &str, outbound: bool| -> Value {
             let pick = |c: &crate::model::config::SeConfig| {
-                if outbound { c.outbound_max_active } else { c.inbound_max_active }
+                if outbound {
+                    c.outbound_max_active
+                } else {
+                    c.inbound_max_active
+                }
             };
             let specific = ses.iter().find(|c| c.storage == se).and_then(pick);
             let generic = ses.iter().find(|c| c.storage == "*").and_then(pick);
@@ -1351,8 +1449,8 @@ impl Service {
             )?
             .into_iter()
             .next();
-        let can_configure = !user.user_dn.is_empty()
-            && user.granted_level_for(Operation::Config).is_some();
+        let can_configure =
+            !user.user_dn.is_empty() && user.granted_level_for(Operation::Config).is_some();
         Ok(json!([{
             "source": side(source, true),
             "destination": side(dest, false),
@@ -1369,7 +1467,9 @@ impl Service {
     /// `unique/<what>`: the VOs, sources, destinations, activities (per VO) or live hosts.
     pub fn mon_unique(&self, user: &User, what: &str) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
-        let rows = self.store.monitor_rows(&RowFilter::default(), crate::model::time::now());
+        let rows = self
+            .store
+            .monitor_rows(&RowFilter::default(), crate::model::time::now());
         let set = |f: &dyn Fn(&RowKey) -> &str| -> Vec<String> {
             let s: std::collections::BTreeSet<String> = rows
                 .iter()
@@ -1392,9 +1492,13 @@ impl Service {
             "sources" => json!(set(&|k| &k.source_se)),
             "destinations" => json!(set(&|k| &k.dest_se)),
             "activities" => {
-                let mut per_vo: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+                let mut per_vo: BTreeMap<String, std::collections::BTreeSet<String>> =
+                    BTreeMap::new();
                 for r in &rows {
-                    per_vo.entry(r.key.vo_name.clone()).or_default().insert(r.key.activity.clone());
+                    per_vo
+                        .entry(r.key.vo_name.clone())
+                        .or_default()
+                        .insert(r.key.activity.clone());
                 }
                 json!(per_vo)
             }
@@ -1432,7 +1536,11 @@ impl Service {
     }
 
     /// `config/storages` (paged).
-    pub fn mon_config_storages(&self, user: &User, q: &MonQuery) -> Result<Paged<Value>, ServiceError> {
+    pub fn mon_config_storages(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
         let (ses, _) = self.store.se_configs(None)?;
         let items = ses
@@ -1446,15 +1554,23 @@ impl Service {
     pub fn mon_config_ops(&self, user: &User) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         let (_, limits) = self.store.se_configs(None)?;
-        Ok(json!(limits
-            .into_iter()
-            .map(|l| json!({"vo_name": l.vo_name, "host": l.host, "operation": l.operation,
-                            "concurrent_ops": l.concurrent_ops}))
-            .collect::<Vec<_>>()))
+        Ok(json!(
+            limits
+                .into_iter()
+                .map(
+                    |l| json!({"vo_name": l.vo_name, "host": l.host, "operation": l.operation,
+                            "concurrent_ops": l.concurrent_ops})
+                )
+                .collect::<Vec<_>>()
+        ))
     }
 
     /// `config/links` (paged, each with its VO shares).
-    pub fn mon_config_links(&self, user: &User, q: &MonQuery) -> Result<Paged<Value>, ServiceError> {
+    pub fn mon_config_links(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
         let shares = self.store.shares()?;
         let items = self
@@ -1480,7 +1596,12 @@ impl Service {
 
     /// `config/activities` (`vo` `None`): the weights per VO; `config/activities/<vo>`: the
     /// VO's unfinished files per activity and state with weight and ratio.
-    pub fn mon_config_activities(&self, user: &User, vo: Option<&str>, q: &MonQuery) -> Result<Value, ServiceError> {
+    pub fn mon_config_activities(
+        &self,
+        user: &User,
+        vo: Option<&str>,
+        q: &MonQuery,
+    ) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         let rows = self.store.activity_share_rows()?;
         let Some(vo) = vo else {
@@ -1508,16 +1629,26 @@ impl Service {
         };
         let mut grouped: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
         for r in self.store.monitor_rows(&filter, crate::model::time::now()) {
-            for st in FileState::ALL.into_iter().filter(|s| !s.is_terminal() && *s != FileState::NotUsed) {
+            for st in FileState::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal() && *s != FileState::NotUsed)
+            {
                 let n = r.now.get(st);
                 if n > 0 {
-                    *grouped.entry(r.key.activity.clone()).or_default().entry(st.as_str()).or_default() += n;
+                    *grouped
+                        .entry(r.key.activity.clone())
+                        .or_default()
+                        .entry(st.as_str())
+                        .or_default() += n;
                 }
             }
         }
         let weight_sum: f64 = grouped
             .iter()
-            .filter(|(a, c)| weights.contains_key(&a.to_lowercase()) && c.get("SUBMITTED").is_some_and(|n| *n > 0))
+            .filter(|(a, c)| {
+                weights.contains_key(&a.to_lowercase())
+                    && c.get("SUBMITTED").is_some_and(|n| *n > 0)
+            })
             .map(|(a, _)| weights[&a.to_lowercase()])
             .sum();
         let mut out = serde_json::Map::new();
@@ -1538,10 +1669,16 @@ impl Service {
     }
 
     /// `config/audit` (paged, newest first); only when the operator turned it on.
-    pub fn mon_config_audit(&self, user: &User, q: &MonQuery) -> Result<Paged<Value>, ServiceError> {
+    pub fn mon_config_audit(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
         if !self.monitoring.show_config_audit {
-            return Err(ServiceError::NotFound("The configuration audit is not shown (monitoring.show_config_audit)".into()));
+            return Err(ServiceError::NotFound(
+                "The configuration audit is not shown (monitoring.show_config_audit)".into(),
+            ));
         }
         let items = self
             .store
@@ -1562,7 +1699,9 @@ impl Service {
     pub fn mon_config_gfal2(&self, user: &User) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         if !self.monitoring.show_gfal2_config {
-            return Err(ServiceError::NotFound("The gfal2 configuration is not shown (monitoring.show_gfal2_config)".into()));
+            return Err(ServiceError::NotFound(
+                "The gfal2 configuration is not shown (monitoring.show_gfal2_config)".into(),
+            ));
         }
         let mut out = BTreeMap::new();
         if let Ok(dir) = std::fs::read_dir(GFAL2_CONFIG_DIR) {
@@ -1608,13 +1747,32 @@ mod tests {
     #[test]
     fn pages_follow_djangos_paginator() {
         let p = paged((0..120).collect::<Vec<_>>(), &q(PageReq::First, None));
-        assert_eq!((p.count, p.start_index, p.end_index, p.page, p.page_count, p.page_size), (120, 1, 50, 1, 3, 50));
+        assert_eq!(
+            (
+                p.count,
+                p.start_index,
+                p.end_index,
+                p.page,
+                p.page_count,
+                p.page_size
+            ),
+            (120, 1, 50, 1, 3, 50)
+        );
         let p = paged((0..120).collect::<Vec<_>>(), &q(PageReq::Number(9), None));
-        assert_eq!((p.page, p.start_index, p.end_index, p.items.len()), (3, 101, 120, 20));
+        assert_eq!(
+            (p.page, p.start_index, p.end_index, p.items.len()),
+            (3, 101, 120, 20)
+        );
         let p = paged((0..120).collect::<Vec<_>>(), &q(PageReq::All, None));
-        assert_eq!((p.page, p.page_count, p.page_size, p.items.len()), (1, 1, i64::MAX, 120));
+        assert_eq!(
+            (p.page, p.page_count, p.page_size, p.items.len()),
+            (1, 1, i64::MAX, 120)
+        );
         let p = paged(Vec::<u8>::new(), &q(PageReq::First, Some(10)));
-        assert_eq!((p.count, p.start_index, p.end_index, p.page, p.page_count), (0, 0, 0, 1, 1));
+        assert_eq!(
+            (p.count, p.start_index, p.end_index, p.page, p.page_count),
+            (0, 0, 0, 1, 1)
+        );
     }
 
     #[test]

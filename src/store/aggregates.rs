@@ -39,8 +39,8 @@ use super::{StoreError, codec, index::minute_of, schema};
 use crate::model::{
     job::{File, FileState, Job, JobState},
     monitor::{
-        DURATION_BUCKETS, ErrorClass, ErrorCount, Histogram, HostStats, MinuteSlot, RING_MINUTES, RowFilter,
-        RowKey, RowStats, SIZE_BUCKETS, StateCounts, Totals, Window, file_state_index,
+        DURATION_BUCKETS, ErrorClass, ErrorCount, Histogram, HostStats, MinuteSlot, RING_MINUTES,
+        RowFilter, RowKey, RowStats, SIZE_BUCKETS, StateCounts, Totals, Window, file_state_index,
         job_state_index,
     },
 };
@@ -402,12 +402,14 @@ impl Aggregates {
             vo_name: c.vo_name.to_string(),
             activity: c.activity.to_string(),
         };
-        let class = c.failure.map(|(scope, phase, category, recoverable)| ErrorClass {
-            scope: scope.to_string(),
-            phase: phase.to_string(),
-            category: category.to_string(),
-            recoverable,
-        });
+        let class = c
+            .failure
+            .map(|(scope, phase, category, recoverable)| ErrorClass {
+                scope: scope.to_string(),
+                phase: phase.to_string(),
+                category: category.to_string(),
+                recoverable,
+            });
         let row = self.rows.entry(key).or_default();
         row.states[file_state_index(c.state)] += n;
         row.retries += i64::from(c.retries) * n;
@@ -459,13 +461,27 @@ impl Aggregates {
             }
         }
         if let Some(d) = c.duration_ms {
-            observe(&mut self.durations, (vo.clone(), c.state), &DURATION_BUCKETS, d, 1000.0, n);
+            observe(
+                &mut self.durations,
+                (vo.clone(), c.state),
+                &DURATION_BUCKETS,
+                d,
+                1000.0,
+                n,
+            );
         }
         if c.state == FileState::Finished {
             observe(&mut self.sizes, vo.clone(), &SIZE_BUCKETS, c.bytes, 1.0, n);
         }
         if let Some(ms) = c.staging_ms {
-            observe(&mut self.staging, vo.clone(), &DURATION_BUCKETS, ms, 1000.0, n);
+            observe(
+                &mut self.staging,
+                vo.clone(),
+                &DURATION_BUCKETS,
+                ms,
+                1000.0,
+                n,
+            );
         }
         self.apply_host(&c, n);
     }
@@ -627,8 +643,18 @@ pub(crate) fn check(
     let want = Aggregates::from_rows(tx, have.horizon)?;
     diff_map("aggregates rows", &want.rows, &have.rows, problems);
     diff_map("aggregates jobs", &want.jobs, &have.jobs, problems);
-    diff_map("aggregates failures", &want.failures, &have.failures, problems);
-    diff_map("aggregates durations", &want.durations, &have.durations, problems);
+    diff_map(
+        "aggregates failures",
+        &want.failures,
+        &have.failures,
+        problems,
+    );
+    diff_map(
+        "aggregates durations",
+        &want.durations,
+        &have.durations,
+        problems,
+    );
     diff_map("aggregates sizes", &want.sizes, &have.sizes, problems);
     diff_map("aggregates staging", &want.staging, &have.staging, problems);
     diff_map("aggregates hosts", &want.hosts, &have.hosts, problems);
@@ -862,7 +888,10 @@ mod tests {
             vo_name: "vo".into(),
             activity: "default".into(),
         };
-        assert_eq!(agg.rows[&key].states[file_state_index(FileState::Submitted)], 1);
+        assert_eq!(
+            agg.rows[&key].states[file_state_index(FileState::Submitted)],
+            1
+        );
         let done = finished(1, 600, 4096);
         agg.apply_file(contribution(&submitted), -1);
         agg.apply_file(contribution(&done), 1);
@@ -871,7 +900,10 @@ mod tests {
         assert_eq!(row.ring[&600].finished, 1);
         assert_eq!(row.ring[&600].bytes, 4096);
         assert_eq!(row.ring[&600].duration_ms, 2500);
-        assert_eq!(agg.durations[&("vo".to_string(), FileState::Finished)].count, 1);
+        assert_eq!(
+            agg.durations[&("vo".to_string(), FileState::Finished)].count,
+            1
+        );
         agg.apply_file(contribution(&done), -1);
         assert_eq!(agg, Aggregates::default());
     }
@@ -883,7 +915,10 @@ mod tests {
         agg.apply_file(contribution(&finished(2, RING_MINUTES * 60, 1)), 1);
         agg.prune(RING_MINUTES * 60);
         let row = agg.rows.values().next().unwrap();
-        assert_eq!(row.ring.keys().copied().collect::<Vec<_>>(), vec![RING_MINUTES * 60]);
+        assert_eq!(
+            row.ring.keys().copied().collect::<Vec<_>>(),
+            vec![RING_MINUTES * 60]
+        );
         // The files stay counted by state.
         assert_eq!(row.states[file_state_index(FileState::Finished)], 2);
     }
@@ -904,10 +939,18 @@ mod tests {
         // Reopening rebuilds the same maps from the rows.
         drop(store);
         let store = crate::store::Store::open(dir.path()).unwrap();
-        assert_eq!(store.monitor_rows(&RowFilter::default(), 0)[0].window.bytes, 10);
+        assert_eq!(
+            store.monitor_rows(&RowFilter::default(), 0)[0].window.bytes,
+            10
+        );
         store.live.write().rows.clear();
         let problems = store.check_indexes().unwrap();
-        assert!(problems.iter().any(|p| p.starts_with("aggregates rows: missing")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("aggregates rows: missing")),
+            "{problems:?}"
+        );
     }
 
     #[test]

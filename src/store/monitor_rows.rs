@@ -97,7 +97,9 @@ impl Store {
             let mut scanned = 0;
             'states: for st in states {
                 let s = st.as_str();
-                for row in index.range((s, "", "", "", 0u64)..=(s, MAX_STR, MAX_STR, MAX_STR, u64::MAX))? {
+                for row in
+                    index.range((s, "", "", "", 0u64)..=(s, MAX_STR, MAX_STR, MAX_STR, u64::MAX))?
+                {
                     scanned += 1;
                     if scanned > MAX_SCAN {
                         complete = false;
@@ -106,7 +108,9 @@ impl Store {
                     let id = row?.0.value().4;
                     let Some(v) = files.get(id)? else { continue };
                     let f: File = codec::decode(v.value())?;
-                    if q.since.is_some_and(|t| f.finish_time.is_some_and(|ft| ft < t)) {
+                    if q.since
+                        .is_some_and(|t| f.finish_time.is_some_and(|ft| ft < t))
+                    {
                         continue;
                     }
                     if seen.insert(f.job_id.clone()) {
@@ -151,7 +155,8 @@ impl Store {
                 && eq(&q.dest_se, j.dest_se.as_deref())
                 && eq(&q.cred_id, Some(&j.cred_id))
                 && (q.with_file.is_some()
-                    || q.since.is_none_or(|t| j.job_finished.is_none_or(|f| f >= t)))
+                    || q.since
+                        .is_none_or(|t| j.job_finished.is_none_or(|f| f >= t)))
         };
         // Jobs found through their files get their submit time from the row.
         let mut selected: Vec<(i64, String, Option<Job>)> = Vec::with_capacity(keys.len());
@@ -269,7 +274,8 @@ impl Store {
             if minute < first || vo.is_some_and(|want| want != row_vo) {
                 continue;
             }
-            *sum.entry((row_vo.to_string(), reason.to_string())).or_default() += v.value();
+            *sum.entry((row_vo.to_string(), reason.to_string()))
+                .or_default() += v.value();
         }
         let mut out: Vec<(String, String, u64)> =
             sum.into_iter().map(|((v, r), n)| (v, r, n)).collect();
@@ -329,7 +335,8 @@ impl Store {
 }
 
 fn transfer_matches(f: &File, q: &TransferQuery) -> bool {
-    let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+    let eq =
+        |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
     eq(&q.source_surl, Some(&f.source_surl))
         && eq(&q.dest_surl, Some(&f.dest_surl))
         && eq(&q.activity, Some(&f.activity))

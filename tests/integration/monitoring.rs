@@ -17,7 +17,12 @@ use crate::tls_auth::independent_delegation_id;
 
 fn user(server: &TestServer, pki: &TestPki) -> Client {
     let client = server.client(pki, Some("rc_user.pem"));
-    let (status, body) = delegate(&client, pki, "rc_user.pem", &independent_delegation_id(RC_USER_DN, &[]));
+    let (status, body) = delegate(
+        &client,
+        pki,
+        "rc_user.pem",
+        &independent_delegation_id(RC_USER_DN, &[]),
+    );
     assert_eq!(status, 201, "{body}");
     client
 }
@@ -29,7 +34,15 @@ fn get(client: &Client, path: &str) -> Value {
 }
 
 fn assert_paged(v: &Value, what: &str) {
-    for k in ["count", "startIndex", "endIndex", "page", "pageCount", "pageSize", "items"] {
+    for k in [
+        "count",
+        "startIndex",
+        "endIndex",
+        "page",
+        "pageCount",
+        "pageSize",
+        "items",
+    ] {
         assert!(v.get(k).is_some(), "{what}: no {k} in {v}");
     }
     assert!(v["items"].is_array(), "{what}");
@@ -80,10 +93,16 @@ fn stalled_transfers(response: &Value, warning_days: i64, critical_days: i64) ->
 fn stalled_server(response: &Value, host: &str) -> (i32, String) {
     let servers = response.as_object().unwrap();
     if !servers.contains_key(host) {
-        return (2, "The host is not visible in the monitoring. Maybe it is down?".into());
+        return (
+            2,
+            "The host is not visible in the monitoring. Maybe it is down?".into(),
+        );
     }
     let n = servers.len() as f64;
-    let total: f64 = servers.values().map(|h| h["active"].as_f64().unwrap_or(0.0)).sum();
+    let total: f64 = servers
+        .values()
+        .map(|h| h["active"].as_f64().unwrap_or(0.0))
+        .sum();
     let mine = servers[host]["active"].as_f64().unwrap_or(0.0);
     let msg = format!("Running {mine} out of {total}");
     if mine == 0.0 && total / n > n.max(10.0) {
@@ -109,13 +128,19 @@ fn monitoring_after_a_mock_workload() {
     for i in 0..3 {
         ids.push(submit(
             &client,
-            json!([transfer(&format!("mock://src.example/f{i}?size=1048576"), &format!("mock://dst.example/f{i}?size_post=1048576&time=1"))]),
+            json!([transfer(
+                &format!("mock://src.example/f{i}?size=1048576"),
+                &format!("mock://dst.example/f{i}?size_post=1048576&time=1")
+            )]),
             json!({}),
         ));
     }
     let failing = submit(
         &client,
-        json!([transfer("mock://src.example/missing?errno=2", "mock://dst.example/m?time=0")]),
+        json!([transfer(
+            "mock://src.example/missing?errno=2",
+            "mock://dst.example/m?time=0"
+        )]),
         json!({"retry": -1}),
     );
     ids.push(failing.clone());
@@ -134,15 +159,31 @@ fn monitoring_after_a_mock_workload() {
     assert_eq!(row["finished"], 3, "{row}");
     assert_eq!(row["failed"], 1, "{row}");
     assert_eq!(row["rate"], 75.0, "{row}");
-    for k in ["submitted", "active", "ready", "staging", "started", "archiving", "canceled", "current", "vo_name"] {
+    for k in [
+        "submitted",
+        "active",
+        "ready",
+        "staging",
+        "started",
+        "archiving",
+        "canceled",
+        "current",
+        "vo_name",
+    ] {
         assert!(row.get(k).is_some(), "{k} in {row}");
     }
     assert_eq!(overview["summary"]["finished"], 3);
     assert!(overview["overview_cache"]["using_cache"].is_boolean());
     let only = get(&client, "/fts3/ftsmon/overview/?only_summary=1");
-    assert!(only.get("overview").is_none() && only["summary"]["failed"] == 1, "{only}");
+    assert!(
+        only.get("overview").is_none() && only["summary"]["failed"] == 1,
+        "{only}"
+    );
     let acts = get(&client, "/ftsmon/overview/activities");
-    assert_eq!(acts["overview"]["items"][0]["activity"], "default", "{acts}");
+    assert_eq!(
+        acts["overview"]["items"][0]["activity"], "default",
+        "{acts}"
+    );
     let series = get(&client, "/ftsmon/series?source_se=mock://src.example");
     assert_eq!(series.as_array().unwrap().len(), 4);
 
@@ -152,7 +193,18 @@ fn monitoring_after_a_mock_workload() {
     assert_eq!(jobs["count"], 4, "{jobs}");
     assert_eq!(jobs["pageCount"], 2);
     let item = &jobs["items"][0];
-    for k in ["job_id", "submit_time", "job_state", "vo_name", "source_se", "dest_se", "files", "count", "n_replicas", "priority"] {
+    for k in [
+        "job_id",
+        "submit_time",
+        "job_state",
+        "vo_name",
+        "source_se",
+        "dest_se",
+        "files",
+        "count",
+        "n_replicas",
+        "priority",
+    ] {
         assert!(item.get(k).is_some(), "{k} in {item}");
     }
     assert!(item["submit_time"].as_str().unwrap().ends_with('Z'));
@@ -163,9 +215,15 @@ fn monitoring_after_a_mock_workload() {
     let files = get(&client, &format!("/ftsmon/jobs/{}/files", ids[0]));
     assert_paged(&files["files"], "files");
     let f = &files["files"]["items"][0];
-    assert!(f["retries"].is_array() && f.get("log_file").is_some(), "{f}");
+    assert!(
+        f["retries"].is_array() && f.get("log_file").is_some(),
+        "{f}"
+    );
     assert!(files["stats"].get("total_size").is_some(), "{files}");
-    let log_url = f["log_url"].as_str().unwrap_or_else(|| panic!("no log url: {f}")).to_string();
+    let log_url = f["log_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no log url: {f}"))
+        .to_string();
     let log = client.get(&log_url).unwrap();
     assert_eq!(log.status, 200, "{}", log.text());
     assert!(!log.text().is_empty());
@@ -182,14 +240,19 @@ fn monitoring_after_a_mock_workload() {
     let theirs = get(&other, "/ftsmon/jobs?state=FINISHED");
     assert_eq!(theirs["count"], 0, "{theirs}");
     // A path that is not a log of the job.
-    let r = client.get(&format!("/ftsmon/jobs/{}/files/999999/log", ids[0])).unwrap();
+    let r = client
+        .get(&format!("/ftsmon/jobs/{}/files/999999/log", ids[0]))
+        .unwrap();
     assert_eq!(r.status, 404);
 
     // Errors.
     let errors = get(&client, "/ftsmon/errors");
     assert_paged(&errors, "errors");
     assert_eq!(errors["items"][0]["count"], 1, "{errors}");
-    let list = get(&root, "/ftsmon/errors/list?source_se=mock://src.example&dest_se=mock://dst.example");
+    let list = get(
+        &root,
+        "/ftsmon/errors/list?source_se=mock://src.example&dest_se=mock://dst.example",
+    );
     assert_paged(&list["errors"], "errors/list");
     assert_eq!(list["errors"]["items"][0]["count"], 1, "{list}");
     assert_eq!(list["classification"]["SOURCE"], 1, "{list}");
@@ -202,30 +265,62 @@ fn monitoring_after_a_mock_workload() {
     assert!(stats["lasthour"].get("queued").is_some() && stats["retried"].get("failed").is_some());
     let servers = get(&client, "/ftsmon/stats/servers");
     let host = servers.as_object().unwrap().keys().next().unwrap().clone();
-    assert_eq!(servers[&host]["services"]["fts_server"]["status"], "running", "{servers}");
+    assert_eq!(
+        servers[&host]["services"]["fts_server"]["status"], "running",
+        "{servers}"
+    );
     assert_eq!(stalled_server(&servers, &host).0, 0);
     assert_eq!(stalled_server(&servers, "nowhere.example").0, 2);
     let sls = client.get("/ftsmon/stats/servers?format=sls").unwrap();
-    assert!(sls.text().contains("<status>available</status>"), "{}", sls.text());
+    assert!(
+        sls.text().contains("<status>available</status>"),
+        "{}",
+        sls.text()
+    );
     let per_vo = get(&client, "/ftsmon/stats/vo");
-    assert_eq!(per_vo.as_object().unwrap().values().next().unwrap()["finished"], 3);
+    assert_eq!(
+        per_vo.as_object().unwrap().values().next().unwrap()["finished"],
+        3
+    );
 
     // Optimizer, link info, configuration, lists, version.
     assert_paged(&get(&client, "/ftsmon/optimizer"), "optimizer");
-    let detailed = get(&client, "/ftsmon/optimizer/detailed?source=mock://src.example&destination=mock://dst.example");
+    let detailed = get(
+        &client,
+        "/ftsmon/optimizer/detailed?source=mock://src.example&destination=mock://dst.example",
+    );
     assert_paged(&detailed["evolution"], "evolution");
     assert_eq!(detailed["storage_info"].as_array().unwrap().len(), 2);
-    let info = get(&client, "/ftsmon/linkinfo?source_se=mock://src.example&dest_se=mock://dst.example");
-    assert!(info[0]["link"]["limits"].is_array() && info[0]["source"].get("config_type").is_some(), "{info}");
+    let info = get(
+        &client,
+        "/ftsmon/linkinfo?source_se=mock://src.example&dest_se=mock://dst.example",
+    );
+    assert!(
+        info[0]["link"]["limits"].is_array() && info[0]["source"].get("config_type").is_some(),
+        "{info}"
+    );
     assert!(get(&client, "/ftsmon/config/server")["per_vo"].is_array());
     assert_paged(&get(&client, "/ftsmon/config/storages"), "storages");
     assert_paged(&get(&client, "/ftsmon/config/links"), "links");
     assert!(get(&client, "/ftsmon/config/ops").is_array());
     assert!(get(&client, "/ftsmon/config/activities").is_object());
-    assert_eq!(client.get("/ftsmon/config/audit").unwrap().status, 404, "opt-in only");
-    assert_eq!(get(&client, "/ftsmon/unique/sources"), json!(["mock://src.example"]));
-    assert_eq!(get(&client, "/ftsmon/unique/destinations"), json!(["mock://dst.example"]));
-    assert_eq!(get(&client, "/ftsmon/unique/vos").as_array().unwrap().len(), 1);
+    assert_eq!(
+        client.get("/ftsmon/config/audit").unwrap().status,
+        404,
+        "opt-in only"
+    );
+    assert_eq!(
+        get(&client, "/ftsmon/unique/sources"),
+        json!(["mock://src.example"])
+    );
+    assert_eq!(
+        get(&client, "/ftsmon/unique/destinations"),
+        json!(["mock://dst.example"])
+    );
+    assert_eq!(
+        get(&client, "/ftsmon/unique/vos").as_array().unwrap().len(),
+        1
+    );
     assert!(get(&client, "/ftsmon/unique/activities").is_object());
     assert!(get(&client, "/ftsmon/unique/hostnames").is_array());
     assert!(get(&client, "/ftsmon/version")["major"].is_u64());
@@ -234,34 +329,83 @@ fn monitoring_after_a_mock_workload() {
     assert_eq!(client.get("/ftsmon/nothing").unwrap().status, 404);
 
     // The stalled-transfers probe: nothing queued, then a queued job (retry far away).
-    let queued = get(&root, "/ftsmon/jobs?state=SUBMITTED&orderby=submit_time&page=all");
+    let queued = get(
+        &root,
+        "/ftsmon/jobs?state=SUBMITTED&orderby=submit_time&page=all",
+    );
     assert_eq!(stalled_transfers(&queued, 2, 7).0, 0, "{queued}");
 
     // /metrics, parsed back by an OpenMetrics parser.
     let m = client.get("/metrics").unwrap();
     assert_eq!(m.status, 200, "{}", m.text());
-    assert!(m.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let text = m.text();
     assert!(text.ends_with("# EOF\n"));
-    assert!(!text.contains(&ids[0]) && !text.contains("CN="), "no ids or DNs as labels");
+    assert!(
+        !text.contains(&ids[0]) && !text.contains("CN="),
+        "no ids or DNs as labels"
+    );
     if let Some(samples) = parse_openmetrics(&text) {
         let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
-            samples.as_array().unwrap().iter().find(|s| {
-                s["name"] == name && labels.iter().all(|(k, v)| s["labels"][k] == *v)
-            }).and_then(|s| s["value"].as_f64())
+            samples
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][k] == *v))
+                .and_then(|s| s["value"].as_f64())
         };
-        let link = [("source_se", "mock://src.example"), ("dest_se", "mock://dst.example")];
-        assert_eq!(value("ftsd_transfers_completed_total", &[link[0], link[1], ("state", "FINISHED")]), Some(3.0));
-        assert_eq!(value("ftsd_transfers_completed_total", &[link[0], link[1], ("state", "FAILED")]), Some(1.0));
-        assert_eq!(value("ftsd_transfer_failures_total", &[("scope", "SOURCE")]), Some(1.0));
-        assert_eq!(value("ftsd_transferred_bytes_total", &link), Some(3.0 * 1048576.0));
-        assert!(value("ftsd_http_requests_total", &[("route", "/ftsmon/overview"), ("code", "200")]).is_some());
+        let link = [
+            ("source_se", "mock://src.example"),
+            ("dest_se", "mock://dst.example"),
+        ];
+        assert_eq!(
+            value(
+                "ftsd_transfers_completed_total",
+                &[link[0], link[1], ("state", "FINISHED")]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                "ftsd_transfers_completed_total",
+                &[link[0], link[1], ("state", "FAILED")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("ftsd_transfer_failures_total", &[("scope", "SOURCE")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("ftsd_transferred_bytes_total", &link),
+            Some(3.0 * 1048576.0)
+        );
+        assert!(
+            value(
+                "ftsd_http_requests_total",
+                &[("route", "/ftsmon/overview"), ("code", "200")]
+            )
+            .is_some()
+        );
         assert!(value("ftsd_store_commit_duration_seconds_count", &[]).is_some_and(|n| n > 0.0));
         assert!(value("ftsd_scheduler_cycle_duration_seconds_count", &[]).is_some_and(|n| n > 0.0));
         assert_eq!(value("ftsd_metrics_links_dropped", &[]), Some(0.0));
-        assert_eq!(value("ftsd_transfer_duration_seconds_count", &[("state", "FINISHED")]), Some(3.0));
+        assert_eq!(
+            value(
+                "ftsd_transfer_duration_seconds_count",
+                &[("state", "FINISHED")]
+            ),
+            Some(3.0)
+        );
     }
-    assert_eq!(server.client(pki, None).get("/metrics").unwrap().status, 403);
+    assert_eq!(
+        server.client(pki, None).get("/metrics").unwrap().status,
+        403
+    );
 
     // A real Prometheus scrapes over HTTPS with a client certificate.
     prometheus_success_ratio(&server, pki);
@@ -282,7 +426,10 @@ print(json.dumps(out))\n";
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(!in_ci(), "python3-prometheus-client is missing (CI installs it)");
+        assert!(
+            !in_ci(),
+            "python3-prometheus-client is missing (CI installs it)"
+        );
         return None;
     }
     let mut child = Command::new("python3")
@@ -293,9 +440,18 @@ print(json.dumps(out))\n";
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "OpenMetrics parser refused /metrics: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
@@ -328,8 +484,14 @@ fn prometheus_success_ratio(server: &TestServer, pki: &TestPki) {
     .join("\n");
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let mut child = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -351,14 +513,21 @@ fn prometheus_success_ratio(server: &TestServer, pki: &TestPki) {
             .output()
             .unwrap();
         last = String::from_utf8_lossy(&out.stdout).to_string();
-        let Ok(v) = serde_json::from_str::<Value>(&last) else { continue };
-        let Some(result) = v["data"]["result"].as_array().filter(|r| !r.is_empty()) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(&last) else {
+            continue;
+        };
+        let Some(result) = v["data"]["result"].as_array().filter(|r| !r.is_empty()) else {
+            continue;
+        };
         break Some(result.clone());
     };
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let result = found.unwrap_or_else(|| {
-        panic!("Prometheus found no success ratio: {last}\n{}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "Prometheus found no success ratio: {last}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     let row = result
         .iter()
