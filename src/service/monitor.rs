@@ -576,6 +576,19 @@ impl Service {
         &self.progress
     }
 
+    /// ACTIVE files get the bytes their transfer has moved so far (`transferred`), as the
+    /// backend last reported them (performance markers, streamed bytes).
+    pub fn live_progress(&self, files: &mut [File]) {
+        for f in files
+            .iter_mut()
+            .filter(|f| f.file_state == FileState::Active)
+        {
+            if let Some(p) = self.progress.get(f.file_id) {
+                f.transferred = p.transferred;
+            }
+        }
+    }
+
     /// The optimizer's fresh throughput per link, MiB/s.
     fn current_throughputs(
         &self,

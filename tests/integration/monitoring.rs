@@ -536,3 +536,43 @@ fn prometheus_success_ratio(server: &TestServer, pki: &TestPki) {
     assert_eq!(row["metric"]["dest_se"], "mock://dst.example");
     assert_eq!(row["value"][1], "0.75", "{row}");
 }
+
+/// An ACTIVE file shows the bytes its transfer moved so far (REST `transferred`) and an
+/// instantaneous throughput (ftsmon's file rows), before it finishes.
+#[test]
+fn active_files_report_progress() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let size = 8 << 20;
+    let id = submit(
+        &client,
+        json!([transfer(
+            &format!("mock://src.example/p?size={size}"),
+            &format!("mock://dst.example/p?size_post={size}&time=4")
+        )]),
+        json!({}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = None;
+    while Instant::now() < deadline && seen.is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+        let files = get(&client, &format!("/jobs/{id}/files"));
+        let f = &files[0];
+        let done = f["transferred"].as_u64().unwrap();
+        if f["file_state"] == "ACTIVE" && done > 0 && done < size {
+            let mon = get(&client, &format!("/ftsmon/jobs/{id}/files"));
+            seen = Some((done, mon["files"]["items"][0].clone()));
+        }
+    }
+    let (done, row) = seen.expect("the running transfer never showed partial progress");
+    assert!(done < size);
+    assert!(row["transferred"].as_u64().unwrap() > 0, "{row}");
+    assert!(row.get("throughput_instant").is_some(), "{row}");
+    let j = wait_job(&client, &id, Duration::from_secs(30));
+    assert_eq!(j["job_state"], "FINISHED");
+    assert_eq!(
+        get(&client, &format!("/jobs/{id}/files"))[0]["transferred"],
+        size
+    );
+}
