@@ -547,6 +547,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Start-up recovery (one log line per file).
 async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineError> {
+    let store2 = store.clone();
     let store = store.clone();
     let host = settings.host.clone();
     let failure = Failure {
@@ -573,6 +574,10 @@ async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineEr
             }
             _ => {}
         }
+    }
+    let repaired = blocking(move || store2.repair_multihop(time::now())).await?;
+    for a in repaired {
+        tracing::warn!(job_id = %a.job_id, file_id = a.file_id, "multihop job had no hop queued: next hop queued");
     }
     Ok(())
 }

@@ -232,6 +232,55 @@ impl File {
     }
 }
 
+/// Whether a file whose copy succeeded goes to ARCHIVING (watched until it is on tape) rather
+/// than FINISHED: the job asked for archive monitoring and, in a multihop job, the file is the
+/// last hop. Intermediate hops land on disk buffers that are never archived; only the final
+/// destination is watched (engine spec §1.1: "if archive_timeout > -1 AND (not multihop or no
+/// further NOT_USED hop)", §2.6: "ARCHIVING only applies to the last hop").
+pub fn archives(job: &Job, files: &[File], file_id: u64) -> bool {
+    job.archive_timeout > -1
+        && (job.job_type != JobType::Multihop
+            || !files
+                .iter()
+                .any(|f| f.file_id != file_id && f.file_state == FileState::NotUsed))
+}
+
+/// What follows once `files[pos]` has ended, whichever way it ended: FINISHED (directly, after
+/// staging a stage-only hop, or after archiving) queues the next hop; FAILED or CANCELED hands
+/// over to the next replica or closes the remaining hops. Every end of a file goes through
+/// here, so no path can leave a multihop job waiting for a hop that nobody queues.
+/// Returns the ids of files promoted to SUBMITTED.
+pub fn after_end(job: &Job, files: &mut [File], pos: usize) -> Vec<u64> {
+    match files[pos].file_state {
+        FileState::Finished => next_hop(job, files),
+        FileState::Failed | FileState::Canceled => {
+            let index = files[pos].file_index;
+            fail_over(job, files, index)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The reference's multihop sanity check (engine spec §1.3, `MultihopSanityStateInterval`): an
+/// unfinished multihop job in which no hop is queued, running or failed, but a hop is still
+/// NOT_USED, gets that hop queued. Stores written before [`archives`] limited archiving to the
+/// last hop hold such jobs (an intermediate hop finished after ARCHIVING without queuing the
+/// next). Returns the promoted file ids.
+pub fn repair_multihop(job: &Job, files: &mut [File]) -> Vec<u64> {
+    if job.job_type != JobType::Multihop || job.job_state.is_terminal() {
+        return Vec::new();
+    }
+    let stuck = files
+        .iter()
+        .all(|f| matches!(f.file_state, FileState::Finished | FileState::NotUsed))
+        && files.iter().any(|f| f.file_state == FileState::Finished);
+    if stuck {
+        next_hop(job, files)
+    } else {
+        Vec::new()
+    }
+}
+
 /// After `changed` (a file of `files`) failed or was canceled: the next replica of its logical
 /// file (multiple-replica job) or nothing more of the job (multihop) runs.
 /// Returns the ids of files promoted to SUBMITTED.

@@ -521,6 +521,53 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Start-up repair of multihop jobs left without a queued hop (see
+    /// [`lifecycle::repair_multihop`]). Only ACTIVE jobs can be in that state: the hop that
+    /// ended had made its job ACTIVE, and nothing moved it since. Returns one entry per hop
+    /// queued.
+    pub fn repair_multihop(&self, now: i64) -> Result<Vec<Applied>, StoreError> {
+        let candidates: Vec<String> = {
+            let tx = self.db.begin_read()?;
+            let jobs = tx.open_table(schema::JOBS)?;
+            let mut out = Vec::new();
+            for id in self.job_ids_in_states(&[JobState::Active], None)? {
+                if let Some(v) = jobs.get(id.as_str())? {
+                    let job: Job = codec::decode(v.value())?;
+                    if job.job_type == JobType::Multihop {
+                        out.push(id);
+                    }
+                }
+            }
+            out
+        };
+        let mut applied = Vec::new();
+        for chunk in candidates.chunks(RECOVERY_BATCH) {
+            applied.extend(self.write(|tx| {
+                let mut out = Vec::new();
+                update_jobs_in(tx, chunk, |job, files| {
+                    let promoted = lifecycle::repair_multihop(job, files);
+                    if promoted.is_empty() {
+                        return;
+                    }
+                    lifecycle::derive_job_state(job, files, FileState::Submitted, now);
+                    for file_id in promoted {
+                        out.push(Applied {
+                            file_id,
+                            job_id: job.job_id.clone(),
+                            outcome: Outcome::Moved(FileState::Submitted),
+                            job_state: job.job_state,
+                            promoted: vec![file_id],
+                        });
+                    }
+                })?;
+                Ok(out)
+            })?);
+        }
+        Ok(applied)
+    }
+}
+
 /// Expired jobs canceled per pass; the next pass takes the rest.
 const MAX_EXPIRE_BATCH: usize = 10_000;
 /// Files recovered per transaction at start-up.
@@ -635,16 +682,12 @@ fn apply_one(
             )
         }
         Event::Finished { success, .. } => {
-            let archive = job.archive_timeout > -1;
+            let archive = lifecycle::archives(job, files, files[pos].file_id);
             if !files[pos].finish(now, success, archive) {
                 return ignored;
             }
             let state = files[pos].file_state;
-            let promoted = if state == FileState::Finished {
-                lifecycle::next_hop(job, files)
-            } else {
-                Vec::new()
-            };
+            let promoted = lifecycle::after_end(job, files, pos);
             (Outcome::Moved(state), Some(state), promoted)
         }
         Event::Failed { failure, .. } => {
@@ -669,8 +712,7 @@ fn apply_one(
                 return (Outcome::Retried(f.retry), None, Vec::new());
             }
             f.fail(now, failure);
-            let index = f.file_index;
-            let promoted = lifecycle::fail_over(job, files, index);
+            let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Failed),
                 Some(FileState::Failed),
@@ -683,9 +725,8 @@ fn apply_one(
                 if f.finish_time.is_none() {
                     f.finish_time = Some(now);
                 }
-                let index = f.file_index;
                 let promoted = if f.file_state == FileState::Canceled {
-                    lifecycle::fail_over(job, files, index)
+                    lifecycle::after_end(job, files, pos)
                 } else {
                     Vec::new()
                 };
@@ -708,7 +749,9 @@ fn apply_one(
                 return ignored;
             }
             let state = files[pos].file_state;
-            (Outcome::Moved(state), Some(state), Vec::new())
+            // A stage-only hop is FINISHED here: the next hop runs (engine spec §1.1).
+            let promoted = lifecycle::after_end(job, files, pos);
+            (Outcome::Moved(state), Some(state), promoted)
         }
         Event::StagingFailed { failure, .. } => {
             let f = &mut files[pos];
@@ -716,10 +759,11 @@ fn apply_one(
                 return ignored;
             }
             f.fail(now, failure);
+            let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Failed),
                 Some(FileState::Failed),
-                Vec::new(),
+                promoted,
             )
         }
         Event::Archived { .. } => {
@@ -731,10 +775,11 @@ fn apply_one(
             f.finish_time = Some(now);
             f.archive_finish_time = Some(now);
             f.dest_surl_uuid = None;
+            let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Finished),
                 Some(FileState::Finished),
-                Vec::new(),
+                promoted,
             )
         }
         Event::ArchiveFailed { failure, .. } => {
@@ -744,10 +789,17 @@ fn apply_one(
             }
             f.archive_finish_time = Some(now);
             f.fail(now, failure);
+            // The copy itself succeeded: a multiple-replica job fails as a whole ("Archive
+            // monitoring failed in a multiple replica job"), no other replica is tried.
+            let promoted = if job.job_type == JobType::MultipleReplica {
+                Vec::new()
+            } else {
+                lifecycle::after_end(job, files, pos)
+            };
             (
                 Outcome::Moved(FileState::Failed),
                 Some(FileState::Failed),
-                Vec::new(),
+                promoted,
             )
         }
     }
@@ -806,6 +858,290 @@ mod tests {
             store.job("new-a").unwrap().unwrap().job_state,
             JobState::Submitted
         );
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    /// A three-hop job (disk → disk → tape as Rucio submits it), hop 0 queued, the others
+    /// NOT_USED.
+    fn three_hops(archive_timeout: i64) -> (Job, Vec<File>) {
+        let mut j = job(JobType::Multihop);
+        j.job_id = "mh".into();
+        j.archive_timeout = archive_timeout;
+        let mut files = vec![
+            file(1, 0, FileState::Submitted),
+            file(2, 1, FileState::NotUsed),
+            file(3, 2, FileState::NotUsed),
+        ];
+        for f in &mut files {
+            f.job_id = "mh".into();
+        }
+        (j, files)
+    }
+
+    fn ok() -> Success {
+        Success {
+            filesize: 10,
+            duration: 1.0,
+            throughput: 1.0,
+        }
+    }
+
+    fn boom() -> Failure {
+        Failure {
+            reason: "TRANSFER [5] boom".into(),
+            scope: "TRANSFER".into(),
+            phase: "TRANSFER".into(),
+            class: "INPUT/OUTPUT_ERROR".into(),
+            recoverable: false,
+        }
+    }
+
+    /// Claims `id` and reports `event` for it; the applied outcome.
+    fn run(store: &Store, id: u64, event: Event, t: i64) -> Applied {
+        if store.file_states(&[id]).unwrap()[0].1 == Some(FileState::Submitted) {
+            assert_eq!(
+                store.claim(&[id], "h", t).unwrap().len(),
+                1,
+                "claim of {id}"
+            );
+        }
+        store
+            .apply_events(&[event], "h", t, &|_: &str| 0)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn states(store: &Store, ids: &[u64]) -> Vec<FileState> {
+        store
+            .file_states(ids)
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.unwrap())
+            .collect()
+    }
+
+    // Rucio's disk → disk → tape path (issue 23): with archive_timeout, only the last hop is
+    // archived; the intermediate hops finish and queue the next one. This hung before: hop 0
+    // went to ARCHIVING, then FINISHED without queuing hop 1, and the job stayed ACTIVE forever.
+    #[test]
+    fn a_multihop_job_to_tape_archives_only_its_last_hop_and_finishes() {
+        let (_dir, store) = store_with(vec![three_hops(3600)]);
+        let a = run(
+            &store,
+            1,
+            Event::Finished {
+                file_id: 1,
+                success: ok(),
+            },
+            10,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![2]);
+        let a = run(
+            &store,
+            2,
+            Event::Finished {
+                file_id: 2,
+                success: ok(),
+            },
+            11,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![3]);
+        let a = run(
+            &store,
+            3,
+            Event::Finished {
+                file_id: 3,
+                success: ok(),
+            },
+            12,
+        );
+        assert_eq!(
+            a.outcome,
+            Outcome::Moved(FileState::Archiving),
+            "the last hop is watched"
+        );
+        assert_eq!(
+            store.job("mh").unwrap().unwrap().job_state,
+            JobState::Archiving
+        );
+        let a = run(&store, 3, Event::Archived { file_id: 3 }, 13);
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        let (job, files) = store.job_with_files("mh").unwrap().unwrap();
+        assert_eq!(job.job_state, JobState::Finished);
+        assert_eq!(job.job_finished, Some(13));
+        assert!(
+            files
+                .iter()
+                .take(2)
+                .all(|f| f.archive_finish_time.is_none())
+        );
+        assert_eq!(files[2].archive_finish_time, Some(13));
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    // A hop that finishes after ARCHIVING (an intermediate hop archived by a store written
+    // before the fix) goes through the same next-hop logic as a direct FINISHED.
+    #[test]
+    fn a_hop_finished_after_archiving_queues_the_next_hop() {
+        let (j, mut files) = three_hops(3600);
+        files[0].file_state = FileState::Archiving;
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let a = run(&store, 1, Event::Archived { file_id: 1 }, 10);
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![2]);
+        assert_eq!(
+            states(&store, &[1, 2, 3]),
+            [
+                FileState::Finished,
+                FileState::Submitted,
+                FileState::NotUsed
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_hop_fails_the_multihop_job_and_leaves_the_rest_unused() {
+        let (_dir, store) = store_with(vec![three_hops(3600)]);
+        run(
+            &store,
+            1,
+            Event::Finished {
+                file_id: 1,
+                success: ok(),
+            },
+            10,
+        );
+        let a = run(
+            &store,
+            2,
+            Event::Failed {
+                file_id: 2,
+                failure: boom(),
+            },
+            11,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Failed));
+        assert!(a.promoted.is_empty());
+        assert_eq!(a.job_state, JobState::Failed);
+        assert_eq!(
+            states(&store, &[1, 2, 3]),
+            [FileState::Finished, FileState::Failed, FileState::NotUsed]
+        );
+        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_failed_first_hop_fails_the_job_without_running_the_others() {
+        let (_dir, store) = store_with(vec![three_hops(-1)]);
+        let a = run(
+            &store,
+            1,
+            Event::Failed {
+                file_id: 1,
+                failure: boom(),
+            },
+            10,
+        );
+        assert_eq!(a.job_state, JobState::Failed);
+        assert_eq!(
+            states(&store, &[1, 2, 3]),
+            [FileState::Failed, FileState::NotUsed, FileState::NotUsed]
+        );
+    }
+
+    #[test]
+    fn a_canceled_running_hop_ends_the_multihop_job_canceled() {
+        let (_dir, store) = store_with(vec![three_hops(3600)]);
+        run(
+            &store,
+            1,
+            Event::Finished {
+                file_id: 1,
+                success: ok(),
+            },
+            10,
+        );
+        store.claim(&[2], "h", 11).unwrap();
+        // The user cancels the file while it runs; the agent then reports the abort.
+        store
+            .update_jobs(&["mh".to_string()], |_, files| {
+                files[1].cancel(12, "Transfer canceled by the user");
+            })
+            .unwrap();
+        let a = run(&store, 2, Event::Aborted { file_id: 2 }, 13);
+        assert!(a.promoted.is_empty());
+        assert_eq!(a.job_state, JobState::Canceled);
+        assert_eq!(states(&store, &[3]), [FileState::NotUsed]);
+    }
+
+    #[test]
+    fn a_failed_archive_of_the_last_hop_fails_the_multihop_job() {
+        let (j, mut files) = three_hops(3600);
+        files[0].file_state = FileState::Finished;
+        files[1].file_state = FileState::Finished;
+        files[2].file_state = FileState::Archiving;
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let a = run(
+            &store,
+            3,
+            Event::ArchiveFailed {
+                file_id: 3,
+                failure: boom(),
+            },
+            10,
+        );
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Failed));
+        assert_eq!(a.job_state, JobState::Failed);
+    }
+
+    // A stage-only first hop (source = destination, from tape) that finishes staging queues
+    // the next hop (engine spec §1.1: "for multihop, next hop is activated").
+    #[test]
+    fn a_stage_only_hop_queues_the_next_hop_when_staged() {
+        let (mut j, mut files) = three_hops(-1);
+        j.bring_online = 60;
+        files[0].file_state = FileState::Started;
+        files[0].dest_surl = files[0].source_surl.clone();
+        let (_dir, store) = store_with(vec![(j, files)]);
+        let a = run(&store, 1, Event::Staged { file_id: 1 }, 10);
+        assert_eq!(a.outcome, Outcome::Moved(FileState::Finished));
+        assert_eq!(a.promoted, vec![2]);
+    }
+
+    // Stores written before the fix hold jobs stuck with a finished hop and nothing queued; the
+    // start-up repair queues their next hop once, and leaves healthy jobs alone.
+    #[test]
+    fn the_start_up_repair_unsticks_a_multihop_job_left_without_a_queued_hop() {
+        let (mut stuck, mut files) = three_hops(3600);
+        stuck.job_state = JobState::Active;
+        files[0].file_state = FileState::Finished;
+        let (mut healthy, mut other) = three_hops(3600);
+        healthy.job_id = "ok".into();
+        healthy.job_state = JobState::Active;
+        for f in other.iter_mut() {
+            f.job_id = "ok".into();
+        }
+        other[0].file_state = FileState::Finished;
+        other[1].file_state = FileState::Submitted;
+        // The store numbers files in submission order: 1..=3 for "mh", 4..=6 for "ok".
+        let (_dir, store) = store_with(vec![(stuck, files), (healthy, other)]);
+        let repaired = store.repair_multihop(20).unwrap();
+        assert_eq!(repaired.len(), 1);
+        assert_eq!(
+            (repaired[0].job_id.as_str(), repaired[0].file_id),
+            ("mh", 2)
+        );
+        assert_eq!(
+            states(&store, &[2, 5, 6]),
+            [
+                FileState::Submitted,
+                FileState::Submitted,
+                FileState::NotUsed
+            ]
+        );
+        assert!(store.repair_multihop(21).unwrap().is_empty(), "once");
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 

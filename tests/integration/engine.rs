@@ -351,6 +351,32 @@ fn replicas_fail_over_and_hops_run_in_order() {
         "the second hop started before the first ended: {f:#?}"
     );
 
+    // Rucio's disk → disk → tape path (issue 23): only the last hop is archived; this job
+    // stayed ACTIVE forever when every hop went to ARCHIVING.
+    let to_tape = submit(
+        &client,
+        json!([
+            transfer(
+                "mock://a.example/t?size=10",
+                "mock://b.example/t?size_post=10&time=0"
+            ),
+            transfer(
+                "mock://b.example/t?size=10",
+                "mock://tape.example/t?size_post=10&time=0&archiving_time=1"
+            ),
+        ]),
+        json!({"multihop": true, "archive_timeout": 3600, "dst_file_report": true}),
+    );
+    let j = wait_job(&client, &to_tape, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = files(&client, &to_tape);
+    assert!(f.iter().all(|f| state(f) == "FINISHED"), "{f:#?}");
+    assert!(
+        f[0]["archive_finish_time"].is_null(),
+        "an intermediate hop was archived"
+    );
+    assert!(f[1]["archive_finish_time"].is_string(), "{f:#?}");
+
     // A failed hop fails the job; the next hop never runs.
     let broken = submit(
         &client,
