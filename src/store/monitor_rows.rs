@@ -139,7 +139,12 @@ impl Store {
             || q.source_se.is_some()
             || q.dest_se.is_some()
             || q.cred_id.is_some()
-            || q.since.is_some();
+            // Unfinished jobs pass the window: only terminal states need their rows read.
+            || (q.since.is_some()
+                && q
+                    .states
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|st| st.is_terminal())));
         let read = |id: &str| -> Result<Option<Job>, StoreError> {
             match jobs.get(id)? {
                 Some(v) => Ok(Some(codec::decode(v.value())?)),
