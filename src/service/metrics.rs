@@ -71,6 +71,9 @@ pub struct Metrics {
     http_duration: Family<Labels, Histogram, fn() -> Histogram>,
     scheduler_cycle: Histogram,
     queue_wait: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Optimizer decisions per link and direction (exported for the kept links only).
+    decisions: std::sync::Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    decision_reasons: Family<Labels, Counter>,
     /// `[metrics]` settings.
     pub settings: MetricsSettings,
 }
@@ -110,6 +113,8 @@ impl Metrics {
                 CYCLE_BUCKETS.2,
             )),
             queue_wait: Family::new_with_constructor(wait_histogram),
+            decisions: Default::default(),
+            decision_reasons: Family::default(),
             settings,
         }
     }
@@ -138,6 +143,74 @@ impl Metrics {
     }
 }
 
+/// The optimizer's rationale as a bounded label: its first clause, mapped to a name
+/// (anything new is `other`, never the text).
+pub fn decision_reason(rationale: &str) -> &'static str {
+    const REASONS: &[(&str, &str)] = &[
+        ("No information", "no_information"),
+        ("Range fixed", "range_fixed"),
+        ("Source throughput limitation", "src_throughput_limit"),
+        ("Destination throughput limitation", "dst_throughput_limit"),
+        (
+            "Bad link efficiency but progressively improving",
+            "bad_efficiency_improving",
+        ),
+        (
+            "Bad link efficiency, no changes",
+            "bad_efficiency_no_change",
+        ),
+        ("Bad link efficiency", "bad_efficiency"),
+        (
+            "Steady, not enough throughput information",
+            "not_enough_info",
+        ),
+        ("Queue emptying", "queue_emptying"),
+        (
+            "Good link efficiency, throughput deterioration, avg. filesize decreasing",
+            "throughput_deterioration_filesize",
+        ),
+        (
+            "Good link efficiency, small throughput deterioration",
+            "throughput_deterioration_small",
+        ),
+        (
+            "Good link efficiency, throughput deterioration",
+            "throughput_deterioration",
+        ),
+        (
+            "Good link efficiency, throughput saturated",
+            "throughput_saturated",
+        ),
+        (
+            "Good link efficiency, current average throughput is larger",
+            "throughput_increase",
+        ),
+        ("Good link efficiency. Increment", "increment"),
+    ];
+    REASONS
+        .iter()
+        .find(|(prefix, _)| rationale.starts_with(prefix))
+        .map_or("other", |(_, name)| name)
+}
+
+impl Metrics {
+    /// The optimizer decided for a link: `diff` is the change of its target.
+    pub fn optimizer_decision(&self, source_se: &str, dest_se: &str, diff: i64, rationale: &str) {
+        let direction = match diff {
+            d if d > 0 => "increase",
+            d if d < 0 => "decrease",
+            _ => "steady",
+        };
+        if let Ok(mut map) = self.decisions.lock() {
+            *map.entry((source_se.to_string(), dest_se.to_string(), direction))
+                .or_default() += 1;
+        }
+        self.decision_reasons
+            .get_or_create(&vec![("reason", decision_reason(rationale).to_string())])
+            .inc();
+    }
+}
+
 /// What the scrape-time collector exports, read once per scrape.
 #[derive(Debug, Default)]
 struct Snapshot {
@@ -151,6 +224,7 @@ struct Snapshot {
     /// Links that get per-link series.
     kept: BTreeSet<(String, String)>,
     dropped: usize,
+    decisions: BTreeMap<(String, String, &'static str), u64>,
 }
 
 fn counter(
@@ -488,6 +562,21 @@ impl Collector for Snapshot {
             opt.iter().map(|o| (link(o), o.filesize_stddev)),
         )?;
 
+        counter(
+            &mut e,
+            "ftsd_optimizer_decisions",
+            "Optimizer decisions per link, by direction of the change",
+            self.decisions
+                .iter()
+                .filter(|((s, d, _), _)| kept(s, d))
+                .map(|((s, d, dir), n)| {
+                    (
+                        l(&[("source_se", s), ("dest_se", d), ("direction", dir)]),
+                        *n,
+                    )
+                }),
+        )?;
+
         // Configuration limits.
         let links: Vec<_> = self
             .links
@@ -597,6 +686,31 @@ impl Collector for Snapshot {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rationales_become_bounded_reasons() {
+        assert_eq!(
+            decision_reason("No information. Start halfway."),
+            "no_information"
+        );
+        assert_eq!(
+            decision_reason(
+                "Bad link efficiency but progressively improving. Hit lower range limit"
+            ),
+            "bad_efficiency_improving"
+        );
+        assert_eq!(decision_reason("Bad link efficiency"), "bad_efficiency");
+        assert_eq!(
+            decision_reason("Source throughput limitation reached (10)"),
+            "src_throughput_limit"
+        );
+        assert_eq!(decision_reason("something new /CN=x"), "other");
+    }
+}
+
 impl Service {
     /// The process metrics (for the server and the engine to record into).
     pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
@@ -653,6 +767,12 @@ impl Service {
             totals,
             kept,
             dropped,
+            decisions: self
+                .metrics
+                .decisions
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -674,6 +794,11 @@ impl Service {
             "ftsd_queue_wait_seconds",
             "Time from submission to the start of a transfer",
             self.metrics.queue_wait.clone(),
+        );
+        registry.register(
+            "ftsd_optimizer_decision_reasons",
+            "Optimizer decisions by their rationale",
+            self.metrics.decision_reasons.clone(),
         );
         registry.register(
             "ftsd_store_commit_duration_seconds",

@@ -99,19 +99,31 @@ impl Engine {
         let store = self.store.clone();
         let history = settings.history;
         let retention = settings.retention.as_secs() as i64;
-        blocking(move || {
+        let decided = blocking(move || {
+            let mut decided = Vec::new();
             for link in store.optimizer_links()? {
-                optimize_link(&store, &link, &live, now, history)?;
+                if let Some(d) = optimize_link(&store, &link, &live, now, history)? {
+                    decided.push(d);
+                }
             }
             let deleted = store.delete_evolution_before((now - retention) * 1_000_000)?;
             if deleted > 0 {
                 tracing::debug!(deleted, "optimizer evolution expired");
             }
-            Ok(())
+            Ok(decided)
         })
-        .await
+        .await?;
+        for (src, dst, diff, rationale) in decided {
+            self.settings
+                .metrics
+                .optimizer_decision(&src, &dst, diff, &rationale);
+        }
+        Ok(())
     }
 }
+
+/// What one decision was: link, change of the target, rationale.
+type Decided = (String, String, i64, String);
 
 /// Measure, decide and store for one link.
 fn optimize_link(
@@ -120,7 +132,7 @@ fn optimize_link(
     live: &[Live],
     now: i64,
     history: History,
-) -> Result<(), StoreError> {
+) -> Result<Option<Decided>, StoreError> {
     let started = std::time::Instant::now();
     let (src, dst) = (link.source_se.as_str(), link.dest_se.as_str());
     let measurement = measure(store, link, live, now)?;
@@ -146,7 +158,7 @@ fn optimize_link(
         history,
     });
     let Outcome::Decided(d) = outcome else {
-        return Ok(());
+        return Ok(None);
     };
     let s = d.state;
     store.set_optimizer(&Decision {
@@ -175,7 +187,12 @@ fn optimize_link(
         ms = started.elapsed().as_millis() as u64,
         "Optimizer decision"
     );
-    Ok(())
+    Ok(Some((
+        src.to_string(),
+        dst.to_string(),
+        d.diff,
+        d.rationale,
+    )))
 }
 
 /// The stored current value as the optimizer's previous state.
