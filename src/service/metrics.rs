@@ -686,31 +686,6 @@ impl Collector for Snapshot {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rationales_become_bounded_reasons() {
-        assert_eq!(
-            decision_reason("No information. Start halfway."),
-            "no_information"
-        );
-        assert_eq!(
-            decision_reason(
-                "Bad link efficiency but progressively improving. Hit lower range limit"
-            ),
-            "bad_efficiency_improving"
-        );
-        assert_eq!(decision_reason("Bad link efficiency"), "bad_efficiency");
-        assert_eq!(
-            decision_reason("Source throughput limitation reached (10)"),
-            "src_throughput_limit"
-        );
-        assert_eq!(decision_reason("something new /CN=x"), "other");
-    }
-}
-
 impl Service {
     /// The process metrics (for the server and the engine to record into).
     pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
@@ -810,5 +785,30 @@ impl Service {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .map_err(|e| ServiceError::Io(format!("metrics encoding: {e}")))?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rationales_become_bounded_reasons() {
+        assert_eq!(
+            decision_reason("No information. Start halfway."),
+            "no_information"
+        );
+        assert_eq!(
+            decision_reason(
+                "Bad link efficiency but progressively improving. Hit lower range limit"
+            ),
+            "bad_efficiency_improving"
+        );
+        assert_eq!(decision_reason("Bad link efficiency"), "bad_efficiency");
+        assert_eq!(
+            decision_reason("Source throughput limitation reached (10)"),
+            "src_throughput_limit"
+        );
+        assert_eq!(decision_reason("something new /CN=x"), "other");
     }
 }
