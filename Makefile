@@ -1,5 +1,5 @@
 # The whole test suite: formatting, lints, unit and integration tests, then the RPM end to end.
-# Interop tests need the grid tools and the fts3 client, the RPM test needs rpm and root:
+# Interop tests need the grid tools, the fts3 client and Rucio, the RPM test needs rpm and root:
 # `.ci/run` installs them first. Without them those tests skip, loudly.
 .PHONY: test build rpm rpm-tools test-rpm
 

@@ -376,6 +376,28 @@ pub struct Resolved {
     pub gfal2_options: Vec<Gfal2Option>,
     pub metrics: MetricsConfig,
     pub monitoring: MonitoringConfig,
+    /// `ca_dir` was not set and defaults to the grid location because `host_cert` is set:
+    /// worth saying when that directory is missing, as the user never named it.
+    pub ca_dir_defaulted: bool,
+}
+
+impl Resolved {
+    /// A trust-store error, with the reason the directory was chosen when the user did not
+    /// choose it.
+    pub fn explain_trust_error(&self, error: crate::auth::AuthError) -> crate::auth::AuthError {
+        match error {
+            crate::auth::AuthError::TrustStore { path, reason } if self.ca_dir_defaulted => {
+                crate::auth::AuthError::TrustStore {
+                    path,
+                    reason: format!(
+                        "{reason} (ca_dir is not set, and with host_cert set it defaults to \
+                         {GRID_CA_DIR}: install the CA packages there, or set ca_dir / --ca-dir)"
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 impl Config {
@@ -453,6 +475,7 @@ impl Config {
             gfal2_options,
             metrics: self.metrics.clone(),
             monitoring: self.monitoring.clone(),
+            ca_dir_defaulted: self.host_cert.is_some() && self.ca_dir.is_none(),
         })
     }
 
@@ -494,6 +517,31 @@ struct CredentialPaths {
     host_key: PathBuf,
     ca_dir: PathBuf,
     voms_dir: PathBuf,
+}
+
+/// Why `address` cannot be listened on, in words, naming it: for `serve`'s error and
+/// `check-config`'s finding.
+pub fn explain_bind_error(address: SocketAddr, error: &std::io::Error) -> String {
+    let why = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the address is already in use (another ftsd, or another service?): stop it or \
+             choose another address (listen, --listen)"
+                .to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "the address is not one of this host's (listen, --listen)".to_string()
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied{}",
+            if address.port() < 1024 {
+                " (ports below 1024 need privileges; the reference's port is 8446)"
+            } else {
+                ""
+            }
+        ),
+        _ => error.to_string(),
+    };
+    format!("cannot listen on {address}: {why}")
 }
 
 /// `listen` in the file: through [`parse_listen`], so that a bad value is explained.
@@ -684,6 +732,7 @@ impl Config {
             );
         }
         check_data_dir(&self.data_dir, &mut out);
+        check_file_roots(&self.engine.file_roots, &mut out);
 
         let paths = self.credential_paths();
         // With no host certificate and no dev PKI yet, the service makes one at first start:
@@ -711,6 +760,12 @@ impl Config {
             let cert = check_host_cert(&paths.host_cert, &mut out);
             check_host_key(&paths.host_key, &paths.host_cert, cert.as_deref(), &mut out);
         }
+        if self.host_cert.is_some() && self.ca_dir.is_none() {
+            out.info(
+                "ca_dir",
+                format!("not set: with host_cert set, it defaults to {GRID_CA_DIR}"),
+            );
+        }
         if !dev_pending || self.ca_dir.is_some() {
             check_ca_dir(&paths.ca_dir, &mut out);
         }
@@ -730,6 +785,10 @@ impl Config {
                      clients need a fixed one (the reference's is 8446)"
                 ),
             );
+        } else if let Err(e) = std::net::TcpListener::bind(addr) {
+            // What `serve` would hit first: the port taken (often by a running ftsd), an
+            // address that is not this host's, a privileged port.
+            out.error("listen", explain_bind_error(addr, &e));
         } else if addr.ip().is_loopback() {
             out.ok("listen", format!("{addr} (this host only)"));
         } else {
@@ -772,11 +831,64 @@ fn check_data_dir(dir: &Path, out: &mut Findings) {
                 },
             );
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.info(
-            "data_dir",
-            format!("{shown} does not exist yet: the service creates it (0700) at first start"),
-        ),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            match uncreatable(dir) {
+                None => out.info(
+                    "data_dir",
+                    format!(
+                        "{shown} does not exist yet: the service creates it (0700) at first start"
+                    ),
+                ),
+                Some(why) => out.error("data_dir", format!("{shown} cannot be created: {why}")),
+            }
+        }
         Err(e) => out.error("data_dir", format!("{shown}: {e}")),
+    }
+}
+
+/// Why a directory that does not exist could not be created, if it could not: its nearest
+/// existing ancestor must be a directory this user may write into.
+fn uncreatable(dir: &Path) -> Option<String> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let ancestor = absolute.ancestors().skip(1).find(|a| a.exists())?;
+    let shown = ancestor.display();
+    if !ancestor.is_dir() {
+        return Some(format!("{shown} is not a directory"));
+    }
+    let Ok(c_path) = std::ffi::CString::new(ancestor.as_os_str().as_encoded_bytes()) else {
+        return None;
+    };
+    // SAFETY: access(2) only reads the NUL-terminated path it is given.
+    let writable = unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    (!writable).then(|| format!("{shown} is not writable by this user"))
+}
+
+/// `[engine] file_roots`: directories that do not exist make `file://` transfers under them
+/// fail; the service still starts, so these are warnings.
+fn check_file_roots(roots: &[PathBuf], out: &mut Findings) {
+    for root in roots {
+        match std::fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => out.ok("engine.file_roots", root.display().to_string()),
+            Ok(_) => out.warning(
+                "engine.file_roots",
+                format!(
+                    "{} is not a directory: file:// transfers under it will fail",
+                    root.display()
+                ),
+            ),
+            Err(e) => out.warning(
+                "engine.file_roots",
+                format!(
+                    "{}: {e}: file:// transfers under it will fail",
+                    root.display()
+                ),
+            ),
+        }
     }
 }
 
@@ -1161,8 +1273,14 @@ mod tests {
     fn site() -> Site {
         let dir = tempfile::tempdir().unwrap();
         let pki = crate::devpki::DevPki::create(&dir.path().join("grid")).unwrap();
+        // A free port: check binds the address, and tests run at once.
+        let port = std::net::TcpListener::bind("[::]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = Config {
-            listen: "[::]:8446".parse().unwrap(),
+            listen: format!("[::]:{port}").parse().unwrap(),
             data_dir: dir.path().join("data"),
             host_cert: Some(pki.host_cert.clone()),
             host_key: Some(pki.host_key.clone()),
@@ -1208,7 +1326,8 @@ mod tests {
             "ca_dir",
             "1 CA certificate(s)"
         ));
-        assert!(has(&findings, Severity::Ok, "listen", "[::]:8446"));
+        let listen = site.config.listen.to_string();
+        assert!(has(&findings, Severity::Ok, "listen", &listen));
         assert!(has(&findings, Severity::Info, "data_dir", "at first start"));
         // The dev PKI has an empty vomsdir: a warning, not an error.
         assert!(has(
@@ -1436,6 +1555,56 @@ mod tests {
         ));
         assert!(has(&findings, Severity::Warning, "listen", "port 0"));
         assert!(has(&findings, Severity::Warning, "data_dir", "mode 0755"));
+    }
+
+    /// What would make `serve` fail is an error naming the value, what would only make some
+    /// transfers fail a warning: a port in use, a data directory that cannot be created, an
+    /// unknown operation in a role, a file root that does not exist.
+    #[test]
+    fn what_serve_would_trip_on_is_reported_with_the_value() {
+        let mut site = site();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        site.config.listen = taken.local_addr().unwrap();
+        let file = site.config.data_dir.with_file_name("a-file");
+        std::fs::write(&file, "").unwrap();
+        site.config.data_dir = file.join("data");
+        site.config.roles = BTreeMap::from([("public".to_string(), "vo:transfr".to_string())]);
+        let missing_root = file.with_file_name("no-such-root");
+        site.config.engine.file_roots = vec![missing_root.clone()];
+        let findings = site.config.check();
+        let addr = taken.local_addr().unwrap();
+        assert!(
+            has(
+                &findings,
+                Severity::Error,
+                "listen",
+                &format!("cannot listen on {addr}: the address is already in use")
+            ),
+            "{findings:#?}"
+        );
+        assert!(
+            has(
+                &findings,
+                Severity::Error,
+                "data_dir",
+                &format!("cannot be created: {} is not a directory", file.display())
+            ),
+            "{findings:#?}"
+        );
+        assert!(has(
+            &findings,
+            Severity::Error,
+            "roles",
+            "unknown operation \"transfr\" in \"vo:transfr\""
+        ));
+        assert!(has(
+            &findings,
+            Severity::Warning,
+            "engine.file_roots",
+            &format!("{}: No such file or directory", missing_root.display())
+        ));
+        // And serve refuses the role typo too, instead of granting nothing.
+        assert!(site.config.resolve().is_err());
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! certificate and an RFC 3820 proxy of it, so that `ftsd serve` with no configuration at all
 //! can be called with curl and the `fts3` CLI straight away.
 //!
+//! Its `certificates/` directory is laid out like `/etc/grid-security/certificates`: the CA as
+//! `<hash>.0` (OpenSSL's subject hash, which `--capath`, `X509_CERT_DIR`, Python and gfal2 look
+//! up), with `<hash>.signing_policy` and `<hash>.namespaces` for the Globus and XRootD GSI
+//! tools. Every dev PKI has its own CA name (`…/CN=ftsd dev CA <random>`), so a proxy from
+//! another dev PKI is refused as "unknown CA" rather than with a signature error.
+//!
 //! Also the certificate factory the integration tests use to build chains the grid tools cannot
 //! (expired, not-yet-valid, CA proxies, revoked users...).
 //!
@@ -22,6 +28,7 @@ use rcgen::{
     KeyUsagePurpose, PKCS_RSA_SHA256, RevokedCertParams, RsaKeySize, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::FromDer;
 
 /// Errors while making or reading a PKI.
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +242,12 @@ pub struct DevPki {
 
 /// DN of the dev user (also the DN to grant rights to in a test lab).
 pub const DEV_USER_DN: &str = "/O=ftsd/OU=dev/CN=ftsd dev user";
-const DEV_CA_DN: &str = "/O=ftsd/OU=dev/CN=ftsd dev CA";
-const DEV_HOST_DN: &str = "/O=ftsd/OU=dev/CN=localhost";
+/// DN of the dev host certificate: the service's own identity, root for the API.
+pub const DEV_HOST_DN: &str = "/O=ftsd/OU=dev/CN=localhost";
+/// The dev CA's DN without its per-PKI suffix (see [`DevPki::create`]).
+const DEV_CA_DN_PREFIX: &str = "/O=ftsd/OU=dev/CN=ftsd dev CA ";
+/// The names the dev CA signs: what its `.signing_policy` and `.namespaces` allow.
+const DEV_NAMESPACE: &str = "/O=ftsd/OU=dev/";
 /// The dev proxy lives a week; `ensure` renews it when less than a day is left.
 const PROXY_LIFETIME: Duration = Duration::days(7);
 const PROXY_RENEW_BEFORE: Duration = Duration::days(1);
@@ -258,19 +269,30 @@ impl DevPki {
         }
     }
 
-    /// Create the PKI in `dir` (replacing whatever is there).
+    /// The CA certificate in the CA directory (`certificates/<hash>.0`), from `ca.pem`'s
+    /// subject; `None` when `ca.pem` cannot be read.
+    pub fn hashed_ca(&self) -> Option<PathBuf> {
+        let pem = fs::read(&self.ca_cert).ok()?;
+        let (_, block) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+        let cert = block.parse_x509().ok()?;
+        let hash = subject_hash(cert.subject().as_raw()).ok()?;
+        Some(self.ca_dir.join(format!("{hash:08x}.0")))
+    }
+
+    /// Create the PKI in `dir` (replacing whatever is there). The CA gets a name of its own:
+    /// `/O=ftsd/OU=dev/CN=ftsd dev CA <8 random hex digits>`.
     pub fn create(dir: &Path) -> Result<DevPki, PkiError> {
         let pki = DevPki::layout(dir);
         let now = OffsetDateTime::now_utc();
         let from = now - BACKDATE;
-        let ca = Credential::issue(
-            DEV_CA_DN,
-            Kind::Ca,
-            None,
-            from,
-            now + Duration::days(3650),
-            1,
-        )?;
+        let mut tag = [0u8; 4];
+        aws_lc_rs::rand::fill(&mut tag)
+            .map_err(|_| PkiError::Name(DEV_CA_DN_PREFIX.into(), "no randomness".into()))?;
+        let ca_dn = format!(
+            "{DEV_CA_DN_PREFIX}{}",
+            tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let ca = Credential::issue(&ca_dn, Kind::Ca, None, from, now + Duration::days(3650), 1)?;
         let names = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
@@ -302,11 +324,13 @@ impl DevPki {
             serial,
         )?;
         mkdir(&pki.dir, 0o700)?;
+        // A directory left by an older version may hold other CA files: start afresh.
+        let _ = fs::remove_dir_all(&pki.ca_dir);
         mkdir(&pki.ca_dir, 0o755)?;
         mkdir(&pki.voms_dir, 0o755)?;
         write(&pki.ca_cert, &ca.cert_pem, 0o644)?;
         write(&pki.dir.join("ca.key"), &ca.key_pem, 0o600)?;
-        write(&pki.ca_dir.join("ftsd-dev-ca.pem"), &ca.cert_pem, 0o644)?;
+        write_ca_dir(&pki.ca_dir, &ca, &ca_dn)?;
         write(&pki.host_cert, &host.cert_pem, 0o644)?;
         write(&pki.host_key, &host.key_pem, 0o600)?;
         write(&pki.user_cert, &user.cert_pem, 0o644)?;
@@ -332,12 +356,132 @@ impl DevPki {
             &pki.proxy,
         ]
         .iter()
-        .all(|p| p.is_file());
+        .all(|p| p.is_file())
+            && pki.hashed_ca().is_some_and(|p| p.is_file());
         if complete && proxy_time_left(&pki.proxy).is_some_and(|left| left > PROXY_RENEW_BEFORE) {
             return Ok((pki, false));
         }
         Ok((DevPki::create(dir)?, true))
     }
+}
+
+/// The CA directory files: `<hash>.0`, `<hash>.signing_policy`, `<hash>.namespaces`.
+fn write_ca_dir(dir: &Path, ca: &Credential, ca_dn: &str) -> Result<(), PkiError> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&ca.cert_der)
+        .map_err(|e| PkiError::Name(ca_dn.to_string(), e.to_string()))?;
+    let hash =
+        subject_hash(cert.subject().as_raw()).map_err(|e| PkiError::Name(ca_dn.to_string(), e))?;
+    let base = format!("{hash:08x}");
+    write(&dir.join(format!("{base}.0")), &ca.cert_pem, 0o644)?;
+    write(
+        &dir.join(format!("{base}.signing_policy")),
+        &format!(
+            "# The ftsd dev CA signs the names under {DEV_NAMESPACE} only.\n\
+             access_id_CA      X509         '{ca_dn}'\n\
+             pos_rights        globus       CA:sign\n\
+             cond_subjects     globus       '\"{DEV_NAMESPACE}*\"'\n"
+        ),
+        0o644,
+    )?;
+    write(
+        &dir.join(format!("{base}.namespaces")),
+        &format!(
+            "# The ftsd dev CA signs the names under {DEV_NAMESPACE} only.\n\
+             TO Issuer \"{ca_dn}\" \\\n  PERMIT Subject \"{DEV_NAMESPACE}.*\"\n"
+        ),
+        0o644,
+    )
+}
+
+/// OpenSSL's subject hash (`X509_NAME_hash`, `openssl x509 -hash`) of a DER `Name`: SHA-1 over
+/// the name's canonical encoding, first four bytes read little-endian. This is the `<hash>` of
+/// `<hash>.0` in a CA directory, by which OpenSSL (curl, Python, gfal2, XRootD) finds a CA.
+pub fn subject_hash(name_der: &[u8]) -> Result<u32, String> {
+    let (_, name) = x509_parser::x509::X509Name::from_der(name_der).map_err(|e| e.to_string())?;
+    let mut canonical = Vec::new();
+    for rdn in name.iter_rdn() {
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        for attribute in rdn.iter() {
+            let value = attribute.attr_value();
+            let value_tlv = match canonical_text(value.tag().0, value.data) {
+                Some(text) => der_tlv(0x0c, text.as_bytes()),
+                // Not a string type: kept as it is.
+                None => der_tlv(value.tag().0 as u8, value.data),
+            };
+            let oid = der_tlv(0x06, attribute.attr_type().as_bytes());
+            entries.push(der_tlv(0x30, &[oid, value_tlv].concat()));
+        }
+        // DER orders the members of a SET OF by their encodings.
+        entries.sort();
+        canonical.extend(der_tlv(0x31, &entries.concat()));
+    }
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &canonical);
+    let d = digest.as_ref();
+    Ok(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+}
+
+/// The canonical form OpenSSL hashes a string attribute in: UTF-8, no leading or trailing
+/// white space, inner runs of white space as one space, ASCII lower-cased. `None` for a value
+/// that is not a string type.
+fn canonical_text(tag: u32, data: &[u8]) -> Option<String> {
+    let text: String = match tag {
+        // UTF8String, PrintableString, IA5String, VisibleString.
+        12 | 19 | 22 | 26 => String::from_utf8_lossy(data).into_owned(),
+        // T61String: OpenSSL reads it as Latin-1.
+        20 => data.iter().map(|&b| char::from(b)).collect(),
+        // BMPString: UTF-16BE.
+        30 => char::decode_utf16(
+            data.chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])),
+        )
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect(),
+        // UniversalString: UTF-32BE.
+        28 => data
+            .chunks(4)
+            .map(|c| {
+                let mut b = [0u8; 4];
+                b[..c.len()].copy_from_slice(c);
+                char::from_u32(u32::from_be_bytes(b)).unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect(),
+        _ => return None,
+    };
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
+    let mut out = String::with_capacity(text.len());
+    let mut in_space = false;
+    for c in text.trim_matches(is_space).chars() {
+        if is_space(c) {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_space = false;
+        }
+    }
+    Some(out)
+}
+
+/// One DER TLV with a definite length.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8); // < 0x80: fits
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8); // at most 8 length bytes: fits
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
 }
 
 /// Time until the first certificate of a PEM file expires.
@@ -376,4 +520,78 @@ fn write(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
         .map_err(io)?;
     file.write_all(contents.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name_der(dn: &str) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        let ca = Credential::issue(dn, Kind::Ca, None, now, now + Duration::days(1), 1).unwrap();
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&ca.cert_der).unwrap();
+        cert.subject().as_raw().to_vec()
+    }
+
+    /// The values `openssl x509 -noout -hash` prints for certificates with these subjects
+    /// (made with `openssl req -subj`, which encodes other string types than rcgen: the hash is
+    /// over the canonical form, so they agree). Case and runs of spaces do not count.
+    #[test]
+    fn subject_hash_is_openssls() {
+        for (dn, hash) in [
+            ("/O=ftsd/OU=dev/CN=ftsd dev CA 0a1b2c3d", 0xeffb1a41),
+            ("/DC=org/O=Example/CN=Test  CA", 0x8e739873),
+            ("/DC=org/O=example/CN= test ca ", 0x8e739873),
+            (
+                "/C=CH/O=CERN/CN=CERN Grid Certification Authority",
+                0xc0fc088e,
+            ),
+        ] {
+            assert_eq!(subject_hash(&name_der(dn)).unwrap(), hash, "{dn}");
+        }
+    }
+
+    #[test]
+    fn the_ca_directory_is_a_grid_ca_directory_and_each_dev_ca_has_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DevPki::create(&dir.path().join("a")).unwrap();
+        let b = DevPki::create(&dir.path().join("b")).unwrap();
+        let hashed = a.hashed_ca().unwrap();
+        let base = hashed.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut names: Vec<String> = fs::read_dir(&a.ca_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                format!("{base}.0"),
+                format!("{base}.namespaces"),
+                format!("{base}.signing_policy")
+            ]
+        );
+        assert_eq!(
+            fs::read_to_string(&hashed).unwrap(),
+            fs::read_to_string(&a.ca_cert).unwrap()
+        );
+        let policy = fs::read_to_string(a.ca_dir.join(format!("{base}.signing_policy"))).unwrap();
+        assert!(policy.contains("access_id_CA      X509         '/O=ftsd/OU=dev/CN=ftsd dev CA "));
+        assert!(policy.contains("cond_subjects     globus       '\"/O=ftsd/OU=dev/*\"'"));
+        let namespaces = fs::read_to_string(a.ca_dir.join(format!("{base}.namespaces"))).unwrap();
+        assert!(
+            namespaces.contains("PERMIT Subject \"/O=ftsd/OU=dev/.*\""),
+            "{namespaces}"
+        );
+        assert_ne!(
+            hashed.file_name(),
+            b.hashed_ca().unwrap().file_name(),
+            "two dev PKIs, two CA names"
+        );
+        // A dev PKI in the old layout (no <hash>.0) is replaced at the next start.
+        fs::remove_file(&hashed).unwrap();
+        let (again, created) = DevPki::ensure(&a.dir).unwrap();
+        assert!(created);
+        assert!(again.hashed_ca().unwrap().is_file());
+    }
 }

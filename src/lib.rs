@@ -52,6 +52,10 @@ pub enum Error {
     Pki(#[from] devpki::PkiError),
     #[error("start-up task failed: {0}")]
     Task(String),
+    /// The listen address cannot be bound; the text names it and says why
+    /// ([`config::explain_bind_error`]).
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// Run the service on `listener` until `shutdown` completes.
@@ -60,6 +64,32 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    run_with(config, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the address once the service is about to accept requests
+/// (its certificates, trust store and database are loaded): the binary prints its start-up
+/// instructions there, and never for a service that then fails to start.
+pub async fn run_with(
+    config: Resolved,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), Error> {
+    // Certificates first: a wrong path or key must not leave a data directory, a seal key and
+    // a database behind, and must be reported as what it is.
+    let host = HostCredential::load(&config.host_cert, &config.host_key)?;
+    let provider = tls::provider();
+    let auth = Arc::new(
+        Authenticator::load(
+            &config.ca_dir,
+            &config.voms_dir,
+            provider.signature_verification_algorithms.all,
+        )
+        .map_err(|e| config.explain_trust_error(e))?,
+    );
+    let server_dn = host.dn.clone();
+    let tls_config = tls::server_config(host, auth.clone())?;
     let data_dir = config.data_dir.clone();
     let host_name = service::host_name();
     let beat_host = host_name.clone();
@@ -77,15 +107,6 @@ pub async fn run(
     .await
     .map_err(|e| Error::Task(e.to_string()))??;
     tracing::info!(path = %store.path().display(), "database open");
-    let provider = tls::provider();
-    let auth = Arc::new(Authenticator::load(
-        &config.ca_dir,
-        &config.voms_dir,
-        provider.signature_verification_algorithms.all,
-    )?);
-    let host = HostCredential::load(&config.host_cert, &config.host_key)?;
-    let server_dn = host.dn.clone();
-    let tls_config = tls::server_config(host, auth.clone())?;
     let proxy_dir = config.data_dir.join("run").join("proxies");
     service::delegation::prepare_proxy_dir(&proxy_dir).map_err(|source| store::StoreError::Io {
         path: proxy_dir.clone(),
@@ -108,9 +129,14 @@ pub async fn run(
     } else {
         None
     };
-    settings.submit.schemes = registry
+    let owned = |schemes: Vec<&str>| schemes.into_iter().map(str::to_string).collect();
+    settings.submit.schemes = registry.as_ref().map(|r| owned(r.schemes()));
+    // And what it cannot run is refused too: pairs no backend copies, tape steps no backend does.
+    settings.submit.scheme_groups = registry
         .as_ref()
-        .map(|r| r.schemes().into_iter().map(str::to_string).collect());
+        .map(|r| r.scheme_groups().into_iter().map(owned).collect());
+    settings.submit.staging_schemes = registry.as_ref().map(|r| owned(r.staging_schemes()));
+    settings.submit.archive_schemes = registry.as_ref().map(|r| owned(r.archive_schemes()));
     settings.metrics = Arc::new(service::metrics::Metrics::new(
         service::metrics::MetricsSettings {
             per_link: config.metrics.per_link,
@@ -188,7 +214,9 @@ pub async fn run(
         max_connections: config.max_connections,
         metrics,
     };
-    tracing::info!(address = %listener.local_addr().map_err(server::ServerError::Io)?, "listening");
+    let address = listener.local_addr().map_err(server::ServerError::Io)?;
+    tracing::info!(%address, "listening");
+    ready(address);
     let served = server.run(listener, shutdown).await;
     let _ = stop_metrics.send(true);
     if let Some(task) = plain_metrics {

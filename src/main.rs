@@ -5,8 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ftsd::{
-    config::{Config, ConfigError, Finding, Resolved, Severity, parse_listen},
-    devpki::DevPki,
+    config::{Config, ConfigError, Finding, Severity, explain_bind_error, parse_listen},
+    devpki::{DEV_HOST_DN, DEV_USER_DN, DevPki},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -65,10 +65,13 @@ fn main() -> ExitCode {
         Command::CheckConfig(_) => "warn",
         _ => "info",
     };
+    // Colours only for a person at a terminal: the RPM's unit appends stderr to a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FTSD_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -170,11 +173,13 @@ fn serve(args: ServeArgs) -> Result<(), ftsd::Error> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(resolved.listen)
             .await
-            .map_err(ftsd::server::ServerError::Io)?;
-        if let Some(pki) = &dev_pki {
-            print_dev_instructions(pki, &resolved, listener.local_addr().ok());
-        }
-        ftsd::run(resolved, listener, shutdown_signal()).await
+            .map_err(|e| ftsd::Error::Listen(explain_bind_error(resolved.listen, &e)))?;
+        let ready = |address: std::net::SocketAddr| {
+            if let Some(pki) = &dev_pki {
+                print_dev_instructions(pki, address.port());
+            }
+        };
+        ftsd::run_with(resolved, listener, shutdown_signal(), ready).await
     })
 }
 
@@ -198,27 +203,52 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_dev_instructions(pki: &DevPki, config: &Resolved, addr: Option<std::net::SocketAddr>) {
-    let port = addr.map(|a| a.port()).unwrap_or(config.listen.port());
-    let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let (ca, proxy) = (abs(&pki.ca_cert), abs(&pki.proxy));
+/// What a user needs to call a dev instance, printed once it is ready to answer: every
+/// command here runs as printed (the README test runs them).
+fn print_dev_instructions(pki: &DevPki, port: u16) {
+    let abs = |p: &std::path::Path| {
+        shell_word(
+            &std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string(),
+        )
+    };
+    let (dir, ca_dir, proxy) = (abs(&pki.dir), abs(&pki.ca_dir), abs(&pki.proxy));
+    let (host_cert, host_key) = (abs(&pki.host_cert), abs(&pki.host_key));
+    let url = format!("https://localhost:{port}");
     println!();
-    println!(
-        "ftsd is running on a throwaway dev PKI ({}).",
-        abs(&pki.dir).display()
-    );
+    println!("ftsd is running on {url} with a throwaway dev PKI ({dir}).");
     println!("Call it with curl:");
+    println!("  curl --capath {ca_dir} --cert {proxy} --key {proxy} {url}/whoami");
+    println!("or with the fts3 CLI (pip install fts3), pointed at the dev PKI once per shell:");
+    println!("  export X509_CERT_DIR={ca_dir} X509_USER_PROXY={proxy}");
+    println!("  fts-rest-whoami -s {url}");
     println!(
-        "  curl --cacert {} --cert {} --key {} https://localhost:{port}/whoami",
-        ca.display(),
-        proxy.display(),
-        proxy.display()
+        "  fts-rest-transfer-submit -s {url} -b -i 1 'mock://a.example/f?size=1048576' \\\n      'mock://b.example/f?size_post=1048576&time=2'"
     );
-    println!("or with the fts3 CLI (pip install fts3):");
     println!(
-        "  fts-rest-whoami -s https://localhost:{port} --capath {} --cert {}",
-        ca.display(),
-        proxy.display()
+        "Dev roles: the dev user ({DEV_USER_DN}, proxy.pem) submits and manages its own \
+         transfers;"
+    );
+    println!(
+        "the host certificate ({DEV_HOST_DN}) is root. To let the dev user configure the \
+         service (bans, /config):"
+    );
+    println!(
+        "  curl --capath {ca_dir} --cert {host_cert} --key {host_key} -H 'Content-Type: \
+         application/json' \\\n      -d '{{\"dn\": \"{DEV_USER_DN}\", \"operation\": \"config\"}}' \
+         {url}/config/authorize"
     );
     println!();
+}
+
+/// `text` as one shell word: as it is when that is safe, in single quotes otherwise.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }

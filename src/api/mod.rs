@@ -380,7 +380,7 @@ fn optimizer_routes(
         .boxed()
 }
 
-/// `/jobs...`, `/files`, `/admin/force-start`, `/api-docs/schema/submit`.
+/// `/jobs...`, `/files`, `/admin/force-start`, `/api-docs/`, `/api-docs/schema/submit`.
 fn job_routes(
     ctx: impl Filter<Extract = (Ctx,), Error = Infallible> + Clone + Send + Sync + 'static,
 ) -> BoxedFilter<(Response,)> {
@@ -389,7 +389,9 @@ fn job_routes(
     let take = |q: &mut Query, k: &str| q.remove(k);
     let schema = warp::get()
         .and(warp::path!("api-docs" / "schema" / "submit"))
-        .map(jobs::schema);
+        .map(jobs::schema)
+        .or(warp::get().and(warp::path!("api-docs")).map(root::api_docs))
+        .unify();
     let submit = warp::post()
         .or(warp::put())
         .unify()

@@ -10,7 +10,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 
-/// A route: path pattern (`{}` matches one segment) and its methods (HEAD follows GET).
+/// A route: path pattern (`{name}` matches one segment) and its methods (HEAD follows GET).
 pub struct Route {
     pub pattern: &'static str,
     pub methods: &'static [&'static str],
@@ -31,20 +31,24 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET"],
     },
     Route {
-        pattern: "/delegation/{}",
+        pattern: "/delegation/{dlg_id}",
         methods: &["GET", "DELETE"],
     },
     Route {
-        pattern: "/delegation/{}/request",
+        pattern: "/delegation/{dlg_id}/request",
         methods: &["GET"],
     },
     Route {
-        pattern: "/delegation/{}/credential",
+        pattern: "/delegation/{dlg_id}/credential",
         methods: &["PUT", "POST"],
     },
     Route {
-        pattern: "/delegation/{}/voms",
+        pattern: "/delegation/{dlg_id}/voms",
         methods: &["POST"],
+    },
+    Route {
+        pattern: "/api-docs",
+        methods: &["GET"],
     },
     Route {
         pattern: "/api-docs/schema/submit",
@@ -55,23 +59,23 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET", "POST", "PUT"],
     },
     Route {
-        pattern: "/jobs/{}",
+        pattern: "/jobs/{job_ids}",
         methods: &["GET", "DELETE", "POST"],
     },
     Route {
-        pattern: "/jobs/{}/{}",
+        pattern: "/jobs/{job_id}/{field}",
         methods: &["GET"],
     },
     Route {
-        pattern: "/jobs/{}/files/{}",
+        pattern: "/jobs/{job_id}/files/{file_ids}",
         methods: &["DELETE"],
     },
     Route {
-        pattern: "/jobs/{}/files/{}/retries",
+        pattern: "/jobs/{job_id}/files/{file_id}/retries",
         methods: &["GET"],
     },
     Route {
-        pattern: "/jobs/vo/{}",
+        pattern: "/jobs/vo/{vo_name}",
         methods: &["DELETE"],
     },
     Route {
@@ -111,7 +115,7 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET", "POST"],
     },
     Route {
-        pattern: "/config/links/{}",
+        pattern: "/config/links/{symbolicname}",
         methods: &["GET", "DELETE"],
     },
     Route {
@@ -127,7 +131,7 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET", "POST"],
     },
     Route {
-        pattern: "/config/activity_shares/{}",
+        pattern: "/config/activity_shares/{vo_name}",
         methods: &["GET", "DELETE"],
     },
     Route {
@@ -255,7 +259,11 @@ pub const ROUTES: &[Route] = &[
 fn matches(pattern: &str, path: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    pattern.len() == path.len() && pattern.iter().zip(&path).all(|(p, s)| *p == "{}" || p == s)
+    pattern.len() == path.len()
+        && pattern
+            .iter()
+            .zip(&path)
+            .all(|(p, s)| p.starts_with('{') || p == s)
 }
 
 /// The methods allowed on `path`, if it is a known route: the route's methods plus HEAD (where
@@ -319,8 +327,8 @@ mod tests {
     fn patterns_match_whole_segments() {
         assert!(matches("/", "/"));
         assert!(matches("/whoami", "/whoami/"));
-        assert!(matches("/jobs/{}", "/jobs/abc"));
-        assert!(!matches("/jobs/{}", "/jobs"));
+        assert!(matches("/jobs/{job_ids}", "/jobs/abc"));
+        assert!(!matches("/jobs/{job_ids}", "/jobs"));
         assert!(!matches("/whoami", "/whoamix"));
     }
 

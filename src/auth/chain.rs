@@ -24,7 +24,7 @@ use x509_parser::{
 
 use super::{
     AuthError, dn,
-    signature::{Algorithms, split_signed, verify_signed},
+    signature::{Algorithms, in_words, split_signed, verify_signed},
     trust::TrustStore,
 };
 
@@ -219,7 +219,7 @@ impl ChainVerifier {
     ) -> Result<(), AuthError> {
         let der = rustls_pki_types::CertificateDer::from(chain[eec]);
         let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| AuthError::Chain(format!("user certificate: {e}")))?;
+            .map_err(|e| AuthError::Chain(format!("user certificate: {}", in_words(&e))))?;
         let intermediates: Vec<rustls_pki_types::CertificateDer<'_>> = chain[eec + 1..]
             .iter()
             .map(|c| rustls_pki_types::CertificateDer::from(*c))
@@ -238,7 +238,7 @@ impl ChainVerifier {
             revocation,
             None,
         )
-        .map_err(|e| AuthError::Chain(format!("user certificate: {e}")))?;
+        .map_err(|e| AuthError::Chain(format!("user certificate: {}", in_words(&e))))?;
         Ok(())
     }
 }
@@ -257,7 +257,9 @@ pub fn parse_chain<'a>(chain: &[&'a [u8]]) -> Result<Vec<X509Certificate<'a>>, A
 }
 
 /// Find the user certificate: `(index, proxy kinds leaf first)`.
-fn classify_chain(parsed: &[X509Certificate<'_>]) -> Result<(usize, Vec<ProxyKind>), AuthError> {
+pub(crate) fn classify_chain(
+    parsed: &[X509Certificate<'_>],
+) -> Result<(usize, Vec<ProxyKind>), AuthError> {
     let mut kinds = Vec::new();
     let mut eec = 0;
     while eec + 1 < parsed.len() {

@@ -25,6 +25,7 @@ pub use chain::{ChainVerifier, ProxyKind, VerifiedChain};
 use signature::Algorithms;
 use trust::TrustStore;
 use voms::{AcVerifier, VomsDir};
+use x509_parser::prelude::FromDer;
 
 /// Errors of the authentication layer.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,28 @@ impl Authenticator {
             chain: Arc::new(chain.iter().map(|c| c.to_vec()).collect()),
         })
     }
+}
+
+/// Who a presented chain claims to be, for the log line of a refusal: the leaf's subject and
+/// the issuer of the user certificate (the CA an operator would look for in `ca_dir`). `None`
+/// for what does not parse.
+pub fn chain_names(chain: &[&[u8]]) -> (Option<String>, Option<String>) {
+    let parsed: Vec<_> = chain
+        .iter()
+        .map_while(|der| {
+            x509_parser::certificate::X509Certificate::from_der(der)
+                .ok()
+                .map(|(_, c)| c)
+        })
+        .collect();
+    let Some(leaf) = parsed.first() else {
+        return (None, None);
+    };
+    let eec = chain::classify_chain(&parsed).map_or(0, |(eec, _)| eec);
+    (
+        Some(dn::oneline(leaf.subject())),
+        parsed.get(eec).map(|c| dn::oneline(c.issuer())),
+    )
 }
 
 /// RSA modulus size of a certificate's key, if it is RSA.

@@ -74,8 +74,36 @@ pub fn verify_signed(
             Err(webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)) => {
                 last = "signature algorithm does not fit the issuer key".to_string()
             }
-            Err(e) => return Err(format!("bad signature: {e:?}")),
+            Err(e) => return Err(in_words(&e)),
         }
     }
     Err(last)
+}
+
+/// A webpki verdict in words a user can act on (refusals are logged and returned with these):
+/// "unknown CA" rather than `UnknownIssuer`, "bad signature" rather than
+/// `InvalidSignatureForPublicKey`.
+pub fn in_words(error: &webpki::Error) -> String {
+    use webpki::Error as E;
+    match error {
+        E::UnknownIssuer => {
+            "unknown CA: its issuer is not one of the trusted CAs (ca_dir)".to_string()
+        }
+        E::CertExpired { .. } => "expired".to_string(),
+        E::CertNotValidYet { .. } => "not yet valid".to_string(),
+        E::CertRevoked => "revoked (listed in its CA's CRL)".to_string(),
+        E::InvalidSignatureForPublicKey => {
+            "bad signature: not made with the key of the issuer it names".to_string()
+        }
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "signature algorithm not accepted (SHA-1, or an RSA key under 2048 bits?)".to_string()
+        }
+        E::RequiredEkuNotFoundContext(_) => {
+            "not a client certificate (its extended key usage lacks clientAuth)".to_string()
+        }
+        E::CaUsedAsEndEntity => "a CA certificate, not a user certificate".to_string(),
+        E::BadDer | E::BadDerTime | E::TrailingData(_) => "malformed certificate".to_string(),
+        other => format!("{other:?}"),
+    }
 }

@@ -8,7 +8,9 @@
 //! 3. source size: `stat` (SOURCE / TRANSFER_PREPARATION), or the user's size when strict;
 //! 4. timeout: the spec's if > 0, else `600 + ceil(sec_per_mb × size / 2^20)` (sec_per_mb 0 → 2);
 //! 5. source checksum when the mode includes the source (not strict);
-//! 6. destination: exists → delete if overwrite else EEXIST; missing → create the parent;
+//! 6. destination: exists → delete if overwrite else EEXIST (with the destination file report
+//!    when the job asked for it: size, checksum and locality of what is there, §4.2 step 6);
+//!    missing → create the parent;
 //! 7. copy, raced against cancellation (ECANCELED "Transfer canceled") and a watchdog at
 //!    timeout + 60 s (ETIMEDOUT); on failure the destination is removed unless EEXIST;
 //! 8. destination size and checksums (not strict), removing the destination on mismatch;
@@ -27,7 +29,10 @@
 //!
 //! Deliberate differences from the reference: the watchdog covers the copy only (the
 //! reference's thread also spans verification); every step, not just the copy, stops on
-//! cancellation; the overwrite-on-disk workflow and dst-file-report are not implemented.
+//! cancellation; the overwrite-on-disk workflow is not implemented. The destination file
+//! report reads the locality with [`Session::locality`], which only the mock, file and gfal2
+//! backends answer: elsewhere the report is skipped with an error line, as the reference skips
+//! it when gfal2 cannot read `user.status`.
 
 use std::{
     fmt,
@@ -47,6 +52,7 @@ use super::{
     },
     checksum::{ChecksumMode, DEFAULT_ALGORITHM, UserChecksum, matches},
 };
+use crate::model::lifecycle::DestFile;
 
 /// Base of the size-derived timeout (seconds), as fts_url_copy.
 pub const BASE_TIMEOUT: u64 = 600;
@@ -145,6 +151,9 @@ pub struct TransferSpec {
     pub disable_fallback: bool,
     /// The VO's `no_streaming`: never copy through this service.
     pub no_streaming: bool,
+    /// The job's `dst_file_report`: describe an existing destination that may not be
+    /// overwritten (Rucio's tape destinations).
+    pub dst_file_report: bool,
 }
 
 /// A successful transfer.
@@ -170,6 +179,8 @@ pub struct TransferFailure {
     /// Positive errno (Linux numbering).
     pub errno: i32,
     pub message: String,
+    /// The destination file report of an EEXIST failure, when the job asked for one.
+    pub dst_file: Option<DestFile>,
 }
 
 impl TransferFailure {
@@ -179,6 +190,7 @@ impl TransferFailure {
             phase,
             errno,
             message: message.into(),
+            dst_file: None,
         }
     }
 
@@ -475,6 +487,71 @@ async fn step<T>(
     }
 }
 
+/// The destination file report (the reference's `createDestFileReport`): the checksum with
+/// the transfer's algorithm, the size, and the locality from gfal2's `user.status`. Any
+/// operation failing skips the report (an error line, no `dst_file`), as in the reference; an
+/// unknown locality reports neither disk nor tape, with a warning.
+async fn dest_file_report(
+    session: &mut dyn Session,
+    dst: &str,
+    user: &UserChecksum,
+    cancel: &CancellationToken,
+    log: &mut TransferLog,
+) -> Result<Option<DestFile>, TransferFailure> {
+    log.info(format_args!(
+        "Checking integrity of destination tape file: {}",
+        redact_queries(dst)
+    ));
+    let checksum = step(
+        cancel,
+        Phase::TransferPreparation,
+        session.checksum(dst, &user.algorithm),
+    )
+    .await?;
+    let size = step(cancel, Phase::TransferPreparation, session.stat(dst)).await?;
+    let locality = step(cancel, Phase::TransferPreparation, session.locality(dst)).await?;
+    let (checksum_value, file_size, locality) = match (checksum, size, locality) {
+        (Ok(c), Ok(s), Ok(l)) => (c, s, l),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            log.error(format_args!(
+                "Failed to check integrity of destination tape file: {} (error={})",
+                redact_queries(dst),
+                redact_queries(&e.message)
+            ));
+            return Ok(None);
+        }
+    };
+    // gfal2's SRM plugin ends NEARLINE with a space; other plugins do not.
+    let (file_on_disk, file_on_tape) = match locality.trim() {
+        "ONLINE" => (true, false),
+        "NEARLINE" => (false, true),
+        "ONLINE_AND_NEARLINE" => (true, true),
+        other => {
+            log.warn(format_args!(
+                "Could not determine file locality from the Gfal2 user.status extended \
+                 attribute : {other}"
+            ));
+            (false, false)
+        }
+    };
+    let report = DestFile {
+        file_size,
+        checksum_type: user.algorithm.clone(),
+        checksum_value,
+        file_on_tape,
+        file_on_disk,
+    };
+    log.info(format_args!(
+        "Destination file report: file_size={} checksum={}:{} file_on_disk={} file_on_tape={}",
+        report.file_size,
+        report.checksum_type,
+        report.checksum_value,
+        u8::from(report.file_on_disk),
+        u8::from(report.file_on_tape)
+    ));
+    Ok(Some(report))
+}
+
 fn canceled(phase: Phase) -> TransferFailure {
     TransferFailure::new(Scope::Transfer, phase, libc::ECANCELED, "Transfer canceled")
 }
@@ -635,9 +712,13 @@ async fn run_steps(
                 release_source(spec, session.as_mut(), cancel, log).await?;
                 Ok(report(filesize, duration, timeout, progress))
             }
-            Err(failure) => {
+            Err(mut failure) => {
                 if failure.errno == libc::EEXIST {
                     log.info("The transfer failed because the file exists. Do not clean!");
+                    if spec.dst_file_report && !spec.overwrite {
+                        failure.dst_file =
+                            dest_file_report(session.as_mut(), dst, &user, cancel, log).await?;
+                    }
                 } else if progress.copying.load(Ordering::Relaxed) {
                     cleanup(session.as_mut(), dst, log).await;
                 }
@@ -691,12 +772,17 @@ async fn run_steps(
         if exists {
             log.info("Destination file exists!");
             if !spec.overwrite {
-                return Err(TransferFailure::new(
+                let mut failure = TransferFailure::new(
                     Scope::Destination,
                     TransferPreparation,
                     libc::EEXIST,
                     "Destination file exists and overwrite is not enabled",
-                ));
+                );
+                if spec.dst_file_report {
+                    failure.dst_file =
+                        dest_file_report(session.as_mut(), dst, &user, cancel, log).await?;
+                }
+                return Err(failure);
             }
             step(cancel, TransferPreparation, session.delete(dst))
                 .await?
@@ -919,6 +1005,15 @@ pub async fn bring_online(
     log: &mut TransferLog,
 ) -> Result<(), TransferFailure> {
     let backend = backend_for(registry, url, Scope::Source)?;
+    if !backend.tape().staging {
+        let failure = TransferFailure::from_op(
+            Scope::Source,
+            Phase::TransferPreparation,
+            super::backends::not_supported("Staging", url),
+        );
+        log_outcome(log, "Bring-online", &Err(failure.clone()));
+        return Err(failure);
+    }
     let mut session = backend.session(&SessionContext {
         credential: None,
         log: log.clone(),
@@ -961,6 +1056,15 @@ pub async fn archive_monitor(
     log: &mut TransferLog,
 ) -> Result<(), TransferFailure> {
     let backend = backend_for(registry, url, Scope::Archiving)?;
+    if !backend.tape().archive_monitoring {
+        let failure = TransferFailure::from_op(
+            Scope::Archiving,
+            Phase::TransferFinalization,
+            super::backends::not_supported("Archive monitoring", url),
+        );
+        log_outcome(log, "Archive monitoring", &Err(failure.clone()));
+        return Err(failure);
+    }
     let mut session = backend.session(&SessionContext {
         credential: None,
         log: log.clone(),
@@ -1059,6 +1163,9 @@ mod tests {
                 deletes: self.deletes.clone(),
             })
         }
+        fn tape(&self) -> crate::engine::backends::TapeSupport {
+            self.inner.tape()
+        }
     }
 
     impl Session for RecordingSession {
@@ -1095,6 +1202,9 @@ mod tests {
         }
         fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
             self.inner.archive_poll(url)
+        }
+        fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
+            self.inner.locality(url)
         }
     }
 
@@ -1138,6 +1248,7 @@ mod tests {
             copy_mode: CopyMode::Pull,
             disable_fallback: false,
             no_streaming: false,
+            dst_file_report: false,
         }
     }
 
@@ -1317,6 +1428,73 @@ mod tests {
             (f.scope, f.phase, f.errno),
             (Scope::Destination, Phase::TransferPreparation, libc::ENOENT)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_existing_destination_is_reported_when_the_job_asks() {
+        let env = env();
+        let dst = "mock://b/f?exists=1&size_pre=10&size_post=10&checksum=abc123ab\
+                   &user.status=NEARLINE";
+        let mut s = spec("mock://a/f?size=10", dst);
+        s.dst_file_report = true;
+        let (result, log) = go(&s, &env.registry).await;
+        let f = failure(result);
+        assert_eq!(
+            (f.errno, f.message.as_str()),
+            (
+                libc::EEXIST,
+                "Destination file exists and overwrite is not enabled"
+            )
+        );
+        assert_eq!(
+            f.dst_file,
+            Some(DestFile {
+                file_size: 10,
+                checksum_type: "ADLER32".into(),
+                checksum_value: "abc123ab".into(),
+                file_on_tape: true,
+                file_on_disk: false,
+            })
+        );
+        assert!(
+            log.lines().iter().any(|l| l.contains(
+                "Destination file report: file_size=10 checksum=ADLER32:abc123ab \
+                 file_on_disk=0 file_on_tape=1"
+            )),
+            "{:?}",
+            log.lines()
+        );
+        // The transfer's algorithm names the checksum; both localities at once.
+        s.checksum = Some("MD5:0123".into());
+        s.destination = dst.replace("NEARLINE", "ONLINE_AND_NEARLINE");
+        let f = failure(go(&s, &env.registry).await.0);
+        let report = f.dst_file.unwrap();
+        assert_eq!(report.checksum_type, "MD5");
+        assert!(report.file_on_disk && report.file_on_tape);
+        // An unknown locality: neither, with a warning; a storage error: no report at all.
+        s.destination = dst.replace("NEARLINE", "LOST");
+        let (result, log) = go(&s, &env.registry).await;
+        let report = failure(result).dst_file.unwrap();
+        assert!(!report.file_on_disk && !report.file_on_tape);
+        assert!(
+            log.lines()
+                .iter()
+                .any(|l| l.contains("Could not determine file locality"))
+        );
+        s.destination = dst.replace("size_pre=10", "size_pre=0");
+        let (result, log) = go(&s, &env.registry).await;
+        let f = failure(result);
+        assert_eq!(f.errno, libc::EEXIST);
+        assert_eq!(f.dst_file, None);
+        assert!(
+            log.lines()
+                .iter()
+                .any(|l| l.contains("Failed to check integrity of destination tape file"))
+        );
+        // Not asked for: no report.
+        s.dst_file_report = false;
+        s.destination = dst.into();
+        assert_eq!(failure(go(&s, &env.registry).await.0).dst_file, None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1546,6 +1724,10 @@ mod tests {
             self.call(format!("make_parent {url}"));
             Box::pin(async { Ok(()) })
         }
+        fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
+            self.call(format!("locality {url}"));
+            Box::pin(async { Ok("ONLINE_AND_NEARLINE".into()) })
+        }
         fn copy<'a>(
             &'a mut self,
             _: &'a str,
@@ -1653,8 +1835,29 @@ mod tests {
         assert!(!calls(&log).iter().any(|c| c.starts_with("delete")));
         // EEXIST: the file is someone else's.
         let (registry, log) = checked_env(fail(libc::EEXIST), true);
-        failure(go(&spec("chk://a/f", "chk://b/f"), &registry).await.0);
+        let f = failure(go(&spec("chk://a/f", "chk://b/f"), &registry).await.0);
         assert!(!calls(&log).iter().any(|c| c.starts_with("delete")));
+        assert_eq!(f.dst_file, None);
+        // Asked for, the destination report follows the tool's EEXIST, on the primitives.
+        let (registry, log) = checked_env(fail(libc::EEXIST), true);
+        let mut s = spec("chk://a/f", "chk://b/f");
+        s.dst_file_report = true;
+        let f = failure(go(&s, &registry).await.0);
+        assert_eq!(
+            f.dst_file,
+            Some(DestFile {
+                file_size: 4 << 20,
+                checksum_type: "ADLER32".into(),
+                checksum_value: "1".into(),
+                file_on_tape: true,
+                file_on_disk: true,
+            })
+        );
+        let c = calls(&log);
+        assert_eq!(
+            c[c.len() - 3..],
+            ["checksum chk://b/f", "stat chk://b/f", "locality chk://b/f"]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1928,6 +2131,45 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(f.reason(), "ARCHIVING [5] Input/output error");
+    }
+
+    /// A backend without tape support (file://, http, gfal2 today) neither stages nor watches
+    /// archiving: the file fails with a final reason instead of "succeeding" at once.
+    #[tokio::test]
+    async fn tape_steps_on_a_backend_that_cannot_do_them_fail_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(vec![Arc::new(
+            crate::engine::backends::file::FileBackend::new(vec![dir.path().to_path_buf()]),
+        )]);
+        let url = format!("file://{}/f", dir.path().display());
+        let cancel = CancellationToken::new();
+        let mut log = TransferLog::memory();
+        let f = bring_online(&url, 3600, 100, &registry, &cancel, &mut log)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            f.reason(),
+            "SOURCE [93] Staging is not supported for file:// by this service"
+        );
+        assert!(!f.recoverable());
+        assert!(
+            log.lines()
+                .iter()
+                .any(|l| l.contains("Bring-online failed: SOURCE [93] Staging is not supported")),
+            "{:?}",
+            log.lines()
+        );
+        let f = archive_monitor(&url, 100, &registry, &cancel, &mut log)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            f.reason(),
+            "ARCHIVING [93] Archive monitoring is not supported for file:// by this service"
+        );
+        assert!(!f.recoverable());
+        assert!(registry.staging_schemes().is_empty());
+        assert!(registry.archive_schemes().is_empty());
+        assert_eq!(env().registry.staging_schemes(), ["mock"]);
     }
 
     #[test]

@@ -532,6 +532,7 @@ fn to_failure(f: &agent::TransferFailure) -> Failure {
             .to_uppercase()
             .replace([' ', '-'], "_"),
         recoverable: f.recoverable(),
+        dst_file: f.dst_file.clone(),
     }
 }
 
@@ -556,6 +557,7 @@ async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineEr
         phase: "TRANSFER_SERVICE".to_string(),
         class: "INTERRUPTED_SYSTEM_CALL".to_string(),
         recoverable: true,
+        dst_file: None,
     };
     let applied = blocking(move || {
         store.recover_interrupted(&failure, &host, time::now(), &scheduler::vo_retry(&store))

@@ -568,6 +568,7 @@ pub(super) fn transfer_spec(
         copy_mode: Default::default(),
         disable_fallback: false,
         no_streaming: vo.no_streaming,
+        dst_file_report: job.dst_file_report,
     }
 }
 

@@ -126,8 +126,8 @@ impl RoleGrants {
 }
 
 /// One grant string: `level:operation` items separated by `;`. An item without `:` grants the
-/// private level (the reference's rule). Unknown levels are refused so a typo cannot silently
-/// widen or narrow access.
+/// private level (the reference's rule). Unknown levels and operations are refused so a typo
+/// cannot silently widen or narrow access (`vo:transfr` would leave users unable to submit).
 fn parse_grant(spec: &str) -> Result<Levels, String> {
     let mut levels = Levels::new();
     for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -139,6 +139,14 @@ fn parse_grant(spec: &str) -> Result<Levels, String> {
             .ok_or_else(|| format!("unknown level {level:?} in {item:?} (use \"\", vo or all)"))?;
         if op.is_empty() {
             return Err(format!("missing operation in {item:?}"));
+        }
+        // An unknown operation would grant nothing, silently: refused like an unknown level.
+        if op != "*" && Operation::parse(op).is_none() {
+            let known: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+            return Err(format!(
+                "unknown operation {op:?} in {item:?} (use {} or *)",
+                known.join(", ")
+            ));
         }
         levels.insert(op.to_string(), level);
     }
@@ -492,5 +500,11 @@ mod tests {
     fn bad_grant_strings_are_refused() {
         assert!(RoleGrants::parse([("public", "everything:transfer")]).is_err());
         assert!(RoleGrants::parse([("public", "all:")]).is_err());
+        let err = RoleGrants::parse([("public", "vo:transfr;all:datamanagement")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "role \"public\": unknown operation \"transfr\" in \"vo:transfr\" (use transfer, deleg, \
+             config, admin, datamanagement or *)"
+        );
     }
 }

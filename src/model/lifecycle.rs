@@ -7,7 +7,7 @@
 //! from and returns false (changing nothing) when the file is elsewhere, like the reference's
 //! compare-and-swap updates.
 
-use super::job::{File, FileState, Job, JobState, JobType};
+use super::job::{File, FileState, Job, JobState, JobType, JsonText};
 
 /// `DEFAULT_RETRY_DELAY`: seconds before a failed transfer is tried again when the job gives
 /// no `retry_delay`.
@@ -43,6 +43,53 @@ pub struct Failure {
     /// The errno category (`NO_SUCH_FILE_OR_DIRECTORY`, ...).
     pub class: String,
     pub recoverable: bool,
+    /// What the transfer found at a destination it could not overwrite, when the job asked for
+    /// a report (`dst_file_report`); kept in the file's metadata.
+    pub dst_file: Option<DestFile>,
+}
+
+/// The reference's destination file report (`dst_file` in `file_metadata`): the existing
+/// destination's size, checksum and locality. Rucio compares it with its own record to accept
+/// a copy that already sits on tape instead of failing the request forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestFile {
+    pub file_size: u64,
+    /// Upper-case algorithm (`ADLER32`, `MD5`).
+    pub checksum_type: String,
+    pub checksum_value: String,
+    pub file_on_tape: bool,
+    pub file_on_disk: bool,
+}
+
+impl DestFile {
+    /// `metadata` with this report under `dst_file`: an object keeps its keys, anything else
+    /// that is not null moves under `file_metadata` (the reference's
+    /// `appendDestFileToFileMetadata`).
+    pub fn add_to(&self, metadata: &JsonText) -> JsonText {
+        let mut object = match metadata.0.as_deref() {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(serde_json::Value::Null) => serde_json::Map::new(),
+                _ => {
+                    let mut map = serde_json::Map::new();
+                    map.insert("file_metadata".into(), text.into());
+                    map
+                }
+            },
+        };
+        object.insert(
+            "dst_file".into(),
+            serde_json::json!({
+                "file_size": self.file_size,
+                "checksum_type": self.checksum_type,
+                "checksum_value": self.checksum_value,
+                "file_on_tape": self.file_on_tape,
+                "file_on_disk": self.file_on_disk,
+            }),
+        );
+        JsonText(Some(serde_json::Value::Object(object).to_string()))
+    }
 }
 
 /// How many attempts after the first a job's files get (engine spec §1.4): the job's `retry`
@@ -136,6 +183,9 @@ impl File {
         self.error_phase = Some(failure.phase.clone());
         self.reason_class = Some(failure.class.clone());
         self.current_failures = u32::from(failure.recoverable);
+        if let Some(report) = &failure.dst_file {
+            self.file_metadata = report.add_to(&self.file_metadata);
+        }
         true
     }
 
@@ -500,6 +550,7 @@ mod tests {
             phase: "TRANSFER".into(),
             class: "CONNECTION_TIMED_OUT".into(),
             recoverable,
+            dst_file: None,
         }
     }
 
@@ -558,6 +609,44 @@ mod tests {
         assert_eq!((j.job_state, j.reason.clone()), (JobState::Finished, None));
         assert_eq!(a.transferred, 10);
         assert_eq!(a.finish_time, Some(9));
+    }
+
+    #[test]
+    fn a_destination_report_lands_in_the_file_metadata() {
+        let report = DestFile {
+            file_size: 10,
+            checksum_type: "ADLER32".into(),
+            checksum_value: "abc123ab".into(),
+            file_on_tape: true,
+            file_on_disk: false,
+        };
+        let dst_file = serde_json::json!({"file_size": 10, "checksum_type": "ADLER32",
+            "checksum_value": "abc123ab", "file_on_tape": true, "file_on_disk": false});
+        let failed = |metadata: Option<&str>| {
+            let mut f = file(1, 0, FileState::Active);
+            f.file_metadata = JsonText(metadata.map(String::from));
+            let failure = Failure {
+                dst_file: Some(report.clone()),
+                ..failure(false)
+            };
+            assert!(f.fail(3, &failure));
+            f.file_metadata.to_value()
+        };
+        // Rucio's metadata keeps its keys.
+        assert_eq!(
+            failed(Some(r#"{"request_id": "r1", "dst_type": "TAPE"}"#)),
+            serde_json::json!({"request_id": "r1", "dst_type": "TAPE", "dst_file": dst_file})
+        );
+        assert_eq!(failed(None), serde_json::json!({"dst_file": dst_file}));
+        assert_eq!(
+            failed(Some("42")),
+            serde_json::json!({"file_metadata": "42", "dst_file": dst_file})
+        );
+        // Without a report the metadata is untouched.
+        let mut f = file(1, 0, FileState::Active);
+        f.file_metadata = JsonText(Some(r#"{"a":1}"#.into()));
+        f.fail(3, &failure(false));
+        assert_eq!(f.file_metadata.0.as_deref(), Some(r#"{"a":1}"#));
     }
 
     #[test]

@@ -104,6 +104,29 @@ pub mod msg {
         format!("Can not transfer local files ({url})")
     }
 
+    /// ftsd: two schemes no transfer backend copies between.
+    pub fn unsupported_pair(source: &str, destination: &str) -> String {
+        let scheme = |url: &str| url.split_once(':').map_or(url, |(s, _)| s).to_string();
+        format!(
+            "Copies from {}:// to {}:// are not supported by this service ({source} => {destination})",
+            scheme(source),
+            scheme(destination)
+        )
+    }
+
+    /// ftsd: a tape step (`what`) the backend of `url` cannot do; `able`: the schemes that can.
+    pub fn unsupported_tape_step(what: &str, url: &str, able: &[String]) -> String {
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        let able = if able.is_empty() {
+            "none".to_string()
+        } else {
+            able.join(", ")
+        };
+        format!(
+            "{what} is not supported for {scheme}:// by this service ({url}); schemes that support it: {able}"
+        )
+    }
+
     /// ftsd: a scheme no transfer backend serves.
     pub fn unsupported_scheme(url: &str, schemes: &[String]) -> String {
         let scheme = url.split_once(':').map_or(url, |(s, _)| s);
@@ -253,6 +276,15 @@ pub struct SubmitConfig {
     /// The URL schemes this instance's transfer engine serves (lower case); URLs with others
     /// are refused. `None`: any scheme (no engine here, or not known).
     pub schemes: Option<Vec<String>>,
+    /// The schemes of each transfer backend: a pair whose two schemes no backend serves
+    /// together (`file://` → `https://`) is refused. `None`: any pair.
+    pub scheme_groups: Option<Vec<Vec<String>>>,
+    /// Schemes whose files this instance can bring online; staging jobs with other sources
+    /// are refused. `None`: any.
+    pub staging_schemes: Option<Vec<String>>,
+    /// Schemes whose destinations this instance can watch until archived; jobs with an
+    /// `archive_timeout` and other destinations are refused. `None`: any.
+    pub archive_schemes: Option<Vec<String>>,
 }
 
 impl Default for SubmitConfig {
@@ -273,6 +305,9 @@ impl Default for SubmitConfig {
             max_big_files: 2,
             local_roots: Vec::new(),
             schemes: None,
+            scheme_groups: None,
+            staging_schemes: None,
+            archive_schemes: None,
         }
     }
 }
@@ -561,6 +596,7 @@ fn build_transfers(
     if rows.is_empty() {
         return Err(SubmitError::bad(msg::NO_VALID_PAIRS));
     }
+    check_engine_can(&rows, multihop, is_bring_online, archive_timeout, config)?;
 
     let checksum_method = checksum_method(params.get("verify_checksum"), &mut rows)?;
     let (source_se, dest_se) = job_storage_elements(job_type, &rows);
@@ -866,6 +902,55 @@ fn parse_url(raw: &str, config: &SubmitConfig) -> Result<pyurl::Url> {
         }
     }
     Ok(url)
+}
+
+/// ftsd: refuse what this instance's engine could not run, rather than fail it later: a pair
+/// no backend copies, staging from a scheme that cannot stage, archive monitoring of a
+/// destination that cannot be watched (`archive_timeout` >= 0 asks for it). In a multihop job
+/// only the first hop's source is staged and only the last hop's destination archived.
+fn check_engine_can(
+    rows: &[File],
+    multihop: bool,
+    is_bring_online: bool,
+    archive_timeout: i64,
+    config: &SubmitConfig,
+) -> Result<()> {
+    let scheme = |url: &str| {
+        url.split_once(':')
+            .map_or(url, |(s, _)| s)
+            .to_ascii_lowercase()
+    };
+    for (i, row) in rows.iter().enumerate() {
+        let (src, dst) = (scheme(&row.source_surl), scheme(&row.dest_surl));
+        if let Some(groups) = &config.scheme_groups {
+            if !groups.iter().any(|g| g.contains(&src) && g.contains(&dst)) {
+                return Err(SubmitError::invalid(&msg::unsupported_pair(
+                    &row.source_surl,
+                    &row.dest_surl,
+                )));
+            }
+        }
+        if let Some(able) = &config.staging_schemes {
+            if is_bring_online && (!multihop || i == 0) && !able.contains(&src) {
+                return Err(SubmitError::invalid(&msg::unsupported_tape_step(
+                    "Staging (bring_online, copy_pin_lifetime)",
+                    &row.source_surl,
+                    able,
+                )));
+            }
+        }
+        if let Some(able) = &config.archive_schemes {
+            let last = i + 1 == rows.len();
+            if archive_timeout >= 0 && (!multihop || last) && !able.contains(&dst) {
+                return Err(SubmitError::invalid(&msg::unsupported_tape_step(
+                    "Archive monitoring (archive_timeout)",
+                    &row.dest_surl,
+                    able,
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The reference's `validate_url`.
@@ -2235,6 +2320,103 @@ pub(crate) mod tests {
         );
         // Unknown (no engine here): any scheme.
         assert!(run(with_url("gsiftp://source.es/f", "irods://dest.ch/f")).is_ok());
+    }
+
+    /// What the engine could not run is refused at submission: a pair of schemes no backend
+    /// serves together, staging or archive monitoring where the backend cannot.
+    #[test]
+    fn pairs_and_tape_steps_the_engine_cannot_run_are_refused() {
+        let config = SubmitConfig {
+            local_roots: vec!["/srv".into()],
+            scheme_groups: Some(vec![
+                vec!["mock".into()],
+                vec!["file".into()],
+                vec!["https".into(), "davs".into()],
+            ]),
+            staging_schemes: Some(vec!["mock".into()]),
+            archive_schemes: Some(vec!["mock".into()]),
+            ..SubmitConfig::default()
+        };
+        let ok = |body: Value| run_with(body, &config, &|_, _, _| 0).is_ok();
+        assert!(ok(with_url("file:///srv/a", "file:///srv/b")));
+        assert!(ok(with_url("https://a.ch/f", "davs://b.ch/f")));
+        assert_eq!(
+            bad_with(with_url("file:///srv/a", "https://b.ch/f"), &config),
+            "Invalid value within the request: Copies from file:// to https:// are not \
+             supported by this service (file:///srv/a => https://b.ch/f)"
+        );
+        let with_params = |src: &str, dst: &str, params: Value| {
+            let mut body = with_url(src, dst);
+            body["params"] = params;
+            body
+        };
+        let staged = json!({"bring_online": 60});
+        assert!(ok(with_params(
+            "mock://a.ch/f",
+            "mock://b.ch/f",
+            staged.clone()
+        )));
+        assert_eq!(
+            bad_with(
+                with_params("https://a.ch/f", "https://b.ch/f", staged),
+                &config
+            ),
+            "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is \
+             not supported for https:// by this service (https://a.ch/f); schemes that support \
+             it: mock"
+        );
+        assert_eq!(
+            bad_with(
+                with_params(
+                    "https://a.ch/f",
+                    "https://b.ch/f",
+                    json!({"copy_pin_lifetime": 5})
+                ),
+                &config
+            ),
+            "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is \
+             not supported for https:// by this service (https://a.ch/f); schemes that support \
+             it: mock"
+        );
+        let archived = json!({"archive_timeout": 0});
+        assert!(ok(with_params(
+            "mock://a.ch/f",
+            "mock://b.ch/f",
+            archived.clone()
+        )));
+        assert_eq!(
+            bad_with(
+                with_params("https://a.ch/f", "davs://b.ch/f", archived),
+                &config
+            ),
+            "Invalid value within the request: Archive monitoring (archive_timeout) is not \
+             supported for davs:// by this service (davs://b.ch/f); schemes that support it: mock"
+        );
+        // Multihop: staging from the first source, archiving at the last destination only.
+        let hops = json!({"files": [
+            {"sources": ["mock://a.ch/f"], "destinations": ["https://b.ch/f"]},
+            {"sources": ["https://b.ch/f"], "destinations": ["mock://c.ch/f"]}
+        ], "params": {"multihop": true, "bring_online": 60, "archive_timeout": 60}});
+        let hop_config = SubmitConfig {
+            scheme_groups: None,
+            ..config.clone()
+        };
+        assert!(run_with(hops, &hop_config, &|_, _, _| 0).is_ok());
+        // archive_timeout -1 (the default) asks for nothing.
+        assert!(ok(with_params(
+            "https://a.ch/f",
+            "davs://b.ch/f",
+            json!({"archive_timeout": -1})
+        )));
+        // Unknown abilities (an API-only instance): anything goes.
+        assert!(
+            run(with_params(
+                "https://a.ch/f",
+                "https://b.ch/f",
+                json!({"bring_online": 60})
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -29,8 +29,13 @@ use crate::{
 /// Errors of the server layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("host credential {path}: {reason}")]
-    HostCredential { path: PathBuf, reason: String },
+    /// `field` is the option naming the file: `host_cert` or `host_key`.
+    #[error("{field} {path}: {reason}")]
+    HostCredential {
+        field: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("TLS configuration: {0}")]
     Tls(rustls::Error),
     #[error("listener: {0}")]
@@ -107,7 +112,22 @@ impl Server {
                 let peer = match identify(&auth, tls.get_ref().1.peer_certificates()) {
                     Ok(peer) => peer,
                     Err(reason) => {
-                        tracing::info!(%remote, %reason, "client identity refused");
+                        let chain: Vec<&[u8]> = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|c| c.as_ref())
+                            .collect();
+                        let (subject, issuer) = crate::auth::chain_names(&chain);
+                        tracing::info!(
+                            %remote,
+                            subject = ?subject.unwrap_or_default(),
+                            issuer = ?issuer.unwrap_or_default(),
+                            %reason,
+                            "client identity refused"
+                        );
                         return;
                     }
                 };
@@ -166,6 +186,11 @@ fn service_for(
     Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
 > + Clone {
     let svc = warp::service(routes);
+    // The access log names the caller: the certificate's user DN, or "anon".
+    let user: Arc<str> = peer
+        .0
+        .as_ref()
+        .map_or_else(|| Arc::from("anon"), |id| Arc::from(id.user_dn.as_str()));
     service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer.clone());
         api::normalize(&mut req);
@@ -173,11 +198,29 @@ fn service_for(
         let path = req.uri().path().to_string();
         let mut svc = svc.clone();
         let metrics = metrics.clone();
+        let user = user.clone();
+        let started = std::time::Instant::now();
         async move {
-            let started = std::time::Instant::now();
             let response = svc.call(req).await;
             if let Ok(r) = &response {
-                tracing::info!(%remote, %method, %path, status = r.status().as_u16(), "request");
+                use hyper::body::Body as _;
+                // Streamed bodies (none today) have no size known in advance: "-".
+                let bytes = r
+                    .body()
+                    .size_hint()
+                    .exact()
+                    .map_or_else(|| "-".to_string(), |n| n.to_string());
+                // DNs hold spaces: quoted (Debug), so the line stays parseable.
+                tracing::info!(
+                    %remote,
+                    user = ?user,
+                    %method,
+                    %path,
+                    status = r.status().as_u16(),
+                    bytes = %bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "request"
+                );
                 metrics.http(
                     api::routes::route_label(&path),
                     method.as_str(),

@@ -92,7 +92,14 @@ impl ClientCertVerifier for GridClientVerifier {
         match self.auth.verify(&chain, now.as_secs() as i64) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
             Err(e) => {
-                tracing::info!(reason = %e, "client certificate refused");
+                let (subject, issuer) = crate::auth::chain_names(&chain);
+                let unknown = || "(unreadable)".to_string();
+                tracing::info!(
+                    subject = ?subject.unwrap_or_else(unknown),
+                    issuer = ?issuer.unwrap_or_else(unknown),
+                    reason = %e,
+                    "client certificate refused"
+                );
                 Err(TlsError::InvalidCertificate(CertificateError::Other(
                     OtherError(Arc::new(e)),
                 )))
@@ -146,21 +153,43 @@ pub struct HostCredential {
 
 impl HostCredential {
     pub fn load(cert: &Path, key: &Path) -> Result<HostCredential, ServerError> {
-        let read_err = |path: &Path, e: &dyn std::fmt::Display| ServerError::HostCredential {
+        let err = |field, path: &Path, e: &dyn std::fmt::Display| ServerError::HostCredential {
+            field,
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
+        let cert_err = |e: &dyn std::fmt::Display| err("host_cert", cert, e);
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| read_err(cert, &e))?
+            .map_err(|e| cert_err(&e))?
             .collect::<Result<_, _>>()
-            .map_err(|e| read_err(cert, &e))?;
+            .map_err(|e| cert_err(&e))?;
         let first = chain
             .first()
-            .ok_or_else(|| read_err(cert, &"no certificate in the file"))?;
+            .ok_or_else(|| cert_err(&"no certificate in the file"))?;
         let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(first.as_ref())
-            .map_err(|e| read_err(cert, &e))?;
+            .map_err(|e| cert_err(&e))?;
         let dn = dn::oneline(parsed.subject());
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, &e))?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| err("host_key", key, &e))?;
+        // The same words as `ftsd check-config`, rather than rustls' "keys may not be
+        // consistent: KeyMismatch" later.
+        match key_matches_certificate(first.as_ref(), key_der.clone_key()) {
+            Ok(Some(false)) => {
+                return Err(err(
+                    "host_key",
+                    key,
+                    &format!("not the key of host_cert {}", cert.display()),
+                ));
+            }
+            Err(reason) => {
+                return Err(err(
+                    "host_key",
+                    key,
+                    &format!("unusable private key: {reason}"),
+                ));
+            }
+            Ok(_) => {}
+        }
+        let key = key_der;
         Ok(HostCredential { chain, key, dn })
     }
 }

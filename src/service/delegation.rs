@@ -5,7 +5,8 @@
 //!
 //! Checks on upload, in the reference's order and with its messages, then ftsd's own: the
 //! whole chain validates with the TLS layer's rules and belongs to the caller. A delegated proxy
-//! lives until the earliest notAfter of its chain.
+//! lives until the earliest notAfter of its chain; one that has already expired is stored all
+//! the same (201), as the reference does, and submissions then answer 419.
 
 use std::{
     fs,
@@ -235,23 +236,26 @@ impl Service {
             return Err("Missing trailing Common Name in the proxy".into());
         }
         // Beyond the reference: the chain must be one the TLS layer would accept, for the caller.
-        let now = time::now();
+        // An expired chain is checked as of its last valid second and stored, as the reference
+        // stores it: the next submission then gets its 419 "The delegated credentials expired
+        // ... ago", the answer clients know how to handle (they delegate again).
+        let termination_time = parsed
+            .iter()
+            .map(|c| c.validity().not_after.timestamp())
+            .min()
+            .unwrap_or(0);
+        let at = time::now().min(termination_time);
         let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
-        let verified = self.auth.verify(&ders, now).map_err(|e| e.to_string())?;
+        let verified = self.auth.verify(&ders, at).map_err(|e| e.to_string())?;
         let owner = dn::oneline(parsed[verified.eec].subject());
         if owner != caller_dn {
             return Err(format!(
                 "the delegated chain belongs to {owner}, not to the caller {caller_dn}"
             ));
         }
-        let termination_time = parsed
-            .iter()
-            .map(|c| c.validity().not_after.timestamp())
-            .min()
-            .unwrap_or(0);
         let voms_attrs = self
             .auth
-            .fqans(&ders, verified.eec, now)
+            .fqans(&ders, verified.eec, at)
             .map_err(|e| e.to_string())?;
         Ok(NewCredential {
             proxy_pem: pem_of(certs[0].as_ref()),

@@ -893,6 +893,7 @@ mod tests {
             phase: "TRANSFER".into(),
             class: "INPUT/OUTPUT_ERROR".into(),
             recoverable: false,
+            dst_file: None,
         }
     }
 
@@ -1169,6 +1170,7 @@ mod tests {
             phase: "TRANSFER".into(),
             class: "CONNECTION_TIMED_OUT".into(),
             recoverable: true,
+            dst_file: None,
         };
         let retry = |t| {
             store

@@ -49,6 +49,11 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
+        "the database {path} is in use by another process: is another ftsd running on this \
+         data directory?"
+    )]
+    InUse { path: PathBuf },
+    #[error(
         "the database {path} has schema version {found}, newer than this ftsd understands ({supported}); \
          run the newer ftsd or restore a backup"
     )]
@@ -118,13 +123,15 @@ impl Store {
             .map_err(io(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
         let sealer = seal::Sealer::load_or_create(data_dir)?;
-        let db = Database::create(&path)?;
-        let empty = aggregates::Live::empty();
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            e => StoreError::from(e),
+        })?;
         let mut store = Store {
             db,
             path,
             sealer,
-            live: empty,
+            live: aggregates::Live::empty(),
         };
         store.init_schema()?;
         store.live = aggregates::Live::load(&store.db.begin_read()?, crate::model::time::now())?;

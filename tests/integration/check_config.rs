@@ -7,10 +7,17 @@ use ftsd::devpki::DevPki;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ftsd");
 
-/// Run `ftsd check-config` with `args`; returns (exit code, stdout).
+/// Run `ftsd check-config` with `args`; returns (exit code, stdout). It listens on a free
+/// port (check-config tries the address, and tests run at once) unless `args` say otherwise.
 fn check_config(args: &[&str], cwd: &Path) -> (i32, String) {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let out = Command::new(BIN)
         .arg("check-config")
+        .args(["--listen", &listen])
         .args(args)
         .current_dir(cwd)
         .output()

@@ -59,12 +59,23 @@ fn sign_proxy_with(
     subject: &str,
     chain: &[String],
 ) -> String {
-    let mut request = CertificateSigningRequestParams::from_pem(csr).expect("server CSR parses");
     let now = OffsetDateTime::now_utc();
+    let validity = (now - Duration::minutes(1), now + Duration::hours(12));
+    sign_proxy_valid(csr, issuer, subject, chain, validity)
+}
+
+/// Same, valid from `validity.0` to `validity.1`.
+fn sign_proxy_valid(
+    csr: &str,
+    issuer: &Issuer<'_, KeyPair>,
+    subject: &str,
+    chain: &[String],
+    validity: (OffsetDateTime, OffsetDateTime),
+) -> String {
+    let mut request = CertificateSigningRequestParams::from_pem(csr).expect("server CSR parses");
     let params = &mut request.params;
     params.distinguished_name = ftsd::devpki::parse_dn(subject).unwrap();
-    params.not_before = now - Duration::minutes(1);
-    params.not_after = now + Duration::hours(12);
+    (params.not_before, params.not_after) = validity;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -246,6 +257,56 @@ fn termination_is_the_earliest_not_after_of_the_chain() {
     assert_eq!(view["termination_time"], expected.as_str());
 }
 
+/// The reference's sequence for a proxy that has already expired: it is stored (201), and the
+/// next submission answers 419 with the reference's message, which clients handle by
+/// delegating again.
+#[test]
+fn an_expired_proxy_is_stored_and_the_next_submission_gets_419() {
+    let Some(pki) = pki() else { return };
+    let server = TestServer::start(pki);
+    let client = server.client(pki, Some("rc_user.pem"));
+    let id = rc_dlg_id();
+    let user = pki.path("rc_user.pem");
+    let certs = cert_pems(&user);
+    let csr = client
+        .get(&format!("/delegation/{id}/request"))
+        .unwrap()
+        .text();
+    let issuer =
+        Issuer::from_ca_cert_pem(&certs[0], KeyPair::from_pem(&key_pem(&user)).unwrap()).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let ended = now - Duration::minutes(10);
+    let body = sign_proxy_valid(
+        &csr,
+        &issuer,
+        &format!("{RC_USER_DN}/CN=77"),
+        &certs,
+        (now - Duration::hours(2), ended),
+    );
+    let reply = client
+        .put(&format!("/delegation/{id}/credential"), body)
+        .unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let view = client.get(&format!("/delegation/{id}")).unwrap().json();
+    assert_eq!(
+        view["termination_time"],
+        ftsd::model::time::fts_datetime(ended.unix_timestamp()).as_str()
+    );
+    let submission = serde_json::json!({"files": [{
+        "sources": ["mock://a.example/f"], "destinations": ["mock://b.example/f"]
+    }]});
+    let reply = crate::common::post_json(&client, "/jobs", &submission);
+    assert_eq!(reply.status, 419, "{}", reply.text());
+    let message = reply.json()["message"].as_str().unwrap().to_string();
+    let seconds: i64 = message
+        .strip_prefix("The delegated credentials expired ")
+        .and_then(|rest| rest.strip_suffix(&format!(" seconds ago ({id})")))
+        .unwrap_or_else(|| panic!("{message}"))
+        .parse()
+        .unwrap();
+    assert!((600..700).contains(&seconds), "{message}");
+}
+
 #[test]
 fn bad_uploads_are_refused_with_the_reference_messages() {
     let Some(pki) = pki() else { return };
@@ -351,7 +412,8 @@ fn bad_uploads_are_refused_with_the_reference_messages() {
                     &cert_pems(&rogue),
                 )
             },
-            "Could not process the proxy: user certificate: UnknownIssuer",
+            "Could not process the proxy: user certificate: unknown CA: its issuer is not one of \
+             the trusted CAs (ca_dir)",
         ),
         (
             "chain of another user",

@@ -170,6 +170,49 @@ fn mock_transfers_finish_with_their_measurements_and_a_log() {
     check_indexes(server);
 }
 
+/// Rucio's tape destinations ask for `dst_file_report`: when the destination already exists
+/// and may not be overwritten, the failure says so and the file's metadata gets what is there
+/// (`dst_file`), which Rucio compares with its own record to accept a copy already on tape.
+#[test]
+fn an_existing_destination_is_reported_in_the_file_metadata() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |_| {});
+    let client = user(&server, pki);
+    let id = submit(
+        &client,
+        json!([{
+            "sources": ["mock://src.example/t?size=1048576&checksum=1a2b3c4d"],
+            "destinations": ["mock://tape.example/t?exists=1&size_pre=1048576&checksum=1a2b3c4d\
+                              &user.status=ONLINE_AND_NEARLINE"],
+            "checksum": "ADLER32:1a2b3c4d",
+            "metadata": {"request_id": "r1", "dst_type": "TAPE"},
+        }]),
+        json!({"verify_checksum": "both", "overwrite": false, "archive_timeout": 3600,
+               "dst_file_report": true}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FAILED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert_eq!(
+        reason(f),
+        "DESTINATION [17] Destination file exists and overwrite is not enabled"
+    );
+    assert_eq!(
+        f["file_metadata"],
+        json!({"request_id": "r1", "dst_type": "TAPE", "dst_file": {
+            "file_size": 1048576, "checksum_type": "ADLER32", "checksum_value": "1a2b3c4d",
+            "file_on_tape": true, "file_on_disk": true}}),
+        "{f:#}"
+    );
+    // The bulk poll Rucio uses shows it too.
+    let polled = client
+        .get(&format!("/jobs/{id}?files=file_state,file_metadata"))
+        .unwrap()
+        .json();
+    assert_eq!(polled["files"][0]["file_metadata"], f["file_metadata"]);
+    check_indexes(server);
+}
+
 #[test]
 fn failed_transfers_carry_the_reference_reasons() {
     let Some(pki) = pki() else { return };
@@ -881,4 +924,64 @@ fn a_transfer_without_progress_is_stopped_as_stalled() {
         reason(f).contains("Transfer has been forced-killed because it was stalled"),
         "{f:#}"
     );
+}
+
+/// What the engine could not run is refused at submission with a 400 that names it, instead of
+/// failing later (a `file://` ↔ remote pair) or "succeeding" without doing it (staging or
+/// archive monitoring on storage whose backend cannot: everything but `mock://` today).
+#[test]
+fn what_the_engine_cannot_run_is_refused_at_submission() {
+    let Some(pki) = pki() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().to_path_buf();
+    let server = engine_server(pki, |c| c.engine.file_roots = vec![dir.clone()]);
+    let client = user(&server, pki);
+    let refused = |files: Value, params: Value| {
+        let reply = post_json(&client, "/jobs", &json!({"files": files, "params": params}));
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        reply.json()["message"].as_str().unwrap().to_string()
+    };
+    let local = format!("file://{}/a", dir.display());
+    assert_eq!(
+        refused(
+            json!([transfer(&local, "https://storage.example/b")]),
+            json!({})
+        ),
+        format!(
+            "Invalid value within the request: Copies from file:// to https:// are not supported \
+             by this service ({local} => https://storage.example/b)"
+        )
+    );
+    assert_eq!(
+        refused(
+            json!([transfer("https://tape.example/a", "https://disk.example/b")]),
+            json!({"bring_online": 60})
+        ),
+        "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is not \
+         supported for https:// by this service (https://tape.example/a); schemes that support \
+         it: mock"
+    );
+    assert_eq!(
+        refused(
+            json!([transfer("https://disk.example/a", "davs://tape.example/b")]),
+            json!({"archive_timeout": 3600})
+        ),
+        "Invalid value within the request: Archive monitoring (archive_timeout) is not \
+         supported for davs:// by this service (davs://tape.example/b); schemes that support \
+         it: mock"
+    );
+    // mock:// keeps its semantics: staged, copied, watched until archived.
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://tape.example/f?size=10&staging_time=1",
+            "mock://archive.example/f?size_post=10&time=0&archiving_time=1"
+        )]),
+        json!({"bring_online": 60, "archive_timeout": 60}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    let f = &files(&client, &id)[0];
+    assert!(f["staging_finished"].is_string(), "{f:#}");
+    assert!(f["archive_finish_time"].is_string(), "{f:#}");
 }

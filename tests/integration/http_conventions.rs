@@ -56,6 +56,43 @@ fn root_reports_integer_versions_and_links() {
     assert_eq!(root["_links"]["fts:whoami"]["href"], "/whoami");
 }
 
+/// Every link `GET /` advertises answers (no `/archive/` before there is an archive), and
+/// `/api-docs/` lists the endpoints and the schema.
+#[test]
+fn every_advertised_link_answers_and_api_docs_lists_the_endpoints() {
+    let Some(pki) = pki() else { return };
+    let server = TestServer::start(pki);
+    let client = server.client(pki, Some(crate::common::ROOT));
+    let root = client.get("/").unwrap().json();
+    let links = root["_links"].as_object().unwrap();
+    assert!(!links.contains_key("fts:archive"), "{root:#}");
+    for (name, link) in links {
+        if name == "curies" || link["templated"] == true {
+            continue;
+        }
+        let href = link["href"].as_str().unwrap();
+        let reply = client.get(href).unwrap();
+        assert_eq!(reply.status, 200, "{name} {href}: {}", reply.text());
+    }
+    let docs = client.get("/api-docs/").unwrap().json();
+    assert_eq!(docs["swaggerVersion"], "1.2");
+    assert_eq!(docs["schemas"]["submit"], "/api-docs/schema/submit");
+    let jobs = docs["apis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "/jobs/{job_ids}")
+        .expect("/jobs/{job_ids} listed");
+    let methods: Vec<&str> = jobs["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["GET", "DELETE", "POST", "HEAD"]);
+    assert_eq!(client.get("/archive/").unwrap().status, 404);
+}
+
 #[test]
 fn options_lists_the_allowed_methods() {
     let Some(pki) = pki() else { return };

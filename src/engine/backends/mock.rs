@@ -141,6 +141,14 @@ impl Backend for MockBackend {
             links: self.links.clone(),
         })
     }
+
+    /// The gfal2 mock plugin stages and archives (`staging_time`, `archive_time`, ...).
+    fn tape(&self) -> super::TapeSupport {
+        super::TapeSupport {
+            staging: true,
+            archive_monitoring: true,
+        }
+    }
 }
 
 /// The plugin's stat stages, in the order fts_url_copy stats.
@@ -323,6 +331,16 @@ impl Session for MockSession {
                 tokio::time::sleep(Duration::from_secs(archiving_time as u64)).await;
             }
             check_errno(&url, "archiving_errno")
+        })
+    }
+
+    fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
+        let url = url.to_string();
+        Box::pin(async move {
+            // The plugin's getxattr: `errno` first, then the parameter named like the
+            // attribute (empty when absent).
+            check_errno(&url, "errno")?;
+            Ok(value(&url, "user.status").unwrap_or_default().to_string())
         })
     }
 }

@@ -17,6 +17,13 @@
 //! [`Session::copy_checked`]); backends must leave nothing running when that happens (the agent
 //! then cleans up a partial destination).
 //!
+//! Tape steps (bring-online before the copy, archive monitoring after it) are done only by a
+//! backend that says so in [`Backend::tape`]; the others refuse them (the agent fails the file
+//! with a clear reason, and submission refuses them up front through
+//! [`Registry::staging_schemes`] / [`Registry::archive_schemes`]) instead of pretending the
+//! file was staged or archived. Today only `mock://` can; gfal2 and http get real tape support
+//! later.
+//!
 //! The [`Registry`] picks a backend by scheme, in registration order; a copy between schemes
 //! whose first backends differ goes to the first backend serving both (gfal2 copies `davs://` to
 //! `root://` while `davs://` alone stays with the native http backend).
@@ -274,21 +281,56 @@ pub trait Session: Send {
         let _ = (request, progress);
         None
     }
-    /// Bring `url` online (staging); resolves when staged.
+    /// Bring `url` online (staging); resolves when staged. Only backends whose
+    /// [`Backend::tape`] says `staging` are asked; the default refuses.
     fn bring_online(&mut self, url: &str, pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
-        let _ = (url, pin_lifetime);
-        Box::pin(async { Ok(()) })
+        let _ = pin_lifetime;
+        let refusal = not_supported("Staging", url);
+        Box::pin(async move { Err(refusal) })
     }
     /// Release (unpin) `url` after a transfer from a staged source.
     fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
         let _ = (url, token);
         Box::pin(async { Ok(()) })
     }
-    /// Poll the archive state of `url` until it is on tape (archive monitoring).
+    /// Poll the archive state of `url` until it is on tape (archive monitoring). Only backends
+    /// whose [`Backend::tape`] says `archive_monitoring` are asked; the default refuses.
     fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
-        let _ = url;
-        Box::pin(async { Ok(()) })
+        let refusal = not_supported("Archive monitoring", url);
+        Box::pin(async move { Err(refusal) })
     }
+    /// Where the file at `url` lives, as gfal2's `user.status` extended attribute says it:
+    /// `ONLINE`, `NEARLINE`, `ONLINE_AND_NEARLINE` (the destination file report). The default:
+    /// ENOTSUP, the backend cannot tell.
+    fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
+        let _ = url;
+        Box::pin(async {
+            Err(OpError::new(
+                libc::ENOTSUP,
+                "The file locality (user.status) is not supported by this protocol",
+            ))
+        })
+    }
+}
+
+/// EPROTONOSUPPORT "<what> is not supported for <scheme>:// by this service": final, so the
+/// file fails at once with a reason the user can act on.
+pub fn not_supported(what: &str, url: &str) -> OpError {
+    let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+    OpError::new(
+        libc::EPROTONOSUPPORT,
+        format!("{what} is not supported for {scheme}:// by this service"),
+    )
+}
+
+/// The tape operations a backend can do besides copying.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapeSupport {
+    /// Bring files online before the copy (`bring_online`, `copy_pin_lifetime`) and release
+    /// them after it.
+    pub staging: bool,
+    /// Watch a destination until it is on tape (`archive_timeout`).
+    pub archive_monitoring: bool,
 }
 
 /// A protocol implementation.
@@ -299,6 +341,10 @@ pub trait Backend: Send + Sync {
     fn schemes(&self) -> &[&'static str];
     /// Open a session for one transfer.
     fn session(&self, context: &SessionContext) -> Box<dyn Session>;
+    /// The tape steps this backend really does (none by default).
+    fn tape(&self) -> TapeSupport {
+        TapeSupport::default()
+    }
 }
 
 /// The backends of this instance, by scheme.
@@ -341,6 +387,35 @@ impl Registry {
         all.sort_unstable();
         all.dedup();
         all
+    }
+
+    /// Schemes whose files can be brought online: those whose backend ([`Self::for_url`])
+    /// stages. Sorted.
+    pub fn staging_schemes(&self) -> Vec<&'static str> {
+        self.schemes_where(|t| t.staging)
+    }
+
+    /// Schemes whose destinations can be watched until archived. Sorted.
+    pub fn archive_schemes(&self) -> Vec<&'static str> {
+        self.schemes_where(|t| t.archive_monitoring)
+    }
+
+    fn schemes_where(&self, can: impl Fn(TapeSupport) -> bool) -> Vec<&'static str> {
+        self.schemes()
+            .into_iter()
+            .filter(|s| {
+                self.backends
+                    .iter()
+                    .find(|b| serves(b.as_ref(), s))
+                    .is_some_and(|b| can(b.tape()))
+            })
+            .collect()
+    }
+
+    /// The schemes of each backend: a copy between two schemes runs only if one backend
+    /// serves both ([`Self::for_pair`]).
+    pub fn scheme_groups(&self) -> Vec<Vec<&'static str>> {
+        self.backends.iter().map(|b| b.schemes().to_vec()).collect()
     }
 
     /// One line for the start-up log: each backend with the schemes it serves first, and those
