@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn route_labels_are_patterns() {
-        assert_eq!(route_label("/jobs/abc"), "/jobs/{}");
+        assert_eq!(route_label("/jobs/abc"), "/jobs/{job_ids}");
         assert_eq!(route_label("/fts3/ftsmon/jobs/"), "/ftsmon/jobs");
         assert_eq!(
             route_label("/ftsmon/jobs/x/files/3/log"),
