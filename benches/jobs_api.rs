@@ -286,7 +286,7 @@ static BATCHES: Mutex<Batches> = Mutex::new(Batches {
 });
 
 fn is_batch_event(m: &tracing::Metadata<'_>) -> bool {
-    m.is_event() && m.target() == "ftsd::service::writer" && m.fields().field("commit_us").is_some()
+    m.is_event() && m.target() == "ftsd::store::writer" && m.fields().field("commit_us").is_some()
 }
 
 struct BatchLayer;

@@ -55,6 +55,8 @@ pub enum ConfigError {
          authentication, so it only listens on 127.0.0.1 or [::1]"
     )]
     MetricsListen(SocketAddr),
+    #[error("node_name must be a host name (letters, digits, '.', '-', '_'), got {0:?}")]
+    NodeName(String),
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -79,6 +81,9 @@ pub const DEFAULT_DATA_DIR: &str = "./ftsd-data";
 pub const GRID_CA_DIR: &str = "/etc/grid-security/certificates";
 pub const GRID_VOMS_DIR: &str = "/etc/grid-security/vomsdir";
 
+/// Longest `node_name`: a DNS name's limit, so every host name fits and a runaway value does not.
+pub const MAX_NODE_NAME: usize = 253;
+
 /// The configuration file, as written by an operator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +93,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the database and generated files live. Default `./ftsd-data`. Created 0700.
     pub data_dir: PathBuf,
+    /// This node's name: its row in the host list (`/config`, heartbeats, drain), the
+    /// `transfer_host` of its transfers and the `submit_host` of its submissions. Default: the
+    /// machine's host name. Several nodes on one machine need distinct names.
+    pub node_name: Option<String>,
     /// Host certificate (PEM, may include its chain). Unset: a dev PKI is generated in
     /// `<data_dir>/dev-pki` and used for everything below.
     pub host_cert: Option<PathBuf>,
@@ -342,6 +351,7 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            node_name: None,
             host_cert: None,
             host_key: None,
             ca_dir: None,
@@ -363,6 +373,8 @@ impl Default for Config {
 pub struct Resolved {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `node_name` as configured; `None`: the machine's host name.
+    pub node_name: Option<String>,
     pub host_cert: PathBuf,
     pub host_key: PathBuf,
     pub ca_dir: PathBuf,
@@ -456,10 +468,17 @@ impl Config {
                 return Err(ConfigError::MetricsListen(addr));
             }
         }
+        if let Some(name) = &self.node_name {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            if name.is_empty() || name.len() > MAX_NODE_NAME || !name.chars().all(allowed) {
+                return Err(ConfigError::NodeName(name.clone()));
+            }
+        }
         let paths = self.credential_paths();
         Ok(Resolved {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
+            node_name: self.node_name.clone(),
             host_cert: paths.host_cert,
             host_key: paths.host_key,
             ca_dir: paths.ca_dir,
@@ -1731,15 +1750,40 @@ mod tests {
     }
 
     #[test]
+    fn node_name_is_a_host_name_or_refused() {
+        let parse = |text: &str| {
+            Config::parse(text, Path::new("ftsd.toml"))
+                .unwrap()
+                .resolve()
+        };
+        assert_eq!(parse("").unwrap().node_name, None);
+        assert_eq!(
+            parse("node_name = \"fts-01.example_org\"")
+                .unwrap()
+                .node_name
+                .as_deref(),
+            Some("fts-01.example_org")
+        );
+        for bad in ["", "two words", "a/b", "é"] {
+            let err = parse(&format!("node_name = {bad:?}")).unwrap_err();
+            assert!(matches!(err, ConfigError::NodeName(_)), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn the_packaged_configuration_documents_every_option() {
         let fields = config_fields();
         assert!(
             fields.contains(&"listen") && fields.contains(&"roles"),
             "{fields:?}"
         );
+        // An option whose default is computed at start (`node_name`: the host name) cannot be
+        // shown commented out with its default: it is shown as `# For example: name = value`.
+        const EXAMPLE: &str = "# For example: ";
         let enabled = enable_all(PACKAGED);
         for field in fields {
             let set = enabled.lines().any(|l| {
+                let l = l.strip_prefix(EXAMPLE).unwrap_or(l);
                 l.split_once('=').is_some_and(|(k, _)| k.trim() == field)
                     || l.trim() == format!("[{field}]")
             });
@@ -1747,7 +1791,10 @@ mod tests {
             // Its documentation comes right before it.
             let pos = enabled
                 .lines()
-                .position(|l| l.starts_with(field) || l.trim() == format!("[{field}]"))
+                .position(|l| {
+                    let l = l.strip_prefix(EXAMPLE).unwrap_or(l);
+                    l.starts_with(field) || l.trim() == format!("[{field}]")
+                })
                 .unwrap();
             let before = enabled.lines().nth(pos - 1).unwrap_or("");
             assert!(

@@ -3,7 +3,8 @@
 //!
 //! Modules, in dependency order (each may only use the ones above it):
 //! - [`model`]: pure domain types (identities, authorization vocabulary).
-//! - [`store`]: the redb database: schema, versioned codec, indexes, batch operations.
+//! - [`store`]: the store interface ([`store::Store`], in domain terms, async) and its embedded
+//!   redb backend ([`store::RedbStore`]): schema, versioned codec, indexes, batch operations.
 //! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores.
 //! - [`service`]: use cases and authorization.
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
@@ -34,7 +35,7 @@ use crate::{
         tls::{self, HostCredential},
     },
     service::Service,
-    store::Store,
+    store::{RedbStore, Store},
 };
 
 /// Everything that can stop the service from starting or running.
@@ -91,28 +92,27 @@ pub async fn run_with(
     let server_dn = host.dn.clone();
     let tls_config = tls::server_config(host, auth.clone())?;
     let data_dir = config.data_dir.clone();
-    let host_name = service::host_name();
-    let beat_host = host_name.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&data_dir)?;
-        // ftsd is one process: it registers itself in the host list (`GET /config`) at start;
-        // the engine renews the beat while it runs.
-        store.beat_host(
-            &beat_host,
+    let host_name = config.node_name.clone().unwrap_or_else(service::host_name);
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??,
+    );
+    // The node registers itself in the host list (`GET /config`) at start; the engine renews
+    // the beat while it runs.
+    store
+        .beat_host(
+            &host_name,
             model::config::SERVER_SERVICE,
             model::time::now(),
-        )?;
-        Ok::<_, store::StoreError>(store)
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))??;
-    tracing::info!(path = %store.path().display(), "database open");
+        )
+        .await?;
+    tracing::info!(path = %store.location(), node = %host_name, "database open");
     let proxy_dir = config.data_dir.join("run").join("proxies");
     service::delegation::prepare_proxy_dir(&proxy_dir).map_err(|source| store::StoreError::Io {
         path: proxy_dir.clone(),
         source,
     })?;
-    let store = Arc::new(store);
     let mut settings = service::Settings::new(server_dn, proxy_dir);
     settings.host_name = host_name;
     settings.roles = config.roles.clone();
@@ -152,9 +152,7 @@ pub async fn run_with(
     let metrics = settings.metrics.clone();
     let wake = settings.wake.clone();
     let host_name = settings.host_name.clone();
-    let service = Arc::new(
-        Service::new(store.clone(), auth.clone(), settings).map_err(server::ServerError::Io)?,
-    );
+    let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
     let engine = registry.map(|registry| {
         let settings = engine::Settings {

@@ -10,10 +10,13 @@ use super::{
     Ctx, Query,
     error::{ApiError, json_response},
 };
-use crate::model::{
-    audit::AuditEntry,
-    ban::{DnBan, SeBan},
-    time::fts_datetime,
+use crate::{
+    model::{
+        audit::AuditEntry,
+        ban::{DnBan, SeBan},
+        time::fts_datetime,
+    },
+    service::bans::{DnBanRequest, SeBanRequest},
 };
 
 /// Largest body of a ban request (a storage name and a message).
@@ -50,22 +53,26 @@ fn no_content() -> Response {
     response
 }
 
-pub fn ban_se(
+pub async fn ban_se(
     ctx: &Ctx,
     content_type: Option<&str>,
     query: Query,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let input = ban_input(content_type, query, body)?;
-    let affected = ctx.service.ban_se(&user, &input)?;
+    let affected = ctx
+        .service
+        .ban_se(&user, SeBanRequest::from_json(&input))
+        .await?;
     Ok(json_response(StatusCode::OK, &affected))
 }
 
-pub fn unban_se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn unban_se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     ctx.service
-        .unban_se(&user, query.remove("storage").as_deref())?;
+        .unban_se(&user, query.remove("storage").as_deref())
+        .await?;
     Ok(no_content())
 }
 
@@ -74,33 +81,38 @@ fn se_ban_json(b: &SeBan) -> Value {
            "admin_dn": b.admin_dn, "vo": b.vo, "status": b.status.as_str()})
 }
 
-pub fn list_se(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn list_se(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let bans: Vec<Value> = ctx
         .service
-        .list_se_bans(&user)?
+        .list_se_bans(&user)
+        .await?
         .iter()
         .map(se_ban_json)
         .collect();
     Ok(json_response(StatusCode::OK, &bans))
 }
 
-pub fn ban_dn(
+pub async fn ban_dn(
     ctx: &Ctx,
     content_type: Option<&str>,
     query: Query,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let input = ban_input(content_type, query, body)?;
-    let canceled = ctx.service.ban_dn(&user, &input)?;
+    let canceled = ctx
+        .service
+        .ban_dn(&user, DnBanRequest::from_json(&input))
+        .await?;
     Ok(json_response(StatusCode::OK, &canceled))
 }
 
-pub fn unban_dn(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn unban_dn(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     ctx.service
-        .unban_dn(&user, query.remove("user_dn").as_deref())?;
+        .unban_dn(&user, query.remove("user_dn").as_deref())
+        .await?;
     Ok(no_content())
 }
 
@@ -109,11 +121,12 @@ fn dn_ban_json(b: &DnBan) -> Value {
            "admin_dn": b.admin_dn, "status": null})
 }
 
-pub fn list_dn(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn list_dn(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let bans: Vec<Value> = ctx
         .service
-        .list_dn_bans(&user)?
+        .list_dn_bans(&user)
+        .await?
         .iter()
         .map(dn_ban_json)
         .collect();
@@ -124,11 +137,12 @@ fn audit_json(a: &AuditEntry) -> Value {
     json!({"datetime": fts_datetime(a.datetime), "dn": a.dn, "config": a.config, "action": a.action})
 }
 
-pub fn config_audit(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn config_audit(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let entries: Vec<Value> = ctx
         .service
-        .config_audit(&user)?
+        .config_audit(&user)
+        .await?
         .iter()
         .map(audit_json)
         .collect();

@@ -15,9 +15,15 @@ use super::{
     error::{ApiError, json_response},
     input,
 };
-use crate::model::{
-    config::{ActivityShare, Host, LinkConfig, SeConfig, ServerConfig, ShareConfig},
-    time::fts_datetime,
+use crate::{
+    model::{
+        config::{ActivityShare, Host, LinkConfig, SeConfig, ServerConfig, ShareConfig},
+        time::fts_datetime,
+    },
+    service::config::{
+        ActivityShareRequest, DrainRequest, GlobalConfigRequest, GrantRequest, LinkRequest,
+        SeConfigRequest, ShareRequest,
+    },
 };
 
 /// Largest body of a configuration request (a storage map or an activity share list).
@@ -65,16 +71,28 @@ fn host_json(h: &Host) -> Value {
            "beat": fts_datetime(h.beat), "drain": h.drain})
 }
 
-pub fn hosts(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let hosts: Vec<Value> = ctx.service.hosts(&user)?.iter().map(host_json).collect();
+pub async fn hosts(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let hosts: Vec<Value> = ctx
+        .service
+        .hosts(&user)
+        .await?
+        .iter()
+        .map(host_json)
+        .collect();
     Ok(json_response(StatusCode::OK, &hosts))
 }
 
-pub fn drain(ctx: &Ctx, content_type: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn drain(
+    ctx: &Ctx,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    ctx.service.set_drain(&user, &input)?;
+    ctx.service
+        .set_drain(&user, DrainRequest::parse(&input))
+        .await?;
     Ok(json_response(StatusCode::OK, &Value::Null))
 }
 
@@ -88,27 +106,31 @@ fn globals_json(rows: &[ServerConfig]) -> Value {
     Value::Object(out)
 }
 
-pub fn global(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let rows = ctx.service.global_config(&user)?;
+pub async fn global(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let rows = ctx.service.global_config(&user).await?;
     Ok(json_response(StatusCode::OK, &globals_json(&rows)))
 }
 
-pub fn set_global(
+pub async fn set_global(
     ctx: &Ctx,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    let rows = ctx.service.set_global_config(&user, &input)?;
+    let rows = ctx
+        .service
+        .set_global_config(&user, GlobalConfigRequest::parse(&input))
+        .await?;
     Ok(json_response(StatusCode::OK, &globals_json(&rows)))
 }
 
-pub fn delete_global(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn delete_global(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     ctx.service
-        .delete_global_config(&user, query.remove("vo_name").as_deref())?;
+        .delete_global_config(&user, query.remove("vo_name").as_deref())
+        .await?;
     Ok(no_content())
 }
 
@@ -119,28 +141,41 @@ fn link_json(l: &LinkConfig) -> Value {
            "nostreams": l.nostreams, "no_delegation": l.no_delegation})
 }
 
-pub fn links(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let links: Vec<Value> = ctx.service.links(&user)?.iter().map(link_json).collect();
+pub async fn links(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let links: Vec<Value> = ctx
+        .service
+        .links(&user)
+        .await?
+        .iter()
+        .map(link_json)
+        .collect();
     Ok(json_response(StatusCode::OK, &links))
 }
 
-pub fn link(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let link = ctx.service.link(&user, &unquote(name))?;
+pub async fn link(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let link = ctx.service.link(&user, &unquote(name)).await?;
     Ok(json_response(StatusCode::OK, &link_json(&link)))
 }
 
-pub fn set_link(ctx: &Ctx, content_type: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn set_link(
+    ctx: &Ctx,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    let link = ctx.service.set_link(&user, &input)?;
+    let link = ctx
+        .service
+        .set_link(&user, LinkRequest::parse(&input))
+        .await?;
     Ok(json_response(StatusCode::CREATED, &link_json(&link)))
 }
 
-pub fn delete_link(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    ctx.service.delete_link(&user, &unquote(name))?;
+pub async fn delete_link(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    ctx.service.delete_link(&user, &unquote(name)).await?;
     Ok(no_content())
 }
 
@@ -148,27 +183,42 @@ fn share_json(s: &ShareConfig) -> Value {
     json!({"source": s.source, "destination": s.destination, "vo": s.vo, "share": s.share})
 }
 
-pub fn shares(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let shares: Vec<Value> = ctx.service.shares(&user)?.iter().map(share_json).collect();
+pub async fn shares(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let shares: Vec<Value> = ctx
+        .service
+        .shares(&user)
+        .await?
+        .iter()
+        .map(share_json)
+        .collect();
     Ok(json_response(StatusCode::OK, &shares))
 }
 
-pub fn set_share(ctx: &Ctx, content_type: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn set_share(
+    ctx: &Ctx,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    let share = ctx.service.set_share(&user, &input)?;
+    let share = ctx
+        .service
+        .set_share(&user, ShareRequest::parse(&input))
+        .await?;
     Ok(json_response(StatusCode::OK, &share))
 }
 
-pub fn delete_share(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    ctx.service.delete_share(
-        &user,
-        query.remove("source").as_deref(),
-        query.remove("destination").as_deref(),
-        query.remove("vo").as_deref(),
-    )?;
+pub async fn delete_share(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    ctx.service
+        .delete_share(
+            &user,
+            query.remove("source").as_deref(),
+            query.remove("destination").as_deref(),
+            query.remove("vo").as_deref(),
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -182,11 +232,12 @@ fn se_info_json(s: &SeConfig) -> Value {
            "tpc_support": s.tpc_support, "overwrite_disk_enabled": s.overwrite_disk_enabled})
 }
 
-pub fn se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let (ses, limits) = ctx
         .service
-        .se_configs(&user, query.remove("se").as_deref())?;
+        .se_configs(&user, query.remove("se").as_deref())
+        .await?;
     let mut out = Map::new();
     for s in &ses {
         out.insert(s.storage.clone(), json!({"se_info": se_info_json(s)}));
@@ -206,18 +257,26 @@ pub fn se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &Value::Object(out)))
 }
 
-pub fn set_se(ctx: &Ctx, content_type: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn set_se(
+    ctx: &Ctx,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    let (info, ops) = ctx.service.set_se_config(&user, &input)?;
+    let (info, ops) = ctx
+        .service
+        .set_se_config(&user, SeConfigRequest::parse(&input))
+        .await?;
     let reply = json!([info.as_ref().map(se_info_json), ops]);
     Ok(json_response(StatusCode::OK, &reply))
 }
 
-pub fn delete_se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn delete_se(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     ctx.service
-        .delete_se_config(&user, query.remove("se").as_deref())?;
+        .delete_se_config(&user, query.remove("se").as_deref())
+        .await?;
     Ok(no_content())
 }
 
@@ -225,71 +284,86 @@ fn activity_json(a: &ActivityShare) -> Value {
     json!({"share": a.share_map(), "active": a.active})
 }
 
-pub fn activity_shares(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn activity_shares(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let mut out = Map::new();
-    for row in ctx.service.activity_shares(&user)? {
+    for row in ctx.service.activity_shares(&user).await? {
         out.insert(row.vo.clone(), activity_json(&row));
     }
     Ok(json_response(StatusCode::OK, &Value::Object(out)))
 }
 
-pub fn activity_share(ctx: &Ctx, vo: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let row = ctx.service.activity_share(&user, &unquote(vo))?;
+pub async fn activity_share(ctx: &Ctx, vo: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let row = ctx.service.activity_share(&user, &unquote(vo)).await?;
     Ok(json_response(StatusCode::OK, &activity_json(&row)))
 }
 
-pub fn set_activity_share(
+pub async fn set_activity_share(
     ctx: &Ctx,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    let row = ctx.service.set_activity_share(&user, &input)?;
+    let row = ctx
+        .service
+        .set_activity_share(&user, ActivityShareRequest::parse(&input))
+        .await?;
     let reply = json!({"vo": row.vo, "activity_share": row.share_list(), "active": row.active});
     Ok(json_response(StatusCode::OK, &reply))
 }
 
-pub fn delete_activity_share(ctx: &Ctx, vo: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    ctx.service.delete_activity_share(&user, &unquote(vo))?;
+pub async fn delete_activity_share(ctx: &Ctx, vo: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    ctx.service
+        .delete_activity_share(&user, &unquote(vo))
+        .await?;
     Ok(no_content())
 }
 
-pub fn grants(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn grants(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let grants: Vec<Value> = ctx
         .service
         .grants(
             &user,
             query.remove("dn").as_deref(),
             query.remove("operation").as_deref(),
-        )?
+        )
+        .await?
         .into_iter()
         .map(|(dn, operation)| json!({"dn": dn, "operation": operation}))
         .collect();
     Ok(json_response(StatusCode::OK, &grants))
 }
 
-pub fn grant(ctx: &Ctx, content_type: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn grant(
+    ctx: &Ctx,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let input = body_dict(content_type, body)?;
-    let (dn, operation) = ctx.service.grant(&user, &input)?;
+    let (dn, operation) = ctx
+        .service
+        .grant(&user, GrantRequest::parse(&input))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"dn": dn, "operation": operation}),
     ))
 }
 
-pub fn revoke(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    ctx.service.revoke(
-        &user,
-        query.remove("dn").as_deref(),
-        query.remove("operation").as_deref(),
-    )?;
+pub async fn revoke(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    ctx.service
+        .revoke(
+            &user,
+            query.remove("dn").as_deref(),
+            query.remove("operation").as_deref(),
+        )
+        .await?;
     Ok(no_content())
 }
 

@@ -12,9 +12,9 @@ use super::{
 };
 use crate::service::delegation::{MAX_CREDENTIAL_BODY, empty_view_is_list};
 
-pub fn view(ctx: &Ctx, dlg_id: &str, user_agent: Option<&str>) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let body = match ctx.service.delegation_view(&user, dlg_id)? {
+pub async fn view(ctx: &Ctx, dlg_id: &str, user_agent: Option<&str>) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let body = match ctx.service.delegation_view(&user, dlg_id).await? {
         Some(view) => serde_json::json!({
             "termination_time": view.termination_time,
             "voms_attrs": view.voms_attrs,
@@ -26,7 +26,7 @@ pub fn view(ctx: &Ctx, dlg_id: &str, user_agent: Option<&str>) -> Result<Respons
 }
 
 pub async fn request(ctx: Ctx, dlg_id: String) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let key_bits = ctx.peer().and_then(|p| p.key_bits);
     let csr = ctx
         .service
@@ -49,7 +49,7 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let body = super::body::read(body, MAX_CREDENTIAL_BODY).await?;
     ctx.service.delegation_put(&user, &dlg_id, body).await?;
     let mut response = Response::new("".into());
@@ -57,16 +57,16 @@ where
     Ok(response)
 }
 
-pub fn delete(ctx: &Ctx, dlg_id: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    ctx.service.delegation_delete(&user, dlg_id)?;
+pub async fn delete(ctx: &Ctx, dlg_id: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    ctx.service.delegation_delete(&user, dlg_id).await?;
     let mut response = Response::new("".into());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
 }
 
-pub fn voms(ctx: &Ctx, dlg_id: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn voms(ctx: &Ctx, dlg_id: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     ctx.service.delegation_voms(&user, dlg_id)?;
     Ok(Response::new("".into()))
 }

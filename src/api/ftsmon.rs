@@ -94,24 +94,24 @@ fn ok<T: serde::Serialize + ?Sized>(value: &T) -> Result<Response, ApiError> {
 }
 
 /// Dispatch `GET /ftsmon/<path>` (path without the prefix, no leading or trailing slash).
-pub fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let s = &ctx.service;
     let mq = parse_query(&q)?;
     let segments: Vec<&str> = path.split('/').filter(|x| !x.is_empty()).collect();
     match segments.as_slice() {
-        ["overview"] => ok(&s.mon_overview(&user, &mq, false)?),
-        ["overview", "activities"] => ok(&s.mon_overview(&user, &mq, true)?),
-        ["series"] => ok(&s.mon_link_series(&user, &mq)?),
+        ["overview"] => ok(&s.mon_overview(&user, &mq, false).await?),
+        ["overview", "activities"] => ok(&s.mon_overview(&user, &mq, true).await?),
+        ["series"] => ok(&s.mon_link_series(&user, &mq).await?),
         ["linkinfo"] => {
             let (Some(src), Some(dst)) = (&mq.source_se, &mq.dest_se) else {
                 return Err(ApiError::not_found());
             };
-            ok(&s.mon_linkinfo(&user, src, dst)?)
+            ok(&s.mon_linkinfo(&user, src, dst).await?)
         }
-        ["jobs"] => ok(&s.mon_jobs(&user, &mq)?),
+        ["jobs"] => ok(&s.mon_jobs(&user, &mq).await?),
         ["jobs", id] => {
-            let (job, extra) = s.mon_job(&user, id, &mq)?;
+            let (job, extra) = s.mon_job(&user, id, &mq).await?;
             let mut j = job_json(&job);
             for key in ["submit_time", "job_finished"] {
                 retime(&mut j, key);
@@ -121,7 +121,7 @@ pub fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> {
             ok(&json!({"job": j, "states": extra["states"]}))
         }
         ["jobs", id, "files"] => {
-            let (page, stats) = s.mon_job_files(&user, id, &mq)?;
+            let (page, stats) = s.mon_job_files(&user, id, &mq).await?;
             let items: Vec<Value> = page
                 .items
                 .iter()
@@ -152,27 +152,28 @@ pub fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> {
                 "stats": stats,
             }))
         }
-        ["jobs", id, "files", file, "log"] => log(ctx, &user, id, file, None),
+        ["jobs", id, "files", file, "log"] => log(ctx, &user, id, file, None).await,
         ["jobs", id, "files", file, "retries", attempt, "log"] => {
             let attempt = attempt.parse::<u32>().map_err(|_| ApiError::not_found())?;
-            log(ctx, &user, id, file, Some(attempt))
+            log(ctx, &user, id, file, Some(attempt)).await
         }
-        ["transfers"] => ok(&s.mon_transfers(&user, &mq)?),
-        ["optimizer"] => ok(&s.mon_optimizer(&user, &mq)?),
+        ["transfers"] => ok(&s.mon_transfers(&user, &mq).await?),
+        ["optimizer"] => ok(&s.mon_optimizer(&user, &mq).await?),
         ["optimizer", "detailed"] => {
             let (Some(src), Some(dst)) = (q.get("source"), q.get("destination")) else {
                 return Err(ApiError::not_found());
             };
-            ok(&s.mon_optimizer_detail(&user, src, dst, &mq)?)
+            ok(&s.mon_optimizer_detail(&user, src, dst, &mq).await?)
         }
-        ["errors"] => ok(&s.mon_errors(&user, &mq)?),
+        ["errors"] => ok(&s.mon_errors(&user, &mq).await?),
         ["errors", "list"] => {
-            let (errors, classification) = s.mon_error_reasons(&user, &mq)?;
+            let (errors, classification) = s.mon_error_reasons(&user, &mq).await?;
             ok(&json!({"errors": errors, "classification": classification}))
         }
         ["errors", "classes"] => {
             let rows: Vec<Value> = s
-                .mon_error_classes(&user, &mq)?
+                .mon_error_classes(&user, &mq)
+                .await?
                 .into_iter()
                 .map(|e| {
                     json!({"source_se": e.source_se, "dest_se": e.dest_se, "vo_name": e.vo_name,
@@ -183,25 +184,25 @@ pub fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> {
                 .collect();
             ok(&rows)
         }
-        ["stats"] => ok(&s.mon_stats(&user, &mq)?),
+        ["stats"] => ok(&s.mon_stats(&user, &mq).await?),
         ["stats", "servers"] => {
-            let servers = s.mon_servers(&user, &mq)?;
+            let servers = s.mon_servers(&user, &mq).await?;
             if q.get("format").map(String::as_str) == Some("sls") {
                 Ok(sls(&servers))
             } else {
                 ok(&servers)
             }
         }
-        ["stats", "vo"] => ok(&s.mon_stats_vo(&user, &mq)?),
-        ["config", "server"] => ok(&s.mon_config_server(&user)?),
-        ["config", "storages"] => ok(&s.mon_config_storages(&user, &mq)?),
-        ["config", "ops"] => ok(&s.mon_config_ops(&user)?),
-        ["config", "links"] => ok(&s.mon_config_links(&user, &mq)?),
-        ["config", "activities"] => ok(&s.mon_config_activities(&user, None, &mq)?),
-        ["config", "activities", vo] => ok(&s.mon_config_activities(&user, Some(vo), &mq)?),
-        ["config", "audit"] => ok(&s.mon_config_audit(&user, &mq)?),
-        ["config", "gfal2"] => ok(&s.mon_config_gfal2(&user)?),
-        ["unique", what] => ok(&s.mon_unique(&user, what)?),
+        ["stats", "vo"] => ok(&s.mon_stats_vo(&user, &mq).await?),
+        ["config", "server"] => ok(&s.mon_config_server(&user).await?),
+        ["config", "storages"] => ok(&s.mon_config_storages(&user, &mq).await?),
+        ["config", "ops"] => ok(&s.mon_config_ops(&user).await?),
+        ["config", "links"] => ok(&s.mon_config_links(&user, &mq).await?),
+        ["config", "activities"] => ok(&s.mon_config_activities(&user, None, &mq).await?),
+        ["config", "activities", vo] => ok(&s.mon_config_activities(&user, Some(vo), &mq).await?),
+        ["config", "audit"] => ok(&s.mon_config_audit(&user, &mq).await?),
+        ["config", "gfal2"] => ok(&s.mon_config_gfal2(&user).await?),
+        ["unique", what] => ok(&s.mon_unique(&user, what).await?),
         ["version"] => {
             let mut parts = env!("CARGO_PKG_VERSION").split('.');
             let mut next = || {
@@ -226,22 +227,28 @@ fn retime(m: &mut Map<String, Value>, key: &str) {
 }
 
 /// A transfer log, as text, to a caller allowed to see the job.
-fn log(
+async fn log(
     ctx: &Ctx,
     user: &crate::model::identity::User,
     job_id: &str,
     file: &str,
     attempt: Option<u32>,
 ) -> Result<Response, ApiError> {
+    use tokio::io::AsyncReadExt;
     let file_id = file.parse::<u64>().map_err(|_| ApiError::not_found())?;
     let path = ctx
         .service
-        .mon_log_path(user, job_id, file_id, attempt, ctx.service.log_dir())?;
-    use std::io::Read;
+        .mon_log_path(user, job_id, file_id, attempt, ctx.service.log_dir())
+        .await?;
+    let gone = |_| ApiError::from(ServiceError::NotFound("No such log".into()));
     let mut body = Vec::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(MAX_LOG_BYTES).read_to_end(&mut body))
-        .map_err(|_| ApiError::from(ServiceError::NotFound("No such log".into())))?;
+    tokio::fs::File::open(&path)
+        .await
+        .map_err(gone)?
+        .take(MAX_LOG_BYTES)
+        .read_to_end(&mut body)
+        .await
+        .map_err(gone)?;
     let mut response = Response::new(body.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -334,9 +341,9 @@ fn sls(servers: &std::collections::BTreeMap<String, Value>) -> Response {
 }
 
 /// `GET /metrics`.
-pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let text = ctx.service.metrics_text(&user)?;
+pub async fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let text = ctx.service.metrics_text(&user).await?;
     let mut response = Response::new(text.into());
     response
         .headers_mut()

@@ -14,12 +14,13 @@ use super::{
     input,
 };
 use crate::{
+    model::job::JobChange,
     model::{
         job::{File, Job, JobType},
         submit_schema,
         time::fts_datetime,
     },
-    service::jobs::{FilesQuery, JobChange, JobError, ListQuery},
+    service::jobs::{FilesQuery, JobError, ListQuery, PriorityRequest, SubmitRequest},
 };
 
 /// Largest submission body: 10,000 transfers with metadata fit comfortably.
@@ -208,9 +209,12 @@ pub async fn submit(
     content_type: Option<String>,
     body: Vec<u8>,
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let value = input::as_dict(&method, content_type.as_deref(), &body)?;
-    let job_id = ctx.service.submit(&user, value).await?;
+    let job_id = ctx
+        .service
+        .submit(&user, SubmitRequest::parse(value))
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"job_id": job_id})))
 }
 
@@ -218,9 +222,9 @@ pub fn schema() -> Response {
     json_response(StatusCode::OK, submit_schema::schema())
 }
 
-pub fn list(ctx: &Ctx, q: ListQuery, fields: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let jobs = ctx.service.list_jobs(&user, &q)?;
+pub async fn list(ctx: &Ctx, q: ListQuery, fields: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let jobs = ctx.service.list_jobs(&user, &q).await?;
     let wanted: Option<Vec<&str>> = fields.as_deref().map(|f| {
         f.split(',')
             .map(str::trim)
@@ -245,8 +249,8 @@ pub fn list(ctx: &Ctx, q: ListQuery, fields: Option<String>) -> Result<Response,
     Ok(json_response(StatusCode::OK, &out))
 }
 
-pub fn get(ctx: &Ctx, path: &str, files: Option<String>) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn get(ctx: &Ctx, path: &str, files: Option<String>) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let (ids, multiple) = split_ids(path);
     let file_fields: Option<Vec<String>> = files.map(|f| {
         f.split(',')
@@ -255,7 +259,10 @@ pub fn get(ctx: &Ctx, path: &str, files: Option<String>) -> Result<Response, Api
             .map(str::to_string)
             .collect()
     });
-    let results = ctx.service.get_jobs(&user, &ids, file_fields.is_some())?;
+    let results = ctx
+        .service
+        .get_jobs(&user, &ids, file_fields.is_some())
+        .await?;
     let entries = results
         .iter()
         .map(|r| match r {
@@ -311,39 +318,51 @@ fn changes(results: Vec<Result<JobChange, JobError>>, multiple: bool) -> Respons
     shape(entries, multiple)
 }
 
-pub fn cancel(ctx: &Ctx, path: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn cancel(ctx: &Ctx, path: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let (ids, multiple) = split_ids(path);
-    Ok(changes(ctx.service.cancel_jobs(&user, &ids)?, multiple))
+    Ok(changes(
+        ctx.service.cancel_jobs(&user, &ids).await?,
+        multiple,
+    ))
 }
 
-pub fn modify(
+pub async fn modify(
     ctx: &Ctx,
     path: &str,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let value = input::as_dict(&Method::POST, content_type, body)?;
+    let priority = PriorityRequest::parse(&value)?;
     let (ids, multiple) = split_ids(path);
     Ok(changes(
-        ctx.service.set_priority(&user, &ids, &value)?,
+        ctx.service.set_priority(&user, &ids, priority).await?,
         multiple,
     ))
 }
 
-pub fn field(ctx: &Ctx, id: &str, field: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let (job, _) = ctx.service.job_detail(&user, id)?.map_err(job_error)?;
+pub async fn field(ctx: &Ctx, id: &str, field: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let (job, _) = ctx
+        .service
+        .job_detail(&user, id)
+        .await?
+        .map_err(job_error)?;
     match job_json(&job).get(field) {
         Some(v) => Ok(json_response(StatusCode::OK, v)),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "No such field")),
     }
 }
 
-pub fn files(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let (_, mut files) = ctx.service.job_detail(&user, id)?.map_err(job_error)?;
+pub async fn files(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let (_, mut files) = ctx
+        .service
+        .job_detail(&user, id)
+        .await?
+        .map_err(job_error)?;
     ctx.service.live_progress(&mut files);
     let out: Vec<Value> = files
         .iter()
@@ -359,9 +378,13 @@ pub fn files(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
 /// `GET /jobs/{id}/files/{file_id}/retries`: the failed attempts that were retried.
 /// Unlike the reference (whose file check never fails), the file must belong to the job: a
 /// job's owner must not read another job's history through their own job id.
-pub fn file_retries(ctx: &Ctx, id: &str, file_id: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let (_, files) = ctx.service.job_detail(&user, id)?.map_err(job_error)?;
+pub async fn file_retries(ctx: &Ctx, id: &str, file_id: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let (_, files) = ctx
+        .service
+        .job_detail(&user, id)
+        .await?
+        .map_err(job_error)?;
     let file = file_id
         .parse::<u64>()
         .ok()
@@ -374,7 +397,8 @@ pub fn file_retries(ctx: &Ctx, id: &str, file_id: &str) -> Result<Response, ApiE
         })?;
     let rows: Vec<Value> = ctx
         .service
-        .file_retries(file)?
+        .file_retries(file)
+        .await?
         .into_iter()
         .map(|r| {
             let url = r
@@ -390,14 +414,17 @@ pub fn file_retries(ctx: &Ctx, id: &str, file_id: &str) -> Result<Response, ApiE
 }
 
 /// Data-management rows: deletion jobs are no longer supported, so always empty.
-pub fn empty_sub_list(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    ctx.service.job_detail(&user, id)?.map_err(job_error)?;
+pub async fn empty_sub_list(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    ctx.service
+        .job_detail(&user, id)
+        .await?
+        .map_err(job_error)?;
     Ok(json_response(StatusCode::OK, &json!([])))
 }
 
-pub fn cancel_files(ctx: &Ctx, id: &str, file_ids: &str) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn cancel_files(ctx: &Ctx, id: &str, file_ids: &str) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let ids: Vec<String> = file_ids
         .split(',')
         .filter(|s| !s.is_empty())
@@ -405,7 +432,8 @@ pub fn cancel_files(ctx: &Ctx, id: &str, file_ids: &str) -> Result<Response, Api
         .collect();
     let entries = ctx
         .service
-        .cancel_files(&user, id, &ids)?
+        .cancel_files(&user, id, &ids)
+        .await?
         .map_err(job_error)?;
     if entries.len() == 1 {
         Ok(json_response(StatusCode::OK, &entries[0]))
@@ -414,25 +442,25 @@ pub fn cancel_files(ctx: &Ctx, id: &str, file_ids: &str) -> Result<Response, Api
     }
 }
 
-pub fn cancel_all(ctx: &Ctx, vo: Option<&str>) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let counts = ctx.service.cancel_all(&user, vo)?;
+pub async fn cancel_all(ctx: &Ctx, vo: Option<&str>) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let counts = ctx.service.cancel_all(&user, vo).await?;
     Ok(json_response(StatusCode::OK, &counts))
 }
 
-pub fn list_files(ctx: &Ctx, q: FilesQuery) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
-    let files = ctx.service.list_files(&user, &q)?;
+pub async fn list_files(ctx: &Ctx, q: FilesQuery) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
+    let files = ctx.service.list_files(&user, &q).await?;
     let out: Vec<Value> = files.iter().map(|f| Value::Object(file_json(f))).collect();
     Ok(json_response(StatusCode::OK, &out))
 }
 
-pub fn force_start(
+pub async fn force_start(
     ctx: &Ctx,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
     if content_type.map(str::trim) != Some("application/json") {
         return Err(bad("Only accepts 'Content-Type: application/json'"));
@@ -442,7 +470,7 @@ pub fn force_start(
         .as_array()
         .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
         .ok_or_else(|| bad("Only accepts a list of integer fileIDs"))?;
-    let problems = ctx.service.force_start(&user, &ids)?;
+    let problems = ctx.service.force_start(&user, &ids).await?;
     let out: Vec<Value> = problems
         .into_iter()
         .map(|(id, error)| json!({"file_id": id, "error": error}))

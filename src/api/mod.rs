@@ -51,8 +51,8 @@ impl Ctx {
     }
 
     /// The FTS3 user of this request.
-    pub fn user(&self) -> Result<User, ApiError> {
-        Ok(self.service.user(self.peer())?)
+    pub async fn user(&self) -> Result<User, ApiError> {
+        Ok(self.service.user(self.peer()).await?)
     }
 }
 
@@ -69,7 +69,7 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
     let whoami = warp::get()
         .and(warp::path!("whoami"))
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(whoami::whoami(&ctx)));
+        .then(|ctx: Ctx| async move { respond(whoami::whoami(&ctx).await) });
     let certificate = warp::get()
         .and(warp::path!("whoami" / "certificate"))
         .and(ctx.clone())
@@ -78,8 +78,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("delegation" / String))
         .and(warp::header::optional::<String>("user-agent"))
         .and(ctx.clone())
-        .map(|id: String, ua: Option<String>, ctx: Ctx| {
-            respond(delegation::view(&ctx, &id, ua.as_deref()))
+        .then(|id: String, ua: Option<String>, ctx: Ctx| async move {
+            respond(delegation::view(&ctx, &id, ua.as_deref()).await)
         });
     let delegation_request = warp::get()
         .and(warp::path!("delegation" / String / "request"))
@@ -97,11 +97,11 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
     let delegation_delete = warp::delete()
         .and(warp::path!("delegation" / String))
         .and(ctx.clone())
-        .map(|id: String, ctx: Ctx| respond(delegation::delete(&ctx, &id)));
+        .then(|id: String, ctx: Ctx| async move { respond(delegation::delete(&ctx, &id).await) });
     let delegation_voms = warp::post()
         .and(warp::path!("delegation" / String / "voms"))
         .and(ctx.clone())
-        .map(|id: String, ctx: Ctx| respond(delegation::voms(&ctx, &id)));
+        .then(|id: String, ctx: Ctx| async move { respond(delegation::voms(&ctx, &id).await) });
     let ftsmon = warp::get()
         .and(
             warp::path("ftsmon")
@@ -111,13 +111,13 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(ctx.clone())
         .and(warp::query::<Query>())
-        .map(|tail: warp::path::Tail, ctx: Ctx, q: Query| {
-            respond(ftsmon::get(&ctx, tail.as_str(), q))
+        .then(|tail: warp::path::Tail, ctx: Ctx, q: Query| async move {
+            respond(ftsmon::get(&ctx, tail.as_str(), q).await)
         });
     let metrics = warp::get()
         .and(warp::path!("metrics"))
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(ftsmon::metrics(&ctx)));
+        .then(|ctx: Ctx| async move { respond(ftsmon::metrics(&ctx).await) });
     let jobs = job_routes(ctx.clone());
     let bans = ban_routes(ctx.clone());
     let config = config_routes(ctx.clone());
@@ -185,14 +185,14 @@ fn ban_routes(
     };
     let ban_se = post("se").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
         let result = match read_body(body, bans::MAX_BAN_BODY).await {
-            Ok(body) => bans::ban_se(&ctx, ct.as_deref(), q, &body),
+            Ok(body) => bans::ban_se(&ctx, ct.as_deref(), q, &body).await,
             Err(e) => Err(e),
         };
         respond(result)
     });
     let ban_dn = post("dn").then(|ctx: Ctx, ct: Option<String>, q: Query, body| async move {
         let result = match read_body(body, bans::MAX_BAN_BODY).await {
-            Ok(body) => bans::ban_dn(&ctx, ct.as_deref(), q, &body),
+            Ok(body) => bans::ban_dn(&ctx, ct.as_deref(), q, &body).await,
             Err(e) => Err(e),
         };
         respond(result)
@@ -201,24 +201,24 @@ fn ban_routes(
         .and(warp::path!("ban" / "se"))
         .and(ctx.clone())
         .and(query())
-        .map(|ctx: Ctx, q: Query| respond(bans::unban_se(&ctx, q)));
+        .then(|ctx: Ctx, q: Query| async move { respond(bans::unban_se(&ctx, q).await) });
     let unban_dn = warp::delete()
         .and(warp::path!("ban" / "dn"))
         .and(ctx.clone())
         .and(query())
-        .map(|ctx: Ctx, q: Query| respond(bans::unban_dn(&ctx, q)));
+        .then(|ctx: Ctx, q: Query| async move { respond(bans::unban_dn(&ctx, q).await) });
     let list_se = warp::get()
         .and(warp::path!("ban" / "se"))
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(bans::list_se(&ctx)));
+        .then(|ctx: Ctx| async move { respond(bans::list_se(&ctx).await) });
     let list_dn = warp::get()
         .and(warp::path!("ban" / "dn"))
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(bans::list_dn(&ctx)));
+        .then(|ctx: Ctx| async move { respond(bans::list_dn(&ctx).await) });
     let audit = warp::get()
         .and(warp::path!("config" / "audit"))
         .and(ctx)
-        .map(|ctx: Ctx| respond(bans::config_audit(&ctx)));
+        .then(|ctx: Ctx| async move { respond(bans::config_audit(&ctx).await) });
     ban_se
         .or(ban_dn)
         .unify()
@@ -235,12 +235,41 @@ fn ban_routes(
         .boxed()
 }
 
+/// What an async handler returns, boxed so that handlers can sit in one table.
+type Reply =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, ApiError>> + Send>>;
 /// A setter: parses nothing itself, gets the content type and the (bounded) body.
-type Setter = fn(&Ctx, Option<&str>, &[u8]) -> Result<Response, ApiError>;
+type Setter = fn(Ctx, Option<String>, Vec<u8>) -> Reply;
 /// A handler of the query string (listings with filters, deletions).
-type QueryHandler = fn(&Ctx, Query) -> Result<Response, ApiError>;
+type QueryHandler = fn(Ctx, Query) -> Reply;
 /// A handler of one path segment (`/config/links/<name>`, `/config/activity_shares/<vo>`).
-type NameHandler = fn(&Ctx, &str) -> Result<Response, ApiError>;
+type NameHandler = fn(Ctx, String) -> Reply;
+
+/// A [`Setter`] of an `async fn(&Ctx, Option<&str>, &[u8])` handler.
+macro_rules! setter {
+    ($handler:path) => {
+        |ctx: Ctx, ct: Option<String>, body: Vec<u8>| -> Reply {
+            Box::pin(async move { $handler(&ctx, ct.as_deref(), &body).await })
+        }
+    };
+}
+
+/// A [`QueryHandler`] of an `async fn(&Ctx, Query)` handler.
+macro_rules! query_handler {
+    ($handler:path) => {
+        |ctx: Ctx, q: Query| -> Reply { Box::pin(async move { $handler(&ctx, q).await }) }
+    };
+    (ignore $handler:path) => {
+        |ctx: Ctx, _: Query| -> Reply { Box::pin(async move { $handler(&ctx).await }) }
+    };
+}
+
+/// A [`NameHandler`] of an `async fn(&Ctx, &str)` handler.
+macro_rules! name_handler {
+    ($handler:path) => {
+        |ctx: Ctx, name: String| -> Reply { Box::pin(async move { $handler(&ctx, &name).await }) }
+    };
+}
 
 /// `/config`, `/config/drain|global|links|shares|se|activity_shares|authorize`.
 fn config_routes(
@@ -259,7 +288,7 @@ fn config_routes(
             .and(body::stream())
             .then(move |ctx: Ctx, ct: Option<String>, body| async move {
                 let result = match read_body(body, config::MAX_CONFIG_BODY).await {
-                    Ok(body) => handler(&ctx, ct.as_deref(), &body),
+                    Ok(body) => handler(ctx, ct, body).await,
                     Err(e) => Err(e),
                 };
                 respond(result)
@@ -271,7 +300,7 @@ fn config_routes(
             .and(path(name))
             .and(ctx.clone())
             .and(warp::query::<Query>())
-            .map(move |ctx: Ctx, q: Query| respond(handler(&ctx, q)))
+            .then(move |ctx: Ctx, q: Query| async move { respond(handler(ctx, q).await) })
             .boxed()
     };
     let get = || warp::get().boxed();
@@ -283,39 +312,51 @@ fn config_routes(
             .and(warp::path::param::<String>())
             .and(warp::path::end())
             .and(ctx.clone())
-            .map(move |segment: String, ctx: Ctx| respond(handler(&ctx, &segment)))
+            .then(move |segment: String, ctx: Ctx| async move {
+                respond(handler(ctx, segment).await)
+            })
             .boxed()
     };
     let hosts = warp::get()
         .and(warp::path("config"))
         .and(warp::path::end())
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(config::hosts(&ctx)))
+        .then(|ctx: Ctx| async move { respond(config::hosts(&ctx).await) })
         .boxed();
     let routes: Vec<BoxedFilter<(Response,)>> = vec![
-        post("drain", config::drain),
-        with_query(get(), "global", |ctx, _| config::global(ctx)),
-        post("global", config::set_global),
-        with_query(delete(), "global", config::delete_global),
-        with_query(get(), "links", |ctx, _| config::links(ctx)),
-        post("links", config::set_link),
-        named(get(), "links", config::link),
-        named(delete(), "links", config::delete_link),
-        with_query(get(), "shares", |ctx, _| config::shares(ctx)),
-        post("shares", config::set_share),
-        with_query(delete(), "shares", config::delete_share),
-        with_query(get(), "se", config::se),
-        post("se", config::set_se),
-        with_query(delete(), "se", config::delete_se),
-        with_query(get(), "activity_shares", |ctx, _| {
-            config::activity_shares(ctx)
-        }),
-        post("activity_shares", config::set_activity_share),
-        named(get(), "activity_shares", config::activity_share),
-        named(delete(), "activity_shares", config::delete_activity_share),
-        with_query(get(), "authorize", config::grants),
-        post("authorize", config::grant),
-        with_query(delete(), "authorize", config::revoke),
+        post("drain", setter!(config::drain)),
+        with_query(get(), "global", query_handler!(ignore config::global)),
+        post("global", setter!(config::set_global)),
+        with_query(delete(), "global", query_handler!(config::delete_global)),
+        with_query(get(), "links", query_handler!(ignore config::links)),
+        post("links", setter!(config::set_link)),
+        named(get(), "links", name_handler!(config::link)),
+        named(delete(), "links", name_handler!(config::delete_link)),
+        with_query(get(), "shares", query_handler!(ignore config::shares)),
+        post("shares", setter!(config::set_share)),
+        with_query(delete(), "shares", query_handler!(config::delete_share)),
+        with_query(get(), "se", query_handler!(config::se)),
+        post("se", setter!(config::set_se)),
+        with_query(delete(), "se", query_handler!(config::delete_se)),
+        with_query(
+            get(),
+            "activity_shares",
+            query_handler!(ignore config::activity_shares),
+        ),
+        post("activity_shares", setter!(config::set_activity_share)),
+        named(
+            get(),
+            "activity_shares",
+            name_handler!(config::activity_share),
+        ),
+        named(
+            delete(),
+            "activity_shares",
+            name_handler!(config::delete_activity_share),
+        ),
+        with_query(get(), "authorize", query_handler!(config::grants)),
+        post("authorize", setter!(config::grant)),
+        with_query(delete(), "authorize", query_handler!(config::revoke)),
     ];
     routes
         .into_iter()
@@ -330,17 +371,17 @@ fn optimizer_routes(
     let enabled = warp::get()
         .and(warp::path!("optimizer"))
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(optimizer::enabled(&ctx)));
+        .then(|ctx: Ctx| async move { respond(optimizer::enabled(&ctx).await) });
     let evolution = warp::get()
         .and(warp::path!("optimizer" / "evolution"))
         .and(ctx.clone())
         .and(query())
-        .map(|ctx: Ctx, q: Query| respond(optimizer::evolution(&ctx, q)));
+        .then(|ctx: Ctx, q: Query| async move { respond(optimizer::evolution(&ctx, q).await) });
     let current = warp::get()
         .and(warp::path!("optimizer" / "current"))
         .and(ctx.clone())
         .and(query())
-        .map(|ctx: Ctx, q: Query| respond(optimizer::current(&ctx, q)));
+        .then(|ctx: Ctx, q: Query| async move { respond(optimizer::current(&ctx, q).await) });
     let set_current = warp::post()
         .and(warp::path!("optimizer" / "current"))
         .and(ctx.clone())
@@ -348,7 +389,7 @@ fn optimizer_routes(
         .and(body::stream())
         .then(|ctx: Ctx, ct: Option<String>, body| async move {
             let result = match read_body(body, optimizer::MAX_OPTIMIZER_BODY).await {
-                Ok(body) => optimizer::set_current(&ctx, ct.as_deref(), &body),
+                Ok(body) => optimizer::set_current(&ctx, ct.as_deref(), &body).await,
                 Err(e) => Err(e),
             };
             respond(result)
@@ -361,11 +402,11 @@ fn optimizer_routes(
         )
         .and(ctx.clone())
         .and(query())
-        .map(|ctx: Ctx, q: Query| respond(optimizer::snapshot(&ctx, q)));
+        .then(|ctx: Ctx, q: Query| async move { respond(optimizer::snapshot(&ctx, q).await) });
     let hosts = warp::get()
         .and(warp::path!("status" / "hosts"))
         .and(ctx)
-        .map(|ctx: Ctx| respond(optimizer::hosts(&ctx)));
+        .then(|ctx: Ctx| async move { respond(optimizer::hosts(&ctx).await) });
     enabled
         .or(evolution)
         .unify()
@@ -415,7 +456,7 @@ fn job_routes(
         .and(warp::path::end())
         .and(ctx.clone())
         .and(query())
-        .map(move |ctx: Ctx, mut q: Query| {
+        .then(move |ctx: Ctx, mut q: Query| async move {
             let fields = take(&mut q, "fields");
             let query = service::jobs::ListQuery {
                 user_dn: take(&mut q, "user_dn"),
@@ -427,48 +468,56 @@ fn job_routes(
                 limit: take(&mut q, "limit"),
                 time_window: take(&mut q, "time_window"),
             };
-            respond(jobs::list(&ctx, query, fields))
+            respond(jobs::list(&ctx, query, fields).await)
         });
     let cancel_all = warp::delete()
         .and(warp::path!("jobs" / "all"))
         .and(ctx.clone())
-        .map(|ctx: Ctx| respond(jobs::cancel_all(&ctx, None)));
+        .then(|ctx: Ctx| async move { respond(jobs::cancel_all(&ctx, None).await) });
     let cancel_vo = warp::delete()
         .and(warp::path!("jobs" / "vo" / String))
         .and(ctx.clone())
-        .map(|vo: String, ctx: Ctx| respond(jobs::cancel_all(&ctx, Some(&vo))));
+        .then(
+            |vo: String, ctx: Ctx| async move { respond(jobs::cancel_all(&ctx, Some(&vo)).await) },
+        );
     let job_files = warp::get()
         .and(warp::path!("jobs" / String / "files"))
         .and(ctx.clone())
-        .map(|id: String, ctx: Ctx| respond(jobs::files(&ctx, &id)));
+        .then(|id: String, ctx: Ctx| async move { respond(jobs::files(&ctx, &id).await) });
     let job_dm = warp::get()
         .and(warp::path!("jobs" / String / "dm"))
         .and(ctx.clone())
-        .map(|id: String, ctx: Ctx| respond(jobs::empty_sub_list(&ctx, &id)));
+        .then(|id: String, ctx: Ctx| async move { respond(jobs::empty_sub_list(&ctx, &id).await) });
     let retries = warp::get()
         .and(warp::path!("jobs" / String / "files" / String / "retries"))
         .and(ctx.clone())
-        .map(|id: String, file: String, ctx: Ctx| respond(jobs::file_retries(&ctx, &id, &file)));
+        .then(|id: String, file: String, ctx: Ctx| async move {
+            respond(jobs::file_retries(&ctx, &id, &file).await)
+        });
     let cancel_files = warp::delete()
         .and(warp::path!("jobs" / String / "files" / String))
         .and(ctx.clone())
-        .map(|id: String, files: String, ctx: Ctx| respond(jobs::cancel_files(&ctx, &id, &files)));
+        .then(|id: String, files: String, ctx: Ctx| async move {
+            respond(jobs::cancel_files(&ctx, &id, &files).await)
+        });
     let field = warp::get()
         .and(warp::path!("jobs" / String / String))
         .and(ctx.clone())
-        .map(|id: String, field: String, ctx: Ctx| respond(jobs::field(&ctx, &id, &field)));
+        .then(|id: String, field: String, ctx: Ctx| async move {
+            respond(jobs::field(&ctx, &id, &field).await)
+        });
     let get = warp::get()
         .and(warp::path!("jobs" / String))
         .and(ctx.clone())
         .and(query())
-        .map(move |ids: String, ctx: Ctx, mut q: Query| {
+        .then(move |ids: String, ctx: Ctx, mut q: Query| async move {
             let files = take(&mut q, "files");
-            respond(jobs::get(&ctx, &ids, files))
+            respond(jobs::get(&ctx, &ids, files).await)
         });
     let cancel = warp::delete()
         .and(warp::path!("jobs" / String))
         .and(ctx.clone())
-        .map(|ids: String, ctx: Ctx| respond(jobs::cancel(&ctx, &ids)));
+        .then(|ids: String, ctx: Ctx| async move { respond(jobs::cancel(&ctx, &ids).await) });
     let modify = warp::post()
         .and(warp::path!("jobs" / String))
         .and(ctx.clone())
@@ -477,7 +526,7 @@ fn job_routes(
         .then(
             |ids: String, ctx: Ctx, ct: Option<String>, body| async move {
                 let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
-                    Ok(body) => jobs::modify(&ctx, &ids, ct.as_deref(), &body),
+                    Ok(body) => jobs::modify(&ctx, &ids, ct.as_deref(), &body).await,
                     Err(e) => Err(e),
                 };
                 respond(result)
@@ -488,7 +537,7 @@ fn job_routes(
         .and(warp::path::end())
         .and(ctx.clone())
         .and(query())
-        .map(move |ctx: Ctx, mut q: Query| {
+        .then(move |ctx: Ctx, mut q: Query| async move {
             let query = service::jobs::FilesQuery {
                 vo_name: take(&mut q, "vo_name"),
                 state_in: take(&mut q, "state_in"),
@@ -498,7 +547,7 @@ fn job_routes(
                 time_window: take(&mut q, "time_window"),
                 limit: take(&mut q, "limit"),
             };
-            respond(jobs::list_files(&ctx, query))
+            respond(jobs::list_files(&ctx, query).await)
         });
     let force_start = warp::post()
         .and(warp::path!("admin" / "force-start"))
@@ -507,7 +556,7 @@ fn job_routes(
         .and(body::stream())
         .then(|ctx: Ctx, ct: Option<String>, body| async move {
             let result = match read_body(body, jobs::MAX_SMALL_BODY).await {
-                Ok(body) => jobs::force_start(&ctx, ct.as_deref(), &body),
+                Ok(body) => jobs::force_start(&ctx, ct.as_deref(), &body).await,
                 Err(e) => Err(e),
             };
             respond(result)

@@ -19,9 +19,10 @@ use super::{
 use crate::{
     model::{
         optimizer::{EvolutionEntry, LinkFilter, OptimizerCurrent, PairStatus},
+        query::PairFilter,
         time::fts_datetime,
     },
-    store::optimizer::PairFilter,
+    service::optimizer::decision_request,
 };
 
 /// Largest body of `POST /optimizer/current` (a dozen numbers and a rationale).
@@ -56,48 +57,53 @@ fn current_json(c: &OptimizerCurrent) -> Value {
            "datetime": datetime(c.datetime), "nostreams": c.nostreams})
 }
 
-pub fn enabled(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn enabled(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     Ok(json_response(
         StatusCode::OK,
         &ctx.service.optimizer_enabled(&user),
     ))
 }
 
-pub fn evolution(ctx: &Ctx, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn evolution(ctx: &Ctx, query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let rows: Vec<Value> = ctx
         .service
-        .optimizer_evolution(&user, &link_filter(query))?
+        .optimizer_evolution(&user, &link_filter(query))
+        .await?
         .iter()
         .map(evolution_json)
         .collect();
     Ok(json_response(StatusCode::OK, &rows))
 }
 
-pub fn current(ctx: &Ctx, query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn current(ctx: &Ctx, query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let rows: Vec<Value> = ctx
         .service
-        .optimizer_values(&user, &link_filter(query))?
+        .optimizer_values(&user, &link_filter(query))
+        .await?
         .iter()
         .map(current_json)
         .collect();
     Ok(json_response(StatusCode::OK, &rows))
 }
 
-pub fn set_current(
+pub async fn set_current(
     ctx: &Ctx,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+    let user = ctx.user().await?;
     let input: Map<String, Value> = match input::as_dict(&Method::POST, content_type, body)? {
         Value::Object(map) => map,
         // as_dict only returns objects.
         _ => Map::new(),
     };
-    let (evolution, current) = ctx.service.set_optimizer_values(&user, &input)?;
+    let (evolution, current) = ctx
+        .service
+        .set_optimizer_values(&user, decision_request(&input))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!([evolution_json(&evolution), current_json(&current)]),
@@ -125,8 +131,8 @@ fn pair_json(p: &PairStatus) -> Value {
            "frequent_error": frequent_error, "limits": null})
 }
 
-pub fn snapshot(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn snapshot(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let filter = PairFilter {
         vo_name: param(&mut query, "vo_name"),
         source_se: param(&mut query, "source_se"),
@@ -134,7 +140,8 @@ pub fn snapshot(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
     };
     let pairs: Vec<Value> = ctx
         .service
-        .pair_status(&user, &filter)?
+        .pair_status(&user, &filter)
+        .await?
         .iter()
         .map(pair_json)
         .collect();
@@ -142,10 +149,10 @@ pub fn snapshot(ctx: &Ctx, mut query: Query) -> Result<Response, ApiError> {
 }
 
 /// `{"<host>": {"active": n, "staging": n}}`, each count present only when non-zero.
-pub fn hosts(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn hosts(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     let mut out = Map::new();
-    for (host, activity) in ctx.service.host_activity(&user)? {
+    for (host, activity) in ctx.service.host_activity(&user).await? {
         let mut counts = Map::new();
         if activity.active > 0 {
             counts.insert("active".into(), json!(activity.active));

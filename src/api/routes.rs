@@ -187,19 +187,19 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/jobs/{}",
+        pattern: "/ftsmon/jobs/{job_id}",
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/jobs/{}/files",
+        pattern: "/ftsmon/jobs/{job_id}/files",
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/jobs/{}/files/{}/log",
+        pattern: "/ftsmon/jobs/{job_id}/files/{file_id}/log",
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/jobs/{}/files/{}/retries/{}/log",
+        pattern: "/ftsmon/jobs/{job_id}/files/{file_id}/retries/{attempt}/log",
         methods: &["GET"],
     },
     Route {
@@ -239,15 +239,15 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/config/{}",
+        pattern: "/ftsmon/config/{section}",
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/config/activities/{}",
+        pattern: "/ftsmon/config/activities/{vo_name}",
         methods: &["GET"],
     },
     Route {
-        pattern: "/ftsmon/unique/{}",
+        pattern: "/ftsmon/unique/{field}",
         methods: &["GET"],
     },
     Route {
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(route_label("/fts3/ftsmon/jobs/"), "/ftsmon/jobs");
         assert_eq!(
             route_label("/ftsmon/jobs/x/files/3/log"),
-            "/ftsmon/jobs/{}/files/{}/log"
+            "/ftsmon/jobs/{job_id}/files/{file_id}/log"
         );
         assert_eq!(route_label("/no/such/thing"), "other");
     }

@@ -11,8 +11,8 @@ use super::{
 };
 use crate::service::whoami;
 
-pub fn whoami(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?;
+pub async fn whoami(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user().await?;
     Ok(json_response(StatusCode::OK, &whoami::whoami(&user)))
 }
 

@@ -31,15 +31,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    model::transfer::{Event, Outcome},
     model::{
         job::{File, FileState, Job},
         lifecycle::{Failure, Success},
         time,
     },
-    store::{
-        Store, StoreError,
-        engine::{Event, Outcome},
-    },
+    store::{Store, StoreError},
 };
 use backends::{CopyMode, Credential, Progress, Registry};
 
@@ -119,7 +117,7 @@ pub struct Running {
 
 /// Shared state of the engine's tasks.
 pub struct Engine {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     registry: Registry,
     settings: Settings,
     wake: Arc<Notify>,
@@ -132,7 +130,7 @@ impl Engine {
     /// Recover what a previous run left behind, then run until `stop` turns true; then hand the
     /// running transfers back to the queue and return once every event is written.
     pub async fn run(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         registry: Registry,
         settings: Settings,
         wake: Arc<Notify>,
@@ -197,9 +195,10 @@ impl Engine {
 
     /// Files left ARCHIVING by a previous run are watched again.
     async fn resume_archiving(self: &Arc<Self>) -> Result<(), EngineError> {
-        let store = self.store.clone();
-        let files =
-            blocking(move || store.files_in_state(FileState::Archiving, usize::MAX)).await?;
+        let files = self
+            .store
+            .files_in_state(FileState::Archiving, usize::MAX)
+            .await?;
         for (job, file) in files {
             self.spawn_archive(job, file);
         }
@@ -313,12 +312,11 @@ impl Engine {
         })
         .await;
         tracing::info!(job_id = %job.job_id, file_id, %link, "transfer started");
-        let vo_config = {
-            let (store, vo) = (self.store.clone(), job.vo_name.clone());
-            blocking(move || store.server_config(&vo))
-                .await
-                .unwrap_or_default()
-        };
+        let vo_config = self
+            .store
+            .server_config(&job.vo_name)
+            .await
+            .unwrap_or_default();
         let mut spec = scheduler::transfer_spec(job, file, &vo_config);
         let (credential, tpc) = self.transfer_context(job, file).await;
         spec.credential = credential;
@@ -372,13 +370,12 @@ impl Engine {
         job: &Job,
         file: &File,
     ) -> (Option<Arc<Credential>>, (CopyMode, bool)) {
-        let store = self.store.clone();
-        let (dlg_id, dn) = (job.cred_id.clone(), job.user_dn.clone());
-        let (src_se, dst_se) = (file.source_se.clone(), file.dest_se.clone());
-        let read = blocking(move || {
-            let material = store.credential_material(&dlg_id, &dn)?;
-            let src = store.se_config(&src_se)?.tpc_support;
-            let dst = store.se_config(&dst_se)?.tpc_support;
+        let store = &self.store;
+        let (dlg_id, dn) = (&job.cred_id, &job.user_dn);
+        let read = async {
+            let material = store.credential_material(dlg_id, dn).await?;
+            let src = store.se_config(&file.source_se).await?.tpc_support;
+            let dst = store.se_config(&file.dest_se).await?.tpc_support;
             let credential = material.map(|m| {
                 let mut pem = zeroize::Zeroizing::new(String::with_capacity(
                     m.proxy_pem.len() + m.key_pem.len() + m.chain_pem.len() + 2,
@@ -401,7 +398,7 @@ impl Engine {
                 credential,
                 CopyMode::from_tpc_support(src.as_deref(), dst.as_deref()),
             ))
-        });
+        };
         match read.await {
             Ok(found) => found,
             Err(e) => {
@@ -536,20 +533,8 @@ fn to_failure(f: &agent::TransferFailure) -> Failure {
     }
 }
 
-/// Run blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, EngineError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(EngineError::Task(e.to_string())),
-    }
-}
-
 /// Start-up recovery (one log line per file).
-async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineError> {
-    let store2 = store.clone();
-    let store = store.clone();
+async fn recover(store: &Arc<dyn Store>, settings: &Settings) -> Result<(), EngineError> {
     let host = settings.host.clone();
     let failure = Failure {
         reason: format!("GENERAL_FAILURE [4] {INTERRUPTED_MESSAGE}"),
@@ -559,10 +544,9 @@ async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineEr
         recoverable: true,
         dst_file: None,
     };
-    let applied = blocking(move || {
-        store.recover_interrupted(&failure, &host, time::now(), &scheduler::vo_retry(&store))
-    })
-    .await?;
+    let applied = store
+        .recover_interrupted(&failure, &host, time::now())
+        .await?;
     for a in applied {
         match a.outcome {
             Outcome::Retried(attempt) => {
@@ -577,7 +561,7 @@ async fn recover(store: &Arc<Store>, settings: &Settings) -> Result<(), EngineEr
             _ => {}
         }
     }
-    let repaired = blocking(move || store2.repair_multihop(time::now())).await?;
+    let repaired = store.repair_multihop(time::now()).await?;
     for a in repaired {
         tracing::warn!(job_id = %a.job_id, file_id = a.file_id, "multihop job had no hop queued: next hop queued");
     }
@@ -596,13 +580,8 @@ async fn event_writer(
     let mut batch = Vec::with_capacity(EVENT_BATCH);
     while rx.recv_many(&mut batch, EVENT_BATCH).await > 0 {
         let events = std::mem::take(&mut batch);
-        let (s, h) = (store.clone(), host.clone());
-        let written = blocking(move || {
-            let applied = s.apply_events(&events, &h, time::now(), &scheduler::vo_retry(&s))?;
-            Ok((events, applied))
-        })
-        .await;
-        let (_, applied) = match written {
+        let written = store.apply_events(&events, &host, time::now()).await;
+        let applied = match written {
             Ok(x) => x,
             Err(e) => {
                 // The events are lost from memory but the files stay READY/ACTIVE in the
@@ -621,21 +600,18 @@ async fn event_writer(
             }
         }
         if !archiving.is_empty() && !engine.is_stopping() {
-            let s = store.clone();
-            let ids = archiving.clone();
-            if let Ok(rows) = blocking(move || {
+            let rows = async {
                 let mut out = Vec::new();
-                for id in ids {
-                    if let Some(f) = s.file(id)? {
-                        if let Some(j) = s.job(&f.job_id)? {
+                for id in archiving {
+                    if let Some(f) = store.file(id).await? {
+                        if let Some(j) = store.job(&f.job_id).await? {
                             out.push((j, f));
                         }
                     }
                 }
-                Ok(out)
-            })
-            .await
-            {
+                Ok::<_, StoreError>(out)
+            };
+            if let Ok(rows) = rows.await {
                 for (j, f) in rows {
                     engine.spawn_archive(j, f);
                 }
@@ -683,8 +659,7 @@ async fn watcher(engine: Arc<Engine>) {
         if ids.is_empty() {
             continue;
         }
-        let store = engine.store.clone();
-        let Ok(states) = blocking(move || store.file_states(&ids)).await else {
+        let Ok(states) = engine.store.file_states(&ids).await else {
             continue;
         };
         let running = engine.running();
@@ -712,8 +687,11 @@ async fn heartbeat(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         tick.tick().await;
-        let (store, host) = (engine.store.clone(), engine.settings.host.clone());
-        if let Err(e) = blocking(move || store.beat_host(&host, "fts_server", time::now())).await {
+        let beat = engine
+            .store
+            .beat_host(&engine.settings.host, "fts_server", time::now())
+            .await;
+        if let Err(e) = beat {
             tracing::warn!(error = %e, "heartbeat not recorded");
         }
     }
@@ -725,13 +703,12 @@ async fn queue_timeouts(engine: Arc<Engine>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let store = engine.store.clone();
-        let result = blocking(move || {
-            let now = time::now();
-            let mut canceled = store.expire_queued(now)?;
-            canceled.extend(scheduler::expire_global(&store, now)?);
-            Ok(canceled)
-        })
+        let now = time::now();
+        let result = async {
+            let mut canceled = engine.store.expire_queued(now).await?;
+            canceled.extend(engine.store.expire_global(now).await?);
+            Ok::<_, StoreError>(canceled)
+        }
         .await;
         match result {
             Ok(ids) => {

@@ -1,14 +1,17 @@
 //! The scheduler: which queued files start now.
 //!
 //! One cycle (on every wake-up, at least every `scheduling_interval`):
-//! 1. queues = every (link, VO) with SUBMITTED files (`Store::submitted_queues`);
+//! 1. queues = every (link, VO) with SUBMITTED files (`Store::submitted_queues`); what runs is
+//!    counted in this process's memory, or across every node when the store is shared
+//!    (`Store::shared_load`);
 //! 2. per link, the free slots (the optimizer's decision, or the default, minus what runs) are
 //!    dealt to its VOs by smooth weighted round-robin over the VO shares of `/config/shares`
 //!    (weight 1 each when the link has none), so shares hold over successive cycles;
 //! 3. per (link, VO) the highest-priority files, oldest first (`Store::queue_candidates`);
 //! 4. dispatch round-robin over VOs, and over the links of each VO, one file at a time, within
 //!    the per-SE inbound/outbound caps and the global cap;
-//! 5. the chosen files are claimed in one transaction (SUBMITTED → READY) and started.
+//! 5. the chosen files are claimed in one transaction (SUBMITTED → READY), with the caps they
+//!    were chosen under (a shared store holds them across nodes), and started.
 //!
 //! Staging requests (STAGING → STARTED) are started the same way under their own cap.
 
@@ -18,13 +21,14 @@ use std::{
     time::Duration,
 };
 
-use super::{Engine, EngineError, agent, blocking, checksum::ChecksumMode};
+use super::{Engine, EngineError, agent, checksum::ChecksumMode};
 use crate::{
     model::{
-        job::{File, Job, JobType},
+        job::{File, FileState, Job, JobType},
         time,
+        transfer::{Caps, Claim, Link, QueueKey},
     },
-    store::{Store, StoreError, engine::QueueKey},
+    store::{Store, StoreError},
 };
 
 /// `DefaultBringOnlineTimeout`: seconds a bring-online request may take when the job gives no
@@ -33,8 +37,6 @@ pub const DEFAULT_BRING_ONLINE_TIMEOUT: u64 = 604_800;
 
 /// A short pause after a wake-up so a burst of finishing transfers costs one cycle, not one each.
 const WAKE_DEBOUNCE: Duration = Duration::from_millis(10);
-
-type Link = (String, String);
 
 /// What the scheduler remembers between cycles: the smooth weighted round-robin credits of the
 /// VOs of each link.
@@ -122,27 +124,20 @@ fn load(engine: &Engine) -> Load {
 }
 
 async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineError> {
-    let store = engine.store.clone();
+    let store = engine.store.as_ref();
     let host = engine.settings.host.clone();
-    if blocking({
-        let (s, h) = (store.clone(), host.clone());
-        move || draining(&s, &h)
-    })
-    .await?
-    {
+    if store.host_draining(&host).await? {
         return Ok(());
     }
     let mut load = load(engine);
     start_staging(engine, &load).await?;
+    // `max_active` is this node's own limit: counted here. Link and storage caps hold across
+    // every node sharing the store.
     let free_global = engine.settings.max_active.saturating_sub(load.total);
     if free_global == 0 {
         return Ok(());
     }
-    let queues = blocking({
-        let s = store.clone();
-        move || s.submitted_queues()
-    })
-    .await?;
+    let queues = store.submitted_queues().await?;
     if queues.is_empty() {
         return Ok(());
     }
@@ -153,14 +148,18 @@ async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineEr
             .or_default()
             .push(q.vo_name);
     }
+    if let Some(shared) = store.shared_load().await? {
+        load.per_link = shared.per_link;
+        load.outbound = shared.outbound;
+        load.inbound = shared.inbound;
+    }
     let policy = {
-        let s = store.clone();
         let keys: Vec<Link> = links.keys().cloned().collect();
         let defaults = (
             engine.settings.default_link_active,
             engine.settings.default_se_active,
         );
-        blocking(move || Policy::load(&s, &keys, defaults)).await?
+        Policy::load(store, &keys, defaults).await?
     };
 
     // 2-3: per link, deal the free slots to VOs and fetch their files.
@@ -191,18 +190,9 @@ async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineEr
                 dest_se: link.1.clone(),
                 vo_name: vo.clone(),
             };
-            let s = store.clone();
             let credit_key = (link.clone(), vo.clone());
-            let mut credits = memory
-                .activity_credits
-                .remove(&credit_key)
-                .unwrap_or_default();
-            let (picks, credits) = blocking(move || {
-                let picks = fetch(&s, &key, slots, now, &mut credits)?;
-                Ok((picks, credits))
-            })
-            .await?;
-            memory.activity_credits.insert(credit_key, credits);
+            let credits = memory.activity_credits.entry(credit_key).or_default();
+            let picks = fetch(store, &key, slots, now, credits).await?;
             if !picks.is_empty() {
                 by_vo.entry(vo).or_default().push(picks.into());
             }
@@ -261,11 +251,16 @@ async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineEr
 
     // 5: claim and start.
     let ids: Vec<u64> = chosen.iter().flat_map(Pick::ids).collect();
-    let won = blocking({
-        let (s, h) = (store.clone(), host.clone());
-        move || s.claim(&ids, &h, time::now())
-    })
-    .await?;
+    let claim = Claim {
+        file_ids: ids,
+        host,
+        now: time::now(),
+        caps: policy.caps_of(chosen.iter().map(|p| {
+            let f = p.file();
+            (f.source_se.clone(), f.dest_se.clone())
+        })),
+    };
+    let won = store.claim(&claim).await?;
     let mut reuse: BTreeMap<String, (Job, Vec<File>)> = BTreeMap::new();
     for (job, file) in won {
         if job.job_type == JobType::SessionReuse {
@@ -288,25 +283,28 @@ async fn cycle(engine: &Arc<Engine>, memory: &mut Memory) -> Result<(), EngineEr
 /// Up to `slots` picks of a queue: plain files first-come first-served (dealt among
 /// activities by the VO's activity shares when it has some in force), with session-reuse jobs
 /// taking one slot each for all their queued files.
-fn fetch(
-    store: &Store,
+async fn fetch(
+    store: &dyn Store,
     key: &QueueKey,
     slots: usize,
     now: i64,
     activity_credits: &mut HashMap<String, i64>,
 ) -> Result<Vec<Pick>, StoreError> {
     let shares = store
-        .activity_shares(&key.vo_name)?
+        .activity_shares(&key.vo_name)
+        .await?
         .filter(|(weights, active)| *active && !weights.is_empty());
     let plain = match shares {
-        None => store.queue_candidates(key, slots, now, false)?,
+        None => store.queue_candidates(key, slots, now, false).await?,
         Some((weights, _)) => {
-            let pool = store.queue_candidates(
-                key,
-                slots.saturating_mul(ACTIVITY_LOOKAHEAD).max(slots + 100),
-                now,
-                false,
-            )?;
+            let pool = store
+                .queue_candidates(
+                    key,
+                    slots.saturating_mul(ACTIVITY_LOOKAHEAD).max(slots + 100),
+                    now,
+                    false,
+                )
+                .await?;
             by_activity(pool, &weights, slots, activity_credits)
         }
     };
@@ -316,7 +314,10 @@ fn fetch(
         .collect();
     if picks.len() < slots {
         let mut jobs: BTreeMap<String, Vec<File>> = BTreeMap::new();
-        for (job, file) in store.queue_candidates(key, MAX_REUSE_FILES, now, true)? {
+        for (job, file) in store
+            .queue_candidates(key, MAX_REUSE_FILES, now, true)
+            .await?
+        {
             jobs.entry(job.job_id).or_default().push(file);
         }
         let mut reuse: Vec<Pick> = jobs.into_values().map(Pick::Reuse).collect();
@@ -428,24 +429,29 @@ struct Policy {
 }
 
 impl Policy {
-    fn load(store: &Store, links: &[Link], defaults: (usize, usize)) -> Result<Policy, StoreError> {
+    async fn load(
+        store: &dyn Store,
+        links: &[Link],
+        defaults: (usize, usize),
+    ) -> Result<Policy, StoreError> {
         let mut link_caps = HashMap::new();
         let mut shares = HashMap::new();
         let mut se_caps = HashMap::new();
         for link in links {
             // The optimizer's decision for the link, or the default until it has one.
             let cap = store
-                .optimizer_current(&link.0, &link.1)?
+                .optimizer_current(&link.0, &link.1)
+                .await?
                 .map(|c| c.active)
                 .filter(|a| *a > 0)
                 .map_or(defaults.0, |a| a as usize);
             link_caps.insert(link.clone(), cap);
-            shares.insert(link.clone(), store.shares_for_link(&link.0, &link.1)?);
+            shares.insert(link.clone(), store.shares_for_link(&link.0, &link.1).await?);
             for se in [&link.0, &link.1] {
                 if se_caps.contains_key(se) {
                     continue;
                 }
-                let c = store.se_config(se)?;
+                let c = store.se_config(se).await?;
                 let cap = |v: Option<i64>| v.filter(|v| *v > 0).map_or(defaults.1, |v| v as usize);
                 se_caps.insert(
                     se.clone(),
@@ -458,6 +464,19 @@ impl Policy {
             shares,
             se_caps,
         })
+    }
+
+    /// The caps of `links` (with their storages), for the claim.
+    fn caps_of(&self, links: impl Iterator<Item = Link>) -> Caps {
+        let mut caps = Caps::default();
+        for link in links {
+            caps.outbound
+                .insert(link.0.clone(), self.se_outbound(&link.0));
+            caps.inbound
+                .insert(link.1.clone(), self.se_inbound(&link.1));
+            caps.per_link.insert(link.clone(), self.link_cap(&link));
+        }
+        caps
     }
 
     fn link_cap(&self, link: &Link) -> usize {
@@ -490,34 +509,6 @@ impl Policy {
     fn se_inbound(&self, se: &str) -> usize {
         self.se_caps.get(se).map_or(usize::MAX, |c| c.0)
     }
-}
-
-/// Is this host draining (`POST /config/drain`)?
-fn draining(store: &Store, host: &str) -> Result<bool, StoreError> {
-    store.host_draining(host)
-}
-
-/// The VO's default retry count (`/config/global` `retry`, the VO's row or `*`).
-pub(super) fn vo_retry(store: &Store) -> impl Fn(&str) -> i64 + '_ {
-    |vo: &str| store.server_config(vo).map(|c| c.retry).unwrap_or(0)
-}
-
-/// The global queue timeout (`/config/global` `max_time_queue`, hours, per VO or `*`).
-pub(super) fn expire_global(store: &Store, now: i64) -> Result<Vec<String>, StoreError> {
-    let mut hours: HashMap<String, i64> = HashMap::new();
-    let mut limit = |vo: &str| -> Option<i64> {
-        let h = *hours.entry(vo.to_string()).or_insert_with(|| {
-            store
-                .server_config(vo)
-                .map(|c| c.max_time_queue)
-                .unwrap_or(0)
-        });
-        (h > 0).then_some(h * 3600)
-    };
-    // No VO can time out sooner than an hour after submission.
-    store.expire_global(now - 3600, now, |vo, submit_time| {
-        limit(vo).is_some_and(|age| submit_time < now - age)
-    })
 }
 
 /// What the agent needs to know about one transfer.
@@ -578,20 +569,24 @@ async fn start_staging(engine: &Arc<Engine>, load: &Load) -> Result<(), EngineEr
     if free == 0 {
         return Ok(());
     }
-    let store = engine.store.clone();
-    let host = engine.settings.host.clone();
-    let won = blocking(move || {
-        let ids: Vec<u64> = store
-            .staging_candidates(free)?
-            .into_iter()
-            .map(|(_, f)| f.file_id)
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        store.claim(&ids, &host, time::now())
-    })
-    .await?;
+    let store = engine.store.as_ref();
+    let ids: Vec<u64> = store
+        .files_in_state(FileState::Staging, free)
+        .await?
+        .into_iter()
+        .map(|(_, f)| f.file_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let claim = Claim {
+        file_ids: ids,
+        host: engine.settings.host.clone(),
+        now: time::now(),
+        // Bring-online requests are bounded by `max_staging`, not by link caps.
+        caps: Caps::default(),
+    };
+    let won = store.claim(&claim).await?;
     for (job, file) in won {
         engine.spawn_staging(job, file);
     }

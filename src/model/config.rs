@@ -159,6 +159,18 @@ impl ServerConfig {
     /// Apply one input field (already known to be a column) after checking it.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         let v = coerce(key, value, field_type(SERVER_CONFIG_FIELDS, key)?)?;
+        self.apply(key, v)
+    }
+
+    /// Check one input field against its column type.
+    pub fn check(key: &str, value: &Value) -> Result<FieldValue, String> {
+        let v = coerce(key, value, field_type(SERVER_CONFIG_FIELDS, key)?)?;
+        ServerConfig::default().apply(key, v.clone())?;
+        Ok(v)
+    }
+
+    /// Apply one checked field.
+    pub fn apply(&mut self, key: &str, v: FieldValue) -> Result<(), String> {
         match (key, v) {
             ("retry", FieldValue::Int(i)) => self.retry = Some(i),
             ("max_time_queue", FieldValue::Int(i)) => self.max_time_queue = Some(i),
@@ -251,6 +263,18 @@ impl LinkConfig {
     /// Apply one input field after checking it.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         let v = coerce(key, value, field_type(LINK_FIELDS, key)?)?;
+        self.apply(key, v)
+    }
+
+    /// Check one input field against its column type.
+    pub fn check(key: &str, value: &Value) -> Result<FieldValue, String> {
+        let v = coerce(key, value, field_type(LINK_FIELDS, key)?)?;
+        LinkConfig::default_link().apply(key, v.clone())?;
+        Ok(v)
+    }
+
+    /// Apply one checked field.
+    pub fn apply(&mut self, key: &str, v: FieldValue) -> Result<(), String> {
         match (key, v) {
             ("source", FieldValue::Str(s)) => self.source = s,
             ("destination", FieldValue::Str(s)) => self.destination = s,
@@ -490,6 +514,16 @@ pub fn activity_share_text(share: &Value) -> Result<String, String> {
         ));
     }
     Ok(text)
+}
+
+/// A change of one storage's configuration (`POST /config/se`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeUpdate {
+    pub storage: String,
+    /// Fields to set (unset fields keep their stored value); `None`: no `t_se` row is touched.
+    pub se_info: Option<SeConfig>,
+    /// Limits to set; a limit ≤ 0 removes the row.
+    pub limits: Vec<OperationLimit>,
 }
 
 #[cfg(test)]

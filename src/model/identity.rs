@@ -347,6 +347,22 @@ fn granted_levels(
     level
 }
 
+/// A grant as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub dn: String,
+    pub operation: String,
+    pub granted_at: i64,
+}
+
+/// What the store holds about a DN, read once per request: whether it is banned and the
+/// operations it was granted by DN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredAccess {
+    pub banned: bool,
+    pub grants: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

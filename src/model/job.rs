@@ -326,6 +326,23 @@ impl File {
     }
 }
 
+/// Why one submission of a batch was not stored (the others are unaffected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertConflict {
+    /// A job with this id exists (deterministic ids: the sid was used before).
+    DuplicateJob,
+    /// A queued file already has this destination (CheckDuplicates).
+    DuplicateDestination(String),
+}
+
+/// Outcome of a cancel or modify on one job.
+#[derive(Debug, Clone)]
+pub enum JobChange {
+    Changed(Job),
+    /// Already terminal: returned unchanged ("304 Not Modified" in the body).
+    Terminal(Job),
+}
+
 /// Rows for tests: every field set, the ones a test cares about overridden by the caller.
 #[cfg(test)]
 pub(crate) mod fixtures {

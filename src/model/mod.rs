@@ -3,12 +3,16 @@
 
 pub mod audit;
 pub mod ban;
+pub mod change;
 pub mod config;
+pub mod credential;
 pub mod identity;
 pub mod job;
 pub mod lifecycle;
 pub mod monitor;
 pub mod optimizer;
+pub mod query;
 pub mod submit;
 pub mod submit_schema;
 pub mod time;
+pub mod transfer;

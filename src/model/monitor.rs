@@ -7,7 +7,9 @@
 //! are terminal files whose `finish_time` falls in the last minutes asked for, read from a
 //! per-minute ring of [`RING_MINUTES`] minutes.
 
-use super::job::{FileState, JobState};
+use std::collections::BTreeMap;
+
+use super::job::{FileState, Job, JobState};
 
 /// Depth of the per-minute rings: the longest window a view can ask for without a scan. The
 /// pages offer 1–24 h (ftsmon's bar offers 1–6 h); one slot per minute with terminal files, so
@@ -28,6 +30,20 @@ pub const SIZE_BUCKETS: [f64; 16] = {
     while i < 16 {
         b[i] = v;
         v *= 4.0;
+        i += 1;
+    }
+    b
+};
+
+/// Upper bounds (seconds) of the store's commit-time histogram: 0.1 ms doubling to ~1.6 s
+/// (a durable commit is one or two fsyncs: sub-millisecond on NVMe, tens of ms on disks).
+pub const COMMIT_BUCKETS: [f64; 15] = {
+    let mut b = [0.0; 15];
+    let mut i = 0;
+    let mut v = 0.0001;
+    while i < 15 {
+        b[i] = v;
+        v *= 2.0;
         i += 1;
     }
     b
@@ -199,6 +215,80 @@ pub struct Totals {
     pub sizes: Vec<(String, Histogram)>,
     /// Bring-online durations per VO (files with both staging timestamps).
     pub staging: Vec<(String, Histogram)>,
+    /// Durations of the store's durable commits since start, on [`COMMIT_BUCKETS`] (empty
+    /// when the backend does not measure them).
+    pub commit_seconds: Histogram,
+}
+
+/// A job listing (ftsmon `jobs`).
+#[derive(Debug, Clone, Default)]
+pub struct JobListQuery {
+    /// Job states (`state`); `None` for every state.
+    pub states: Option<Vec<JobState>>,
+    /// Jobs with a file in one of these states (`with_file`), instead of `states`.
+    pub with_file: Option<Vec<FileState>>,
+    pub vo_name: Option<String>,
+    pub source_se: Option<String>,
+    pub dest_se: Option<String>,
+    /// Only jobs of this delegation (what a private-level user may see).
+    pub cred_id: Option<String>,
+    /// Unfinished jobs and those finished since then (for `with_file`: of the files).
+    pub since: Option<i64>,
+    /// Oldest submission first (`orderby=submit_time`); newest first otherwise.
+    pub ascending: bool,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// A job of a listing with its files counted per state.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub job: Job,
+    pub files: BTreeMap<&'static str, u64>,
+    pub count: u64,
+    pub with_debug: u64,
+    pub n_replicas: u32,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// Matching rows (of those scanned, when not `complete`).
+    pub count: usize,
+    /// False when the store stopped scanning at its bound (the count is then of the rows
+    /// seen).
+    pub complete: bool,
+    pub items: Vec<T>,
+}
+
+/// A transfer listing (ftsmon `transfers`).
+#[derive(Debug, Clone, Default)]
+pub struct TransferQuery {
+    pub states: Vec<FileState>,
+    pub source_se: Option<String>,
+    pub dest_se: Option<String>,
+    pub vo_name: Option<String>,
+    pub source_surl: Option<String>,
+    pub dest_surl: Option<String>,
+    pub activity: Option<String>,
+    pub hostname: Option<String>,
+    pub reason: Option<String>,
+    /// Files finished since then; unfinished ones pass too when `unfinished_pass`.
+    pub since: Option<i64>,
+    pub unfinished_pass: bool,
+    pub order: TransferOrder,
+    pub descending: bool,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// Sort keys of a transfer listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransferOrder {
+    Id,
+    StartTime,
+    #[default]
+    FinishTime,
 }
 
 #[cfg(test)]

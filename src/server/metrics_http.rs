@@ -45,7 +45,7 @@ pub async fn run(listener: TcpListener, service: Arc<Service>, mut stop: watch::
             let _permit = permit;
             let svc = service_fn(move |req: hyper::Request<Incoming>| {
                 let service = service.clone();
-                async move { Ok::<_, Infallible>(answer(&service, &req)) }
+                async move { Ok::<_, Infallible>(answer(&service, &req).await) }
             });
             let conn =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
@@ -54,7 +54,7 @@ pub async fn run(listener: TcpListener, service: Arc<Service>, mut stop: watch::
     }
 }
 
-fn answer(service: &Service, req: &hyper::Request<Incoming>) -> Response {
+async fn answer(service: &Service, req: &hyper::Request<Incoming>) -> Response {
     let status = |code: StatusCode, text: &'static str| {
         let mut r = Response::new(text.into());
         *r.status_mut() = code;
@@ -66,7 +66,7 @@ fn answer(service: &Service, req: &hyper::Request<Incoming>) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return status(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    match service.metrics_text_unchecked() {
+    match service.metrics_text_unchecked().await {
         Ok(text) => {
             let mut r = Response::new(text.into());
             r.headers_mut().insert(

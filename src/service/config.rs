@@ -3,8 +3,10 @@
 //! `config` level (activity shares and grants also a certificate); every change writes its
 //! audit entries in the transaction of the change.
 //!
-//! Validation is atomic: the whole input is checked before anything is written, so a refused
-//! request leaves the store (and the audit) untouched.
+//! Bodies are parsed at the edge into typed requests (`*Request::parse`, called by `api`); a body
+//! the reference refuses gives its 400 only after the caller's rights are checked, as there
+//! ([`Parsed`]). Validation is atomic: the whole input is checked before anything is written, so
+//! a refused request leaves the store (and the audit) untouched.
 //!
 //! Decisions where the reference is silent or broken:
 //! - deleting server settings or a storage's configuration writes an audit entry
@@ -17,18 +19,18 @@
 
 use serde_json::{Map, Value};
 
-use super::{Service, ServiceError};
+use super::{Parsed, Service, ServiceError};
 use crate::{
     model::{
         config::{
-            ANY, ActivityShare, FieldType, Host, LinkConfig, OperationLimit, SeConfig,
-            ServerConfig, ShareConfig, activity_share_text, coerce,
+            ANY, ActivityShare, FieldType, FieldValue, Host, LinkConfig, OperationLimit, SeConfig,
+            SeUpdate, ServerConfig, ShareConfig, activity_share_text, coerce,
         },
         identity::{AuthMethod, User},
         submit::{python_int, python_int_or_error, python_truthy, storage_element},
         time,
     },
-    store::config::SeUpdate,
+    store::interface::FieldChanges,
 };
 
 fn bad(m: impl Into<String>) -> ServiceError {
@@ -56,25 +58,15 @@ fn nonempty(v: Option<&str>) -> Option<&str> {
 /// The reply of `POST /config/se`: the last storage's stored settings and limits input.
 pub type SeReply = (Option<SeConfig>, Option<Value>);
 
-impl Service {
-    fn require_certificate(&self, user: &User) -> Result<(), ServiceError> {
-        if user.method != AuthMethod::Certificate {
-            return Err(ServiceError::Forbidden("Certificate required".into()));
-        }
-        Ok(())
-    }
+/// `POST /config/drain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainRequest {
+    pub hostname: String,
+    pub drain: bool,
+}
 
-    // --- Hosts and drain -----------------------------------------------------------------
-
-    /// `GET /config`.
-    pub fn hosts(&self, user: &User) -> Result<Vec<Host>, ServiceError> {
-        self.require_config(user)?;
-        Ok(self.store.hosts()?)
-    }
-
-    /// `POST /config/drain`.
-    pub fn set_drain(&self, user: &User, input: &Map<String, Value>) -> Result<(), ServiceError> {
-        self.require_config(user)?;
+impl DrainRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<DrainRequest> {
         let drain = match input.get("drain") {
             None => true,
             Some(Value::Bool(b)) => *b,
@@ -83,101 +75,49 @@ impl Service {
         let Some(Value::String(hostname)) = input.get("hostname") else {
             return Err(bad("Invalid drain request"));
         };
-        // Python's `str(bool)` in the reference's text.
-        let word = if drain { "True" } else { "False" };
-        let audit = self.audit(
-            user,
-            "drain",
-            format!("Turning drain {word} the drain mode for {hostname}"),
-        );
-        if !self.store.set_drain(hostname, drain, &audit)? {
-            return Err(bad("Host not found"));
-        }
-        tracing::warn!(host = %hostname, drain, admin = %user.user_dn, "drain changed");
-        Ok(())
+        Ok(DrainRequest {
+            hostname: hostname.clone(),
+            drain,
+        })
     }
+}
 
-    // --- Server settings -----------------------------------------------------------------
+/// `POST /config/global`: the VO's row and the checked fields to set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalConfigRequest {
+    pub vo: String,
+    pub fields: FieldChanges,
+}
 
-    /// `GET /config/global`: every row, by VO.
-    pub fn global_config(&self, user: &User) -> Result<Vec<ServerConfig>, ServiceError> {
-        self.require_config(user)?;
-        Ok(self.store.server_configs()?)
-    }
-
-    /// `POST /config/global`: returns every row afterwards (the GET representation).
-    pub fn set_global_config(
-        &self,
-        user: &User,
-        input: &Map<String, Value>,
-    ) -> Result<Vec<ServerConfig>, ServiceError> {
-        self.require_config(user)?;
+impl GlobalConfigRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<GlobalConfigRequest> {
         let vo = match input.get("vo_name") {
             None => ANY.to_string(),
             Some(v) => match coerce("vo_name", v, FieldType::Str).map_err(bad)? {
-                crate::model::config::FieldValue::Str(s) => s,
+                FieldValue::Str(s) => s,
                 _ => return Err(bad("Field vo_name is expected to be str")),
             },
         };
-        // Check everything before writing anything.
-        let mut scratch = ServerConfig::default();
+        let mut fields = Vec::with_capacity(input.len());
         for (key, value) in input {
-            scratch.set(key, value).map_err(bad)?;
+            fields.push((key.clone(), ServerConfig::check(key, value).map_err(bad)?));
         }
-        let audit_user = user.clone();
-        self.store.set_server_config(
-            &vo,
-            |mut row| {
-                for (key, value) in input {
-                    // Checked above on the same values: `set` cannot fail here (its outcome
-                    // does not depend on the row).
-                    let _ = row.set(key, value);
-                }
-                row
-            },
-            |row| self.audit(&audit_user, "set-globals", row.to_json().to_string()),
-        )?;
-        Ok(self.store.server_configs()?)
+        Ok(GlobalConfigRequest { vo, fields })
     }
+}
 
-    /// `DELETE /config/global?vo_name=`.
-    pub fn delete_global_config(&self, user: &User, vo: Option<&str>) -> Result<(), ServiceError> {
-        self.require_config(user)?;
-        let vo = vo
-            .filter(|v| !v.is_empty() && *v != ANY)
-            .ok_or_else(|| bad("Missing VO name"))?;
-        let audit = self.audit(
-            user,
-            "delete-globals",
-            format!("Server configuration for {vo} removed"),
-        );
-        self.store.delete_server_config(vo, &audit)?;
-        Ok(())
-    }
+/// `POST /config/links`: the link's name, the row to start from when it is new, the checked
+/// fields, and the input as the audit records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRequest {
+    pub name: String,
+    pub fresh: LinkConfig,
+    pub fields: FieldChanges,
+    pub audit_text: String,
+}
 
-    // --- Links ---------------------------------------------------------------------------
-
-    /// `GET /config/links`.
-    pub fn links(&self, user: &User) -> Result<Vec<LinkConfig>, ServiceError> {
-        self.require_config(user)?;
-        Ok(self.store.link_configs()?)
-    }
-
-    /// `GET /config/links/<name>`.
-    pub fn link(&self, user: &User, name: &str) -> Result<LinkConfig, ServiceError> {
-        self.require_config(user)?;
-        self.store
-            .link_by_name(name)?
-            .ok_or_else(|| ServiceError::NotFound(format!("Link {name} does not exist")))
-    }
-
-    /// `POST /config/links`: the stored link.
-    pub fn set_link(
-        &self,
-        user: &User,
-        input: &Map<String, Value>,
-    ) -> Result<LinkConfig, ServiceError> {
-        self.require_config(user)?;
+impl LinkRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<LinkRequest> {
         let name = match get(input, "symbolicname") {
             Some(v) if python_truthy(v) => v,
             _ => return Err(bad("Missing symbolicname")),
@@ -202,7 +142,7 @@ impl Service {
         if min_active > max_active {
             return Err(bad("max_active is lower than min_active"));
         }
-        let fresh = LinkConfig {
+        let mut fresh = LinkConfig {
             source: ANY.into(),
             destination: ANY.into(),
             symbolicname: name.clone(),
@@ -213,55 +153,29 @@ impl Service {
             nostreams: None,
             no_delegation: None,
         };
-        // Check every field before writing anything.
-        let mut scratch = fresh.clone();
+        // Check every field before anything is written.
         for (key, value) in [("source", &source), ("destination", &destination)] {
-            scratch.set(key, value).map_err(bad)?;
+            fresh.set(key, value).map_err(bad)?;
         }
+        let mut fields = Vec::with_capacity(input.len());
         for (key, value) in input {
-            scratch.set(key, value).map_err(bad)?;
+            fields.push((key.clone(), LinkConfig::check(key, value).map_err(bad)?));
         }
-        let audit = self.audit(user, "link", Value::Object(input.clone()).to_string());
-        let link = self.store.set_link(
-            name,
-            |old| {
-                let mut row = old.unwrap_or_else(|| {
-                    let mut row = fresh;
-                    // Checked above: cannot fail.
-                    let _ = row.set("source", &source);
-                    let _ = row.set("destination", &destination);
-                    row
-                });
-                for (key, value) in input {
-                    // Checked above on the same values: cannot fail.
-                    let _ = row.set(key, value);
-                }
-                row
-            },
-            &audit,
-        )?;
-        Ok(link)
+        Ok(LinkRequest {
+            name: name.clone(),
+            fresh,
+            fields,
+            audit_text: Value::Object(input.clone()).to_string(),
+        })
     }
+}
 
-    /// `DELETE /config/links/<name>` (also when there is no such link, as the reference).
-    pub fn delete_link(&self, user: &User, name: &str) -> Result<(), ServiceError> {
-        self.require_config(user)?;
-        let audit = self.audit(user, "link-delete", format!("Link {name} has been deleted"));
-        self.store.delete_link(name, &audit)?;
-        Ok(())
-    }
+/// `POST /config/shares`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRequest(pub ShareConfig);
 
-    // --- VO shares -----------------------------------------------------------------------
-
-    /// `GET /config/shares`.
-    pub fn shares(&self, user: &User) -> Result<Vec<ShareConfig>, ServiceError> {
-        self.require_config(user)?;
-        Ok(self.store.shares()?)
-    }
-
-    /// `POST /config/shares`: the share value.
-    pub fn set_share(&self, user: &User, input: &Map<String, Value>) -> Result<i64, ServiceError> {
-        self.require_config(user)?;
+impl ShareRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<ShareRequest> {
         // int(None) raises too: a missing share is a bad value, as in the reference.
         let share = input
             .get("share")
@@ -282,76 +196,28 @@ impl Service {
         let Some(Value::String(vo)) = input.get("vo") else {
             return Err(bad("Missing source, destination, vo and/or share"));
         };
-        let row = ShareConfig {
+        Ok(ShareRequest(ShareConfig {
             source,
             destination,
             vo: vo.clone(),
             share,
-        };
-        let audit = self.audit(
-            user,
-            "share-set",
-            format!(
-                "Share {}, {}, {} has been set to {share}",
-                row.source, row.destination, row.vo
-            ),
-        );
-        if !self.store.set_share(&row, &audit)? {
-            return Err(bad(format!(
-                "No link configured from {} to {}",
-                row.source, row.destination
-            )));
-        }
-        Ok(share)
+        }))
     }
+}
 
-    /// `DELETE /config/shares?source=&destination=&vo=`.
-    pub fn delete_share(
-        &self,
-        user: &User,
-        source: Option<&str>,
-        destination: Option<&str>,
-        vo: Option<&str>,
-    ) -> Result<(), ServiceError> {
-        self.require_config(user)?;
-        let (Some(source), Some(destination), Some(vo)) =
-            (nonempty(source), nonempty(destination), nonempty(vo))
-        else {
-            return Err(bad("Missing source, destination and/or vo"));
-        };
-        let audit = self.audit(
-            user,
-            "share-delete",
-            format!("Share {source}, {destination}, {vo} has been deleted"),
-        );
-        self.store.delete_share(source, destination, vo, &audit)?;
-        Ok(())
-    }
+/// `POST /config/se`: per storage, its change and the audit entries (action, text) it makes;
+/// and the limits input of the last storage (echoed in the reply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeConfigRequest {
+    pub updates: Vec<(SeUpdate, Vec<(&'static str, String)>)>,
+    pub last_limits: Option<Value>,
+}
 
-    // --- Storages ------------------------------------------------------------------------
-
-    /// `GET /config/se[?se=]`.
-    pub fn se_configs(
-        &self,
-        user: &User,
-        se: Option<&str>,
-    ) -> Result<(Vec<SeConfig>, Vec<OperationLimit>), ServiceError> {
-        self.require_config(user)?;
-        Ok(self.store.se_configs(se.filter(|s| !s.is_empty()))?)
-    }
-
-    /// `POST /config/se`: checks the whole input, then writes every storage's settings and
-    /// limits (and their audit entries) in one transaction.
-    pub fn set_se_config(
-        &self,
-        user: &User,
-        input: &Map<String, Value>,
-    ) -> Result<SeReply, ServiceError> {
-        self.require_config(user)?;
+impl SeConfigRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<SeConfigRequest> {
         let malformed = || bad("Malformed configuration");
         let mut updates = Vec::new();
-        let mut audits = Vec::new();
-        let mut reply: SeReply = (None, None);
+        let mut last_limits = None;
         for (storage, cfg) in input {
             if storage.trim().is_empty() {
                 return Err(malformed());
@@ -364,7 +230,8 @@ impl Service {
                 se_info: None,
                 limits: Vec::new(),
             };
-            reply = (None, None);
+            let mut audits = Vec::new();
+            last_limits = None;
             match get(cfg, "se_info") {
                 None => {}
                 Some(Value::Object(info)) if info.is_empty() => {}
@@ -376,8 +243,7 @@ impl Service {
                     for (key, value) in info {
                         patch.set(key, value).map_err(bad)?;
                     }
-                    audits.push(self.audit(
-                        user,
+                    audits.push((
                         "set-se-config",
                         format!("Set config {storage}: {}", Value::Object(cfg.clone())),
                     ));
@@ -397,7 +263,7 @@ impl Service {
                             let n = match coerce("concurrent_ops", limit, FieldType::Int)
                                 .map_err(bad)?
                             {
-                                crate::model::config::FieldValue::Int(n) => n,
+                                FieldValue::Int(n) => n,
                                 _ => return Err(bad("Field concurrent_ops is expected to be int")),
                             };
                             update.limits.push(OperationLimit {
@@ -408,66 +274,32 @@ impl Service {
                             });
                         }
                     }
-                    audits.push(self.audit(
-                        user,
+                    audits.push((
                         "set-se-limits",
                         format!("Set limits for {storage}: {}", Value::Object(ops.clone())),
                     ));
-                    reply.1 = Some(Value::Object(ops.clone()));
+                    last_limits = Some(Value::Object(ops.clone()));
                 }
                 Some(_) => return Err(malformed()),
             }
-            updates.push(update);
+            updates.push((update, audits));
         }
-        self.store.set_se_configs(&updates, &audits)?;
-        if let Some(last) = updates.last().filter(|u| u.se_info.is_some()) {
-            let (ses, _) = self.store.se_configs(Some(&last.storage))?;
-            reply.0 = ses.into_iter().next();
-        }
-        Ok(reply)
+        Ok(SeConfigRequest {
+            updates,
+            last_limits,
+        })
     }
+}
 
-    /// `DELETE /config/se?se=`.
-    pub fn delete_se_config(&self, user: &User, se: Option<&str>) -> Result<(), ServiceError> {
-        self.require_config(user)?;
-        let se = se
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("Missing storage (se)"))?;
-        let audit = self.audit(
-            user,
-            "delete-se-config",
-            format!("Configuration of {se} removed"),
-        );
-        self.store.delete_se_config(se, &audit)?;
-        Ok(())
-    }
+/// `POST /config/activity_shares`: the row, and the input as the audit records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityShareRequest {
+    pub row: ActivityShare,
+    pub audit_text: String,
+}
 
-    // --- Activity shares -----------------------------------------------------------------
-
-    /// `GET /config/activity_shares`.
-    pub fn activity_shares(&self, user: &User) -> Result<Vec<ActivityShare>, ServiceError> {
-        self.require_certificate(user)?;
-        self.require_config(user)?;
-        Ok(self.store.activity_share_rows()?)
-    }
-
-    /// `GET /config/activity_shares/<vo>`.
-    pub fn activity_share(&self, user: &User, vo: &str) -> Result<ActivityShare, ServiceError> {
-        self.require_certificate(user)?;
-        self.require_config(user)?;
-        self.store
-            .activity_share_row(vo)?
-            .ok_or_else(|| ServiceError::NotFound(format!("No activity shares for {vo}")))
-    }
-
-    /// `POST /config/activity_shares`: the stored row.
-    pub fn set_activity_share(
-        &self,
-        user: &User,
-        input: &Map<String, Value>,
-    ) -> Result<ActivityShare, ServiceError> {
-        self.require_certificate(user)?;
-        self.require_config(user)?;
+impl ActivityShareRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<ActivityShareRequest> {
         let vo = match input.get("vo") {
             Some(v) if python_truthy(v) => v,
             _ => return Err(bad("Missing VO")),
@@ -483,7 +315,7 @@ impl Service {
         let active = match input.get("active") {
             None => true,
             Some(v) => match coerce("active", v, FieldType::Bool).map_err(bad)? {
-                crate::model::config::FieldValue::Bool(b) => b,
+                FieldValue::Bool(b) => b,
                 _ => return Err(bad("Field active is expected to be bool")),
             },
         };
@@ -495,13 +327,309 @@ impl Service {
         let mut audited = input.clone();
         audited.insert("active".into(), Value::Bool(active));
         audited.insert("share".into(), Value::Array(row.share_list()));
-        let audit = self.audit(user, "activity-share", Value::Object(audited).to_string());
-        self.store.set_activity_share(&row, &audit)?;
-        Ok(row)
+        Ok(ActivityShareRequest {
+            row,
+            audit_text: Value::Object(audited).to_string(),
+        })
+    }
+}
+
+/// `POST /config/authorize`: a DN and the operation granted to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRequest {
+    pub dn: String,
+    pub operation: String,
+}
+
+impl GrantRequest {
+    pub fn parse(input: &Map<String, Value>) -> Parsed<GrantRequest> {
+        let (Some(dn), Some(operation)) = (text(input, "dn"), text(input, "operation")) else {
+            return Err(bad("Missing dn and/or operation"));
+        };
+        if operation == ADMIN {
+            return Err(bad(ADMIN_MESSAGE));
+        }
+        Ok(GrantRequest { dn, operation })
+    }
+}
+
+impl Service {
+    fn require_certificate(&self, user: &User) -> Result<(), ServiceError> {
+        if user.method != AuthMethod::Certificate {
+            return Err(ServiceError::Forbidden("Certificate required".into()));
+        }
+        Ok(())
+    }
+
+    // --- Hosts and drain -----------------------------------------------------------------
+
+    /// `GET /config`.
+    pub async fn hosts(&self, user: &User) -> Result<Vec<Host>, ServiceError> {
+        self.require_config(user)?;
+        Ok(self.store.hosts().await?)
+    }
+
+    /// `POST /config/drain`.
+    pub async fn set_drain(
+        &self,
+        user: &User,
+        input: Parsed<DrainRequest>,
+    ) -> Result<(), ServiceError> {
+        self.require_config(user)?;
+        let DrainRequest { hostname, drain } = input?;
+        // Python's `str(bool)` in the reference's text.
+        let word = if drain { "True" } else { "False" };
+        let audit = self.audit(
+            user,
+            "drain",
+            format!("Turning drain {word} the drain mode for {hostname}"),
+        );
+        if !self.store.set_drain(&hostname, drain, &audit).await? {
+            return Err(bad("Host not found"));
+        }
+        tracing::warn!(host = %hostname, drain, admin = %user.user_dn, "drain changed");
+        Ok(())
+    }
+
+    // --- Server settings -----------------------------------------------------------------
+
+    /// `GET /config/global`: every row, by VO.
+    pub async fn global_config(&self, user: &User) -> Result<Vec<ServerConfig>, ServiceError> {
+        self.require_config(user)?;
+        Ok(self.store.server_configs().await?)
+    }
+
+    /// `POST /config/global`: returns every row afterwards (the GET representation).
+    pub async fn set_global_config(
+        &self,
+        user: &User,
+        input: Parsed<GlobalConfigRequest>,
+    ) -> Result<Vec<ServerConfig>, ServiceError> {
+        self.require_config(user)?;
+        let request = input?;
+        // The store sets the audit text to the stored row.
+        let audit = self.audit(user, "set-globals", String::new());
+        self.store
+            .set_server_config(&request.vo, &request.fields, &audit)
+            .await?;
+        Ok(self.store.server_configs().await?)
+    }
+
+    /// `DELETE /config/global?vo_name=`.
+    pub async fn delete_global_config(
+        &self,
+        user: &User,
+        vo: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        self.require_config(user)?;
+        let vo = vo
+            .filter(|v| !v.is_empty() && *v != ANY)
+            .ok_or_else(|| bad("Missing VO name"))?;
+        let audit = self.audit(
+            user,
+            "delete-globals",
+            format!("Server configuration for {vo} removed"),
+        );
+        self.store.delete_server_config(vo, &audit).await?;
+        Ok(())
+    }
+
+    // --- Links ---------------------------------------------------------------------------
+
+    /// `GET /config/links`.
+    pub async fn links(&self, user: &User) -> Result<Vec<LinkConfig>, ServiceError> {
+        self.require_config(user)?;
+        Ok(self.store.link_configs().await?)
+    }
+
+    /// `GET /config/links/<name>`.
+    pub async fn link(&self, user: &User, name: &str) -> Result<LinkConfig, ServiceError> {
+        self.require_config(user)?;
+        self.store
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Link {name} does not exist")))
+    }
+
+    /// `POST /config/links`: the stored link.
+    pub async fn set_link(
+        &self,
+        user: &User,
+        input: Parsed<LinkRequest>,
+    ) -> Result<LinkConfig, ServiceError> {
+        self.require_config(user)?;
+        let request = input?;
+        let audit = self.audit(user, "link", request.audit_text.clone());
+        let link = self
+            .store
+            .set_link(&request.name, &request.fresh, &request.fields, &audit)
+            .await?;
+        Ok(link)
+    }
+
+    /// `DELETE /config/links/<name>` (also when there is no such link, as the reference).
+    pub async fn delete_link(&self, user: &User, name: &str) -> Result<(), ServiceError> {
+        self.require_config(user)?;
+        let audit = self.audit(user, "link-delete", format!("Link {name} has been deleted"));
+        self.store.delete_link(name, &audit).await?;
+        Ok(())
+    }
+
+    // --- VO shares -----------------------------------------------------------------------
+
+    /// `GET /config/shares`.
+    pub async fn shares(&self, user: &User) -> Result<Vec<ShareConfig>, ServiceError> {
+        self.require_config(user)?;
+        Ok(self.store.shares().await?)
+    }
+
+    /// `POST /config/shares`: the share value.
+    pub async fn set_share(
+        &self,
+        user: &User,
+        input: Parsed<ShareRequest>,
+    ) -> Result<i64, ServiceError> {
+        self.require_config(user)?;
+        let ShareRequest(row) = input?;
+        let share = row.share;
+        let audit = self.audit(
+            user,
+            "share-set",
+            format!(
+                "Share {}, {}, {} has been set to {share}",
+                row.source, row.destination, row.vo
+            ),
+        );
+        if !self.store.set_share(&row, &audit).await? {
+            return Err(bad(format!(
+                "No link configured from {} to {}",
+                row.source, row.destination
+            )));
+        }
+        Ok(share)
+    }
+
+    /// `DELETE /config/shares?source=&destination=&vo=`.
+    pub async fn delete_share(
+        &self,
+        user: &User,
+        source: Option<&str>,
+        destination: Option<&str>,
+        vo: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        self.require_config(user)?;
+        let (Some(source), Some(destination), Some(vo)) =
+            (nonempty(source), nonempty(destination), nonempty(vo))
+        else {
+            return Err(bad("Missing source, destination and/or vo"));
+        };
+        let audit = self.audit(
+            user,
+            "share-delete",
+            format!("Share {source}, {destination}, {vo} has been deleted"),
+        );
+        self.store
+            .delete_share(source, destination, vo, &audit)
+            .await?;
+        Ok(())
+    }
+
+    // --- Storages ------------------------------------------------------------------------
+
+    /// `GET /config/se[?se=]`.
+    pub async fn se_configs(
+        &self,
+        user: &User,
+        se: Option<&str>,
+    ) -> Result<(Vec<SeConfig>, Vec<OperationLimit>), ServiceError> {
+        self.require_config(user)?;
+        Ok(self.store.se_configs(se.filter(|s| !s.is_empty())).await?)
+    }
+
+    /// `POST /config/se`: writes every storage's settings and limits (and their audit entries)
+    /// in one transaction.
+    pub async fn set_se_config(
+        &self,
+        user: &User,
+        input: Parsed<SeConfigRequest>,
+    ) -> Result<SeReply, ServiceError> {
+        self.require_config(user)?;
+        let request = input?;
+        let mut updates = Vec::with_capacity(request.updates.len());
+        let mut audits = Vec::new();
+        for (update, texts) in request.updates {
+            for (action, text) in texts {
+                audits.push(self.audit(user, action, text));
+            }
+            updates.push(update);
+        }
+        self.store.set_se_configs(&updates, &audits).await?;
+        let mut reply: SeReply = (None, request.last_limits);
+        if let Some(last) = updates.last().filter(|u| u.se_info.is_some()) {
+            let (ses, _) = self.store.se_configs(Some(&last.storage)).await?;
+            reply.0 = ses.into_iter().next();
+        }
+        Ok(reply)
+    }
+
+    /// `DELETE /config/se?se=`.
+    pub async fn delete_se_config(
+        &self,
+        user: &User,
+        se: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        self.require_config(user)?;
+        let se = se
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("Missing storage (se)"))?;
+        let audit = self.audit(
+            user,
+            "delete-se-config",
+            format!("Configuration of {se} removed"),
+        );
+        self.store.delete_se_config(se, &audit).await?;
+        Ok(())
+    }
+
+    // --- Activity shares -----------------------------------------------------------------
+
+    /// `GET /config/activity_shares`.
+    pub async fn activity_shares(&self, user: &User) -> Result<Vec<ActivityShare>, ServiceError> {
+        self.require_certificate(user)?;
+        self.require_config(user)?;
+        Ok(self.store.activity_share_rows().await?)
+    }
+
+    /// `GET /config/activity_shares/<vo>`.
+    pub async fn activity_share(
+        &self,
+        user: &User,
+        vo: &str,
+    ) -> Result<ActivityShare, ServiceError> {
+        self.require_certificate(user)?;
+        self.require_config(user)?;
+        self.store
+            .activity_share_row(vo)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("No activity shares for {vo}")))
+    }
+
+    /// `POST /config/activity_shares`: the stored row.
+    pub async fn set_activity_share(
+        &self,
+        user: &User,
+        input: Parsed<ActivityShareRequest>,
+    ) -> Result<ActivityShare, ServiceError> {
+        self.require_certificate(user)?;
+        self.require_config(user)?;
+        let request = input?;
+        let audit = self.audit(user, "activity-share", request.audit_text);
+        self.store.set_activity_share(&request.row, &audit).await?;
+        Ok(request.row)
     }
 
     /// `DELETE /config/activity_shares/<vo>`.
-    pub fn delete_activity_share(&self, user: &User, vo: &str) -> Result<(), ServiceError> {
+    pub async fn delete_activity_share(&self, user: &User, vo: &str) -> Result<(), ServiceError> {
         self.require_certificate(user)?;
         self.require_config(user)?;
         let audit = self.audit(
@@ -509,7 +637,7 @@ impl Service {
             "activity-share",
             format!("Activity share removed for \"{vo}\""),
         );
-        if !self.store.delete_activity_share(vo, &audit)? {
+        if !self.store.delete_activity_share(vo, &audit).await? {
             return Err(ServiceError::NotFound(format!(
                 "No activity shares for {vo}"
             )));
@@ -520,7 +648,7 @@ impl Service {
     // --- DN grants -----------------------------------------------------------------------
 
     /// `GET /config/authorize[?dn=&operation=]`: `(dn, operation)` pairs.
-    pub fn grants(
+    pub async fn grants(
         &self,
         user: &User,
         dn: Option<&str>,
@@ -530,35 +658,31 @@ impl Service {
         self.require_config(user)?;
         Ok(self
             .store
-            .list_grants(nonempty(dn), nonempty(operation))?
+            .list_grants(nonempty(dn), nonempty(operation))
+            .await?
             .into_iter()
             .map(|g| (g.dn, g.operation))
             .collect())
     }
 
     /// `POST /config/authorize`: the grant.
-    pub fn grant(
+    pub async fn grant(
         &self,
         user: &User,
-        input: &Map<String, Value>,
+        input: Parsed<GrantRequest>,
     ) -> Result<(String, String), ServiceError> {
         self.require_certificate(user)?;
         self.require_config(user)?;
-        let (Some(dn), Some(op)) = (text(input, "dn"), text(input, "operation")) else {
-            return Err(bad("Missing dn and/or operation"));
-        };
-        if op == ADMIN {
-            return Err(bad(ADMIN_MESSAGE));
-        }
+        let GrantRequest { dn, operation: op } = input?;
         let audit = self.audit(user, "authorize", format!("{op} granted to \"{dn}\""));
-        if self.store.grant_dn_audited(&dn, &op, time::now(), &audit)? {
+        if self.store.grant_dn(&dn, &op, time::now(), &audit).await? {
             tracing::warn!(dn = %dn, operation = %op, admin = %user.user_dn, "operation granted");
         }
         Ok((dn, op))
     }
 
     /// `DELETE /config/authorize?dn=[&operation=]`: never revokes `admin`.
-    pub fn revoke(
+    pub async fn revoke(
         &self,
         user: &User,
         dn: Option<&str>,
@@ -580,7 +704,8 @@ impl Service {
         let audit = self.audit(user, "revoke", text);
         let removed = self
             .store
-            .revoke_dn_audited(dn, operation, &[ADMIN], &audit)?;
+            .revoke_dn(dn, operation, &[ADMIN], &audit)
+            .await?;
         tracing::warn!(dn = %dn, removed, admin = %user.user_dn, "grants revoked");
         Ok(())
     }

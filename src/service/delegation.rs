@@ -24,11 +24,11 @@ use zeroize::Zeroizing;
 use super::{Service, ServiceError, blocking};
 use crate::{
     auth::{chain, dn, signature},
+    model::credential::{NewCredential, PendingRequest, StoreOutcome},
     model::{
         identity::{AuthMethod, User},
         time,
     },
-    store::credentials::{NewCredential, PendingRequest, StoreOutcome},
 };
 
 /// Largest credential upload accepted: a proxy plus a long chain with VOMS ACs is ~10 KiB.
@@ -111,7 +111,7 @@ fn pem_of(der: &[u8]) -> String {
 
 impl Service {
     /// `GET /delegation/{id}`: the credential's expiry and VOMS attributes, or `None`.
-    pub fn delegation_view(
+    pub async fn delegation_view(
         &self,
         user: &User,
         dlg_id: &str,
@@ -119,7 +119,8 @@ impl Service {
         check_owner(user, dlg_id, false)?;
         Ok(self
             .store
-            .credential(dlg_id, &user.user_dn)?
+            .credential(dlg_id, &user.user_dn)
+            .await?
             .map(|c| DelegationView {
                 termination_time: time::fts_datetime(c.termination_time),
                 voms_attrs: c.voms_attrs,
@@ -136,20 +137,20 @@ impl Service {
     ) -> Result<String, ServiceError> {
         check_owner(user, dlg_id, true)?;
         let (size, bits) = key_size(caller_key_bits.unwrap_or(DEFAULT_KEY_BITS));
-        let store = self.store.clone();
-        let (dlg_id, dn) = (dlg_id.to_string(), user.user_dn.clone());
-        blocking(move || {
-            if let Some(pending) = store.pending_request(&dlg_id, &dn)? {
-                if pending.key_bits == bits {
-                    return Ok(pending.csr_pem);
-                }
+        let dn = &user.user_dn;
+        if let Some(pending) = self.store.pending_request(dlg_id, dn).await? {
+            if pending.key_bits == bits {
+                return Ok(pending.csr_pem);
             }
-            let (request, key_pem) = new_request(size).map_err(ServiceError::Task)?;
-            store.save_pending_request(&dlg_id, &dn, &request, key_pem.as_bytes(), time::now())?;
-            tracing::info!(dlg_id = %dlg_id, bits, "new delegation request");
-            Ok(request.csr_pem)
-        })
-        .await
+        }
+        // Key generation takes tens of milliseconds of CPU: off the runtime threads.
+        let (request, key_pem) =
+            blocking(move || new_request(size).map_err(ServiceError::Task)).await?;
+        self.store
+            .save_pending_request(dlg_id, dn, &request, key_pem.as_bytes(), time::now())
+            .await?;
+        tracing::info!(dlg_id = %dlg_id, bits, "new delegation request");
+        Ok(request.csr_pem)
     }
 
     /// `PUT /delegation/{id}/credential`: validate and store the delegated proxy.
@@ -162,28 +163,34 @@ impl Service {
         check_owner(user, dlg_id, true)?;
         let pending = self
             .store
-            .pending_request(dlg_id, &user.user_dn)?
+            .pending_request(dlg_id, &user.user_dn)
+            .await?
             .ok_or_else(|| ServiceError::BadRequest("No credential cache found".into()))?;
+        // Chain verification (signatures, VOMS) is CPU work: off the runtime threads.
         let service = self.clone();
-        let (dlg_id, dn) = (dlg_id.to_string(), user.user_dn.clone());
-        blocking(move || {
-            let new = service
+        let dn = user.user_dn.clone();
+        let new = blocking(move || {
+            service
                 .validate_upload(&body, &pending, &dn)
-                .map_err(|reason| ServiceError::BadRequest(format!("{PROXY_ERROR}{reason}")))?;
-            match service.store.store_credential(&dlg_id, &dn, &new, time::now())? {
-                StoreOutcome::Stored => {
-                    tracing::info!(dlg_id = %dlg_id, termination = %time::fts_datetime(new.termination_time), "credential delegated");
-                    Ok(())
-                }
-                StoreOutcome::NoPending => {
-                    Err(ServiceError::BadRequest("No credential cache found".into()))
-                }
-                StoreOutcome::KeyChanged => Err(ServiceError::BadRequest(format!(
-                    "{PROXY_ERROR}The proxy does not match the stored associated private key"
-                ))),
-            }
+                .map_err(|reason| ServiceError::BadRequest(format!("{PROXY_ERROR}{reason}")))
         })
-        .await
+        .await?;
+        match self
+            .store
+            .store_credential(dlg_id, &user.user_dn, &new, time::now())
+            .await?
+        {
+            StoreOutcome::Stored => {
+                tracing::info!(dlg_id = %dlg_id, termination = %time::fts_datetime(new.termination_time), "credential delegated");
+                Ok(())
+            }
+            StoreOutcome::NoPending => {
+                Err(ServiceError::BadRequest("No credential cache found".into()))
+            }
+            StoreOutcome::KeyChanged => Err(ServiceError::BadRequest(format!(
+                "{PROXY_ERROR}The proxy does not match the stored associated private key"
+            ))),
+        }
     }
 
     /// The checks of an uploaded chain. Errors are the text after "Could not process the proxy: ".
@@ -267,9 +274,9 @@ impl Service {
     }
 
     /// `DELETE /delegation/{id}`.
-    pub fn delegation_delete(&self, user: &User, dlg_id: &str) -> Result<(), ServiceError> {
+    pub async fn delegation_delete(&self, user: &User, dlg_id: &str) -> Result<(), ServiceError> {
         check_owner(user, dlg_id, true)?;
-        if self.store.delete_credential(dlg_id, &user.user_dn)? {
+        if self.store.delete_credential(dlg_id, &user.user_dn).await? {
             tracing::info!(dlg_id = %dlg_id, "delegated credential deleted");
             Ok(())
         } else {
@@ -292,8 +299,12 @@ impl Service {
 
     /// A proxy file for `(dlg_id, dn)` in the X509_USER_PROXY layout (proxy, key, chain),
     /// written 0600 in the runtime directory and removed when the returned handle is dropped.
-    pub fn proxy_file(&self, dlg_id: &str, dn: &str) -> Result<Option<ProxyFile>, ServiceError> {
-        let Some(material) = self.store.credential_material(dlg_id, dn)? else {
+    pub async fn proxy_file(
+        &self,
+        dlg_id: &str,
+        dn: &str,
+    ) -> Result<Option<ProxyFile>, ServiceError> {
+        let Some(material) = self.store.credential_material(dlg_id, dn).await? else {
             return Ok(None);
         };
         let mut contents = Zeroizing::new(Vec::with_capacity(

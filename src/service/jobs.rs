@@ -5,21 +5,24 @@
 use std::sync::Arc;
 
 use super::{Service, ServiceError};
-use crate::{
-    model::{
-        ban,
-        identity::{AuthMethod, Operation, User},
-        job::{CANCEL_REASON, File, FileState, Job, JobState, JobType},
-        submit::{self, SubmitContext, SubmitError},
-        submit_schema, time,
-    },
-    store::jobs::{FileFilter, InsertConflict, JobFilter},
+use crate::model::{
+    ban,
+    change::JobEdit,
+    identity::{AuthMethod, Operation, User},
+    job::{File, FileState, InsertConflict, Job, JobChange, JobState, JobType},
+    query::{FileFilter, JobFilter},
+    submit::{self, Submission, SubmitContext, SubmitError},
+    submit_schema, time,
+    transfer::RetryRow,
 };
 
 /// Delegated credentials must outlive a submission by this much (the reference's one hour).
 pub const MIN_CREDENTIAL_LIFETIME: i64 = 3600;
 /// `GET /jobs?limit=` upper bound (the reference's).
 pub const MAX_LIST_LIMIT: usize = 500;
+/// Jobs canceled per transaction by `DELETE /jobs/all`: one commit stays short however many
+/// jobs are active.
+const CANCEL_ALL_BATCH: usize = 1000;
 /// `GET /files` returns at most this many files.
 pub const MAX_FILES_LIMIT: usize = 1000;
 
@@ -40,14 +43,6 @@ impl JobError {
 
 /// A job with its files (empty unless asked for), or why the caller cannot have it.
 pub type JobLookup = Result<(Job, Vec<File>), JobError>;
-
-/// Outcome of a cancel or modify on one job.
-#[derive(Debug, Clone)]
-pub enum JobChange {
-    Changed(Job),
-    /// Already terminal: returned unchanged ("304 Not Modified" in the body).
-    Terminal(Job),
-}
 
 /// `GET /jobs` query parameters, as received.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +67,41 @@ pub struct FilesQuery {
     pub dest_surl: Option<String>,
     pub time_window: Option<String>,
     pub limit: Option<String>,
+}
+
+/// A `POST /jobs` body, parsed at the edge: a JSON object that passed the submission schema,
+/// or why it is not one. The reason is given only after the caller's rights and delegation are
+/// checked, in the reference's order. The object itself is read by `model::submit`, which keeps
+/// the reference's dictionary semantics and messages.
+#[derive(Debug)]
+pub struct SubmitRequest(Result<serde_json::Map<String, serde_json::Value>, ServiceError>);
+
+impl SubmitRequest {
+    pub fn parse(body: serde_json::Value) -> SubmitRequest {
+        SubmitRequest(match submit_schema::validate(&body) {
+            Err(m) => Err(ServiceError::BadRequest(m)),
+            Ok(()) => match body {
+                serde_json::Value::Object(map) => Ok(map),
+                _ => Err(ServiceError::BadRequest("Expecting a dictionary".into())),
+            },
+        })
+    }
+}
+
+/// `POST /jobs/{ids}` body: the new priority (`None`: unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriorityRequest(pub Option<i64>);
+
+impl PriorityRequest {
+    /// `{"params": {"priority": n}}`, with Python's int conversion.
+    pub fn parse(body: &serde_json::Value) -> Result<PriorityRequest, ServiceError> {
+        match body.get("params").and_then(|p| p.get("priority")) {
+            None | Some(serde_json::Value::Null) => Ok(PriorityRequest(None)),
+            Some(v) => submit::python_int(v)
+                .map(|p| PriorityRequest(Some(p)))
+                .ok_or_else(|| ServiceError::BadRequest("Invalid priority value".into())),
+        }
+    }
 }
 
 /// Counts of `DELETE /jobs/all`.
@@ -120,12 +150,12 @@ impl Service {
     pub async fn submit(
         self: &Arc<Self>,
         user: &User,
-        body: serde_json::Value,
+        request: SubmitRequest,
     ) -> Result<String, ServiceError> {
         self.require_transfer(user)?;
         let delegation_id = user.delegation_id.clone().unwrap_or_default();
         if user.method == AuthMethod::Certificate {
-            let credential = self.store.credential(&delegation_id, &user.user_dn)?;
+            let credential = self.store.credential(&delegation_id, &user.user_dn).await?;
             let Some(credential) = credential else {
                 return Err(ServiceError::NeedDelegation(format!(
                     "No delegation found for \"{}\"",
@@ -145,17 +175,74 @@ impl Service {
                 )));
             }
         }
-        submit_schema::validate(&body).map_err(ServiceError::BadRequest)?;
-        let serde_json::Value::Object(map) = body else {
-            return Err(ServiceError::BadRequest("Expecting a dictionary".into()));
-        };
+        let map = request.0?;
         let vo = user.vos.first().cloned().unwrap_or_default();
-        let store = self.store.clone();
-        let queued = move |src: &str, dst: &str, vo: &str| {
-            store
-                .count_files(FileState::Submitted, src, dst, vo)
-                .unwrap_or(0)
+        // The builder is pure: it asks queue lengths through a function. A first build records
+        // which (source, destination) queues the replica selection wants; only then are they
+        // read from the store (asynchronously), and the job is built again with the answers.
+        // Plain jobs need no counts and are built once.
+        let wanted = std::sync::Mutex::new(Vec::<(String, String)>::new());
+        let record = |src: &str, dst: &str, _vo: &str| {
+            if let Ok(mut w) = wanted.lock() {
+                w.push((src.to_string(), dst.to_string()));
+            }
+            0
         };
+        let mut submission = self.build(user, &map, &delegation_id, &vo, &record)?;
+        let wanted = wanted.into_inner().unwrap_or_default();
+        if !wanted.is_empty() {
+            let mut counts = std::collections::HashMap::new();
+            for (src, dst) in wanted {
+                let n = self
+                    .store
+                    .queued_counts(std::slice::from_ref(&src), &dst, &vo)
+                    .await?;
+                counts.insert((src, dst), n.first().copied().unwrap_or(0));
+            }
+            let lookup = |src: &str, dst: &str, _vo: &str| {
+                counts
+                    .get(&(src.to_string(), dst.to_string()))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            submission = self.build(user, &map, &delegation_id, &vo, &lookup)?;
+        }
+        // Bans apply last, as in the reference, on the built files: the builder stays pure and
+        // the bans of the submitter's VO are read once per submission.
+        let bans = self.store.se_bans_for_vo(&vo).await?;
+        if !bans.is_empty() {
+            ban::apply_to_submission(&mut submission.files, |se| bans.get(se).copied())
+                .map_err(ServiceError::Forbidden)?;
+        }
+        let job_id = submission.job.job_id.clone();
+        match self
+            .store
+            .submit((submission.job, submission.files))
+            .await?
+        {
+            Ok(()) => {
+                self.wake.notify_one();
+                tracing::debug!(job_id = %job_id, "job submitted");
+                Ok(job_id)
+            }
+            Err(InsertConflict::DuplicateJob) => Err(ServiceError::Conflict(
+                "The sid provided by the user is duplicated".into(),
+            )),
+            Err(InsertConflict::DuplicateDestination(dest)) => Err(ServiceError::Conflict(
+                format!("The submission is duplicated (destination {dest} is already queued)"),
+            )),
+        }
+    }
+
+    /// Build the job rows of a submission (pure; `queued` answers queue lengths).
+    fn build(
+        &self,
+        user: &User,
+        map: &serde_json::Map<String, serde_json::Value>,
+        delegation_id: &str,
+        vo: &str,
+        queued: &(dyn Fn(&str, &str, &str) -> u64 + Sync),
+    ) -> Result<Submission, ServiceError> {
         let mut random = || {
             let mut b = [0u8; 8];
             // If the system RNG fails we still need distinct ids: fall back to the clock.
@@ -166,42 +253,25 @@ impl Service {
         };
         let mut ctx = SubmitContext {
             user_dn: &user.user_dn,
-            delegation_id: &delegation_id,
-            vo: &vo,
+            delegation_id,
+            vo,
             voms_cred: &user.voms_cred,
             auth_method: "certificate",
             submit_host: &self.host_name,
             now: time::now(),
             config: &self.submit_config,
-            queued: &queued,
+            queued,
             random: &mut random,
         };
-        let mut submission = submit::build(&map, &mut ctx).map_err(|e| match e {
+        submit::build(map, &mut ctx).map_err(|e| match e {
             SubmitError::BadRequest(m) => ServiceError::BadRequest(m),
             SubmitError::MethodNotAllowed(m) => ServiceError::MethodNotAllowed(m),
             SubmitError::Forbidden(m) => ServiceError::Forbidden(m),
-        })?;
-        // Bans apply last, as in the reference, on the built files: the builder stays pure and
-        // the bans of the submitter's VO are read once per submission.
-        let bans = self.store.se_bans_for_vo(&vo)?;
-        if !bans.is_empty() {
-            ban::apply_to_submission(&mut submission.files, |se| bans.get(se).copied())
-                .map_err(ServiceError::Forbidden)?;
-        }
-        let job_id = submission.job.job_id.clone();
-        match self.writer.insert(submission.job, submission.files).await? {
-            Ok(()) => Ok(job_id),
-            Err(InsertConflict::DuplicateJob) => Err(ServiceError::Conflict(
-                "The sid provided by the user is duplicated".into(),
-            )),
-            Err(InsertConflict::DuplicateDestination(dest)) => Err(ServiceError::Conflict(
-                format!("The submission is duplicated (destination {dest} is already queued)"),
-            )),
-        }
+        })
     }
 
     /// `GET /jobs/{ids}`: each job (with its files if asked) or why not.
-    pub fn get_jobs(
+    pub async fn get_jobs(
         &self,
         user: &User,
         ids: &[String],
@@ -210,9 +280,9 @@ impl Service {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let found = if with_files {
-                self.store.job_with_files(id)?
+                self.store.job_with_files(id).await?
             } else {
-                self.store.job(id)?.map(|j| (j, Vec::new()))
+                self.store.job(id).await?.map(|j| (j, Vec::new()))
             };
             let (job, files) = match found {
                 Some((j, f)) => (Some(j), f),
@@ -224,12 +294,12 @@ impl Service {
     }
 
     /// One job with its files, for the `/jobs/{id}/...` sub-resources.
-    pub fn job_detail(
+    pub async fn job_detail(
         &self,
         user: &User,
         id: &str,
     ) -> Result<Result<(Job, Vec<File>), JobError>, ServiceError> {
-        let found = self.store.job_with_files(id)?;
+        let found = self.store.job_with_files(id).await?;
         let (job, files) = match found {
             Some((j, f)) => (Some(j), f),
             None => (None, Vec::new()),
@@ -238,15 +308,12 @@ impl Service {
     }
 
     /// The retried attempts of a file (the caller checked the job).
-    pub fn file_retries(
-        &self,
-        file_id: u64,
-    ) -> Result<Vec<crate::store::engine::RetryRow>, ServiceError> {
-        Ok(self.store.file_retries(file_id)?)
+    pub async fn file_retries(&self, file_id: u64) -> Result<Vec<RetryRow>, ServiceError> {
+        Ok(self.store.file_retries(file_id).await?)
     }
 
     /// `GET /jobs`.
-    pub fn list_jobs(&self, user: &User, q: &ListQuery) -> Result<Vec<Job>, ServiceError> {
+    pub async fn list_jobs(&self, user: &User, q: &ListQuery) -> Result<Vec<Job>, ServiceError> {
         self.require_transfer(user)?;
         if let Some(dn) = &q.user_dn {
             if *dn != user.user_dn {
@@ -308,17 +375,17 @@ impl Service {
             filter.finished_since = None;
             filter.unfinished_only = false;
             let since = time::now() - window.unwrap_or(0);
-            let jobs = self.store.list_jobs(&filter)?;
+            let jobs = self.store.list_jobs(&filter).await?;
             return Ok(jobs
                 .into_iter()
                 .filter(|j| j.job_finished.is_none_or(|f| f >= since))
                 .collect());
         }
-        Ok(self.store.list_jobs(&filter)?)
+        Ok(self.store.list_jobs(&filter).await?)
     }
 
     /// `GET /files`.
-    pub fn list_files(&self, user: &User, q: &FilesQuery) -> Result<Vec<File>, ServiceError> {
+    pub async fn list_files(&self, user: &User, q: &FilesQuery) -> Result<Vec<File>, ServiceError> {
         self.require_transfer(user)?;
         let mut filter = FileFilter {
             vo_name: q.vo_name.clone(),
@@ -350,68 +417,41 @@ impl Service {
             Some(w) => filter.finished_since = Some(time::now() - w),
             None => filter.unfinished_only = true,
         }
-        Ok(self.store.list_files(&filter)?)
+        Ok(self.store.list_files(&filter).await?)
     }
 
     /// `DELETE /jobs/{ids}`.
-    pub fn cancel_jobs(
+    pub async fn cancel_jobs(
         &self,
         user: &User,
         ids: &[String],
     ) -> Result<Vec<Result<JobChange, JobError>>, ServiceError> {
-        self.change_jobs(user, ids, |job, files, now| {
-            if job.job_state.is_terminal() {
-                return false;
-            }
-            job.cancel(now, CANCEL_REASON);
-            for f in files.iter_mut() {
-                f.cancel(now, CANCEL_REASON);
-            }
-            true
-        })
+        self.change_jobs(user, ids, JobEdit::Cancel).await
     }
 
     /// `POST /jobs/{ids}` with `{"params": {"priority": n}}`.
-    pub fn set_priority(
+    pub async fn set_priority(
         &self,
         user: &User,
         ids: &[String],
-        body: &serde_json::Value,
+        request: PriorityRequest,
     ) -> Result<Vec<Result<JobChange, JobError>>, ServiceError> {
-        let priority = match body.get("params").and_then(|p| p.get("priority")) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(
-                submit::python_int(v)
-                    .ok_or_else(|| ServiceError::BadRequest("Invalid priority value".into()))?,
-            ),
-        };
-        self.change_jobs(user, ids, move |job, files, _now| {
-            if job.job_state.is_terminal() {
-                return false;
-            }
-            if let Some(p) = priority.filter(|p| *p != 0) {
-                let p = p.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-                job.priority = p;
-                for f in files.iter_mut() {
-                    f.priority = p;
-                }
-            }
-            true
-        })
+        self.change_jobs(user, ids, JobEdit::Priority(request.0))
+            .await
     }
 
-    /// Authorize each id, then apply `change` (which returns false for a terminal job) in one
+    /// Authorize each id, then apply `edit` (which leaves a terminal job alone) in one
     /// transaction.
-    fn change_jobs(
+    async fn change_jobs(
         &self,
         user: &User,
         ids: &[String],
-        mut change: impl FnMut(&mut Job, &mut Vec<File>, i64) -> bool,
+        edit: JobEdit,
     ) -> Result<Vec<Result<JobChange, JobError>>, ServiceError> {
         let mut allowed = Vec::new();
         let mut out: Vec<Option<Result<JobChange, JobError>>> = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.check_job(user, self.store.job(id)?, id) {
+            match self.check_job(user, self.store.job(id).await?, id) {
                 Ok(_) => {
                     allowed.push(id.clone());
                     out.push(None);
@@ -419,15 +459,7 @@ impl Service {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
-        let now = time::now();
-        let results = self.store.update_jobs(&allowed, |job, files| {
-            let changed = change(job, files, now);
-            if changed {
-                JobChange::Changed(job.clone())
-            } else {
-                JobChange::Terminal(job.clone())
-            }
-        })?;
+        let results = self.store.edit_jobs(&allowed, &edit, time::now()).await?;
         let mut results = results.into_iter();
         Ok(out
             .into_iter()
@@ -438,19 +470,20 @@ impl Service {
                 None => results
                     .next()
                     .flatten()
+                    .map(|(change, _)| change)
                     .ok_or_else(|| JobError::NotFound(id.clone())),
             })
             .collect())
     }
 
     /// `DELETE /jobs/{id}/files/{file_ids}`: one entry per file id (a state or a message).
-    pub fn cancel_files(
+    pub async fn cancel_files(
         &self,
         user: &User,
         job_id: &str,
         file_ids: &[String],
     ) -> Result<Result<Vec<String>, JobError>, ServiceError> {
-        let job = match self.check_job(user, self.store.job(job_id)?, job_id) {
+        let job = match self.check_job(user, self.store.job(job_id).await?, job_id) {
             Ok(j) => j,
             Err(e) => return Ok(Err(e)),
         };
@@ -460,43 +493,16 @@ impl Service {
                 job.job_type.as_str()
             )));
         }
-        let now = time::now();
         let wanted: Vec<Option<u64>> = file_ids.iter().map(|f| f.trim().parse().ok()).collect();
         let result = self
             .store
-            .update_jobs(&[job_id.to_string()], |job, files| {
-                let mut entries = Vec::with_capacity(wanted.len());
-                for want in &wanted {
-                    let file = want.and_then(|id| files.iter_mut().find(|f| f.file_id == id));
-                    match file {
-                        None => entries.push("File does not belong to the job".to_string()),
-                        Some(f) if !f.file_state.is_active() => {
-                            entries.push(f.file_state.as_str().to_string())
-                        }
-                        Some(f) => {
-                            f.file_state = FileState::Canceled;
-                            f.finish_time = Some(now);
-                            f.dest_surl_uuid = None;
-                            entries.push(FileState::Canceled.as_str().to_string());
-                        }
-                    }
-                }
-                if !files.iter().any(|f| f.file_state.is_active()) && !job.job_state.is_terminal() {
-                    job.job_state = JobState::Canceled;
-                    job.cancel_job = true;
-                    job.job_finished = Some(now);
-                }
-                entries
-            })?;
-        Ok(result
-            .into_iter()
-            .next()
-            .flatten()
-            .ok_or_else(|| JobError::NotFound(job_id.to_string())))
+            .cancel_files(job_id, &wanted, time::now())
+            .await?;
+        Ok(result.ok_or_else(|| JobError::NotFound(job_id.to_string())))
     }
 
     /// `DELETE /jobs/all`, `DELETE /jobs/vo/{vo}`: root only.
-    pub fn cancel_all(
+    pub async fn cancel_all(
         &self,
         user: &User,
         vo: Option<&str>,
@@ -508,26 +514,17 @@ impl Service {
             .into_iter()
             .filter(|s| !s.is_terminal())
             .collect();
-        let ids = self.store.job_ids_in_states(&active, vo)?;
+        let ids = self.store.job_ids_in_states(&active, vo).await?;
         let now = time::now();
         let mut counts = CancelAllCounts::default();
-        for chunk in ids.chunks(1000) {
-            let results = self.store.update_jobs(chunk, |job, files| {
-                let mut n = 0;
-                for f in files.iter_mut() {
-                    if f.file_state.is_active() {
-                        f.file_state = FileState::Canceled;
-                        f.reason = Some(CANCEL_REASON.to_string());
-                        f.dest_surl_uuid = None;
-                        f.finish_time = None;
-                        n += 1;
-                    }
-                }
-                (n, job.cancel(now, CANCEL_REASON))
-            })?;
-            for (files, job) in results.into_iter().flatten() {
+        for chunk in ids.chunks(CANCEL_ALL_BATCH) {
+            let results = self
+                .store
+                .edit_jobs(chunk, &JobEdit::CancelAll, now)
+                .await?;
+            for (change, files) in results.into_iter().flatten() {
                 counts.affected_files += files;
-                counts.affected_jobs += usize::from(job);
+                counts.affected_jobs += usize::from(matches!(change, JobChange::Changed(_)));
             }
         }
         tracing::warn!(
@@ -539,7 +536,7 @@ impl Service {
     }
 
     /// `POST /admin/force-start`: SUBMITTED files → FORCE_START. Returns the problems.
-    pub fn force_start(
+    pub async fn force_start(
         &self,
         user: &User,
         file_ids: &[u64],
@@ -552,22 +549,10 @@ impl Service {
         }
         let mut problems = Vec::new();
         for &id in file_ids {
-            let Some(file) = self.store.file(id)? else {
-                problems.push((id, "File does not exist"));
-                continue;
-            };
-            let changed = self.store.update_jobs(
-                std::slice::from_ref(&file.job_id),
-                |_, files| match files.iter_mut().find(|f| f.file_id == id) {
-                    Some(f) if f.file_state == FileState::Submitted => {
-                        f.file_state = FileState::ForceStart;
-                        true
-                    }
-                    _ => false,
-                },
-            )?;
-            if changed.into_iter().next().flatten() != Some(true) {
-                problems.push((id, "File is not in SUBMITTED state"));
+            match self.store.force_start(id).await? {
+                None => problems.push((id, "File does not exist")),
+                Some(false) => problems.push((id, "File is not in SUBMITTED state")),
+                Some(true) => {}
             }
         }
         Ok(problems)

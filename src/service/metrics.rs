@@ -504,6 +504,13 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|(vo, h)| (l(&[("vo", vo)]), h.clone())),
         )?;
+        histogram(
+            &mut e,
+            "ftsd_store_commit_duration_seconds",
+            "Time to commit one database write transaction (durably)",
+            &monitor::COMMIT_BUCKETS,
+            [(Labels::new(), t.commit_seconds.clone())],
+        )?;
 
         // Optimizer (per link, capped).
         let opt: Vec<&OptimizerCurrent> = self
@@ -695,17 +702,17 @@ impl Service {
     /// The `/metrics` answer: OpenMetrics text ending in `# EOF`. Needs a caller who may list
     /// jobs (any `transfer` level); the plain-HTTP loopback listener calls
     /// [`Service::metrics_text_unchecked`].
-    pub fn metrics_text(
+    pub async fn metrics_text(
         &self,
         user: &crate::model::identity::User,
     ) -> Result<String, ServiceError> {
         self.mon_visibility(user)?;
-        self.metrics_text_unchecked()
+        self.metrics_text_unchecked().await
     }
 
     /// The `/metrics` answer without an authorization check.
-    pub fn metrics_text_unchecked(&self) -> Result<String, ServiceError> {
-        let totals = self.store.monitor_totals();
+    pub async fn metrics_text_unchecked(&self) -> Result<String, ServiceError> {
+        let totals = self.store.monitor_totals().await?;
         let settings = &self.metrics.settings;
         // The busiest links: most files stored (ties by name), at most max_links.
         let mut weight: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -727,18 +734,22 @@ impl Service {
         let vos: Vec<String> = self
             .store
             .monitor_jobs()
+            .await?
             .into_iter()
             .filter(|(_, st, _)| *st == JobState::Submitted)
             .map(|(vo, _, _)| vo)
             .collect();
-        let (storages, _) = self.store.se_configs(None)?;
+        let (storages, _) = self.store.se_configs(None).await?;
         let snapshot = Snapshot {
-            oldest_queued: self.store.monitor_oldest_jobs(JobState::Submitted, &vos)?,
+            oldest_queued: self
+                .store
+                .monitor_oldest_jobs(JobState::Submitted, &vos)
+                .await?,
             bytes: self.progress.bytes(),
-            optimizer: self.store.optimizer_values(&LinkFilter::default())?,
-            links: self.store.link_configs()?,
+            optimizer: self.store.optimizer_values(&LinkFilter::default()).await?,
+            links: self.store.link_configs().await?,
             storages,
-            hosts: self.store.hosts()?,
+            hosts: self.store.hosts().await?,
             totals,
             kept,
             dropped,
@@ -774,11 +785,6 @@ impl Service {
             "ftsd_optimizer_decision_reasons",
             "Optimizer decisions by their rationale",
             self.metrics.decision_reasons.clone(),
-        );
-        registry.register(
-            "ftsd_store_commit_duration_seconds",
-            "Time to commit one database write transaction (durably)",
-            self.store.commit_seconds(),
         );
         registry.register_collector(Box::new(snapshot));
         let mut out = String::new();

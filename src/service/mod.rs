@@ -9,7 +9,6 @@ pub mod metrics;
 pub mod monitor;
 pub mod optimizer;
 pub mod whoami;
-pub mod writer;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -21,6 +20,9 @@ use crate::{
     },
     store::{Store, StoreError},
 };
+
+/// The store as the service holds it.
+pub type SharedStore = Arc<dyn Store>;
 
 /// Errors of the service layer; `api::error` alone turns them into HTTP statuses.
 #[derive(Debug, thiserror::Error)]
@@ -48,19 +50,25 @@ pub enum ServiceError {
     Task(String),
 }
 
+/// A request body parsed at the edge (`api`) into a typed request, or the 400 the reference
+/// gives for it. Use cases report the refusal after checking the caller's rights, in the
+/// reference's order.
+pub type Parsed<T> = Result<T, ServiceError>;
+
 /// Shared state of the use cases.
 pub struct Service {
-    store: Arc<Store>,
+    store: SharedStore,
     auth: Arc<Authenticator>,
     roles: RoleGrants,
     /// DN of the server's own certificate: a client presenting it is root.
     server_dn: String,
     /// Where proxy files for transfers are written (0700, emptied at start).
     proxy_dir: PathBuf,
-    /// Name recorded as `submit_host`.
+    /// This node's name (`node_name`), recorded as `submit_host`.
     host_name: String,
     submit_config: SubmitConfig,
-    writer: writer::JobWriter,
+    /// Woken after every stored submission.
+    wake: Arc<tokio::sync::Notify>,
     /// Running transfers' progress (written by the engine).
     progress: Arc<monitor::ProgressBoard>,
     monitoring: monitor::MonitoringSettings,
@@ -101,7 +109,7 @@ impl Settings {
     }
 }
 
-/// This machine's name (for `submit_host`), as the kernel knows it.
+/// This machine's name as the kernel knows it: the default `node_name`.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -116,14 +124,9 @@ impl Service {
         self.submit_config.schemes.as_deref()
     }
 
-    /// Start the service (and its job writer thread).
-    pub fn new(
-        store: Arc<Store>,
-        auth: Arc<Authenticator>,
-        settings: Settings,
-    ) -> std::io::Result<Service> {
-        let writer = writer::JobWriter::start(store.clone(), settings.wake.clone())?;
-        Ok(Service {
+    /// The service over `store`.
+    pub fn new(store: SharedStore, auth: Arc<Authenticator>, settings: Settings) -> Service {
+        Service {
             store,
             auth,
             roles: settings.roles,
@@ -131,31 +134,33 @@ impl Service {
             proxy_dir: settings.proxy_dir,
             host_name: settings.host_name,
             submit_config: settings.submit,
-            writer,
+            wake: settings.wake,
             progress: settings.progress,
             monitoring: settings.monitoring,
             metrics: settings.metrics,
-        })
+        }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &SharedStore {
         &self.store
     }
 
     /// The FTS3 user behind a connection: anonymous without a certificate, otherwise derived
     /// from the verified chain, the role configuration and the stored DN grants.
-    pub fn user(&self, peer: Option<&CertIdentity>) -> Result<User, ServiceError> {
+    pub async fn user(&self, peer: Option<&CertIdentity>) -> Result<User, ServiceError> {
         let dn = peer.map_or(crate::model::identity::ANONYMOUS_DN, |p| p.user_dn.as_str());
+        // One store read per request: the ban and the grants.
+        let access = self.store.access(dn).await?;
         // The reference refuses banned DNs in its authentication middleware, with an HTML page;
         // the Python client reads either shape, so the usual JSON error is given here, where
         // every handler that identifies its caller passes.
-        if self.store.dn_banned(dn)? {
+        if access.banned {
             return Err(ServiceError::Forbidden("The user has been banned".into()));
         }
         let Some(peer) = peer else {
             return Ok(User::anonymous());
         };
-        let dn_grants = self.store.dn_grants(&peer.user_dn)?;
+        let dn_grants = access.grants;
         Ok(User::from_certificate(
             &CertificateFacts {
                 user_dn: &peer.user_dn,

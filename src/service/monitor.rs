@@ -3,7 +3,7 @@
 //!
 //! # Read API for the pages (design note)
 //! Every view answers from the store's live aggregates (`store::aggregates`) or pages through
-//! one index (`store::monitor_rows`); none scans the files table. A page handler takes the
+//! one index (the store's `monitor_*_page` listings); none scans the files table. A page handler takes the
 //! caller's [`User`], a [`MonQuery`] parsed from the query string, and calls:
 //! - [`Service::mon_overview`] → [`Overview`] (link × VO rows, `activities` adds the activity):
 //!   counts now (submitted, active, ready, staging, started, archiving), terminal counts in
@@ -42,14 +42,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Service, ServiceError};
-use crate::{
-    model::{
-        identity::{Level, Operation, User},
-        job::{File, FileState, Job, JobState},
-        monitor::{RING_MINUTES, RowFilter, RowKey, RowStats, StateCounts, Window},
-        optimizer::LinkFilter,
+use crate::model::{
+    identity::{Level, Operation, User},
+    job::{File, FileState, Job, JobState},
+    monitor::{
+        JobListQuery, JobSummary, RING_MINUTES, RowFilter, RowKey, RowStats, StateCounts,
+        TransferOrder, TransferQuery, Window,
     },
-    store::monitor_rows::{JobListQuery, JobSummary, TransferOrder, TransferQuery},
+    optimizer::LinkFilter,
 };
 
 /// ftsmon's default page size.
@@ -590,12 +590,12 @@ impl Service {
     }
 
     /// The optimizer's fresh throughput per link, MiB/s.
-    fn current_throughputs(
+    async fn current_throughputs(
         &self,
         now: i64,
     ) -> Result<HashMap<(String, String), f64>, ServiceError> {
         let mut out = HashMap::new();
-        for c in self.store.optimizer_values(&LinkFilter::default())? {
+        for c in self.store.optimizer_values(&LinkFilter::default()).await? {
             if now - c.datetime / 1_000_000 <= CURRENT_MAX_AGE {
                 out.insert((c.source_se, c.dest_se), c.throughput / MIB);
             }
@@ -604,7 +604,7 @@ impl Service {
     }
 
     /// `overview` (`with_activity` false) and `overview/activities`.
-    pub fn mon_overview(
+    pub async fn mon_overview(
         &self,
         user: &User,
         q: &MonQuery,
@@ -612,7 +612,10 @@ impl Service {
     ) -> Result<Overview, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
-        let stats = self.store.monitor_rows(&q.row_filter(), q.since(now, 1));
+        let stats = self
+            .store
+            .monitor_rows(&q.row_filter(), q.since(now, 1))
+            .await?;
         let live = self.progress.per_row();
         let mut rows: HashMap<RowKey, OverviewRow> = HashMap::new();
         for s in &stats {
@@ -638,7 +641,7 @@ impl Service {
                 }
             }
         }
-        let current = self.current_throughputs(now)?;
+        let current = self.current_throughputs(now).await?;
         let mut summary = Summary::default();
         let mut links_seen = std::collections::HashSet::new();
         let mut items: Vec<OverviewRow> = rows.into_values().collect();
@@ -703,10 +706,13 @@ impl Service {
 
     /// A link's (or VO's, or everything's) terminal files per minute over the window, as
     /// uPlot columns: `[[unix_ts…], [finished…], [failed…], [bytes…]]`.
-    pub fn mon_link_series(&self, user: &User, q: &MonQuery) -> Result<Value, ServiceError> {
+    pub async fn mon_link_series(&self, user: &User, q: &MonQuery) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
-        let minutes = self.store.monitor_minutes(&q.row_filter(), q.since(now, 1));
+        let minutes = self
+            .store
+            .monitor_minutes(&q.row_filter(), q.since(now, 1))
+            .await?;
         let col = |f: &dyn Fn(&Window) -> u64| -> Vec<u64> {
             minutes.iter().map(|m| f(&m.window)).collect()
         };
@@ -719,7 +725,11 @@ impl Service {
     }
 
     /// `jobs`: newest submission first (`orderby=submit_time` for oldest first).
-    pub fn mon_jobs(&self, user: &User, q: &MonQuery) -> Result<Paged<JobItem>, ServiceError> {
+    pub async fn mon_jobs(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<JobItem>, ServiceError> {
         let vis = self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let mut query = JobListQuery {
@@ -746,20 +756,20 @@ impl Service {
         let first = q.span(usize::MAX);
         query.offset = first.offset;
         query.limit = first.limit;
-        let mut page = self.store.monitor_job_page(&query)?;
+        let mut page = self.store.monitor_job_page(&query).await?;
         let span = q.span(page.count);
         if span.offset != first.offset {
             query.offset = span.offset;
-            page = self.store.monitor_job_page(&query)?;
+            page = self.store.monitor_job_page(&query).await?;
         }
         let items = page.items.into_iter().map(JobItem::from).collect();
         Ok(envelope(page.count, span, items))
     }
 
     /// The job, if it exists and the caller may see it.
-    fn visible_job(&self, user: &User, id: &str) -> Result<(Job, Vec<File>), ServiceError> {
+    async fn visible_job(&self, user: &User, id: &str) -> Result<(Job, Vec<File>), ServiceError> {
         let vis = self.mon_visibility(user)?;
-        let Some((job, files)) = self.store.job_with_files(id)? else {
+        let Some((job, files)) = self.store.job_with_files(id).await? else {
             return Err(ServiceError::NotFound(format!(
                 "No job with the id \"{id}\" has been found"
             )));
@@ -773,13 +783,13 @@ impl Service {
     }
 
     /// `jobs/<id>`: every job column with `expiry_time` and `duration`, and files per state.
-    pub fn mon_job(
+    pub async fn mon_job(
         &self,
         user: &User,
         id: &str,
         q: &MonQuery,
     ) -> Result<(Job, Value), ServiceError> {
-        let (job, files) = self.visible_job(user, id)?;
+        let (job, files) = self.visible_job(user, id).await?;
         let now = crate::model::time::now();
         let mut states: BTreeMap<&str, u64> = BTreeMap::new();
         for f in files.iter().filter(|f| {
@@ -800,13 +810,13 @@ impl Service {
 
     /// `jobs/<id>/files`: the files (paged, with their retries and log URLs, ACTIVE ones with
     /// live progress) and the job's transfer statistics.
-    pub fn mon_job_files(
+    pub async fn mon_job_files(
         &self,
         user: &User,
         id: &str,
         q: &MonQuery,
     ) -> Result<(Paged<(File, Value)>, Value), ServiceError> {
-        let (job, mut files) = self.visible_job(user, id)?;
+        let (job, mut files) = self.visible_job(user, id).await?;
         let now = crate::model::time::now();
         for f in files
             .iter_mut()
@@ -892,7 +902,7 @@ impl Service {
         for f in page.items {
             let retries: Vec<Value> = self
                 .store
-                .file_retries(f.file_id)?
+                .file_retries(f.file_id).await?
                 .into_iter()
                 .map(|r| {
                     json!({
@@ -931,7 +941,7 @@ impl Service {
 
     /// The path of a transfer log the caller may read: the file's current log
     /// (`attempt` `None`) or a retried attempt's. Only paths inside `log_dir` are served.
-    pub fn mon_log_path(
+    pub async fn mon_log_path(
         &self,
         user: &User,
         job_id: &str,
@@ -939,7 +949,7 @@ impl Service {
         attempt: Option<u32>,
         log_dir: &std::path::Path,
     ) -> Result<std::path::PathBuf, ServiceError> {
-        let (_, files) = self.visible_job(user, job_id)?;
+        let (_, files) = self.visible_job(user, job_id).await?;
         let not_found = || ServiceError::NotFound("No such log".into());
         let file = files
             .iter()
@@ -949,17 +959,21 @@ impl Service {
             None => file.log_file.clone(),
             Some(a) => self
                 .store
-                .file_retries(file_id)?
+                .file_retries(file_id)
+                .await?
                 .into_iter()
                 .find(|r| r.attempt == a)
                 .and_then(|r| r.log_file),
         }
         .ok_or_else(not_found)?;
-        let root = log_dir.canonicalize().map_err(|_| not_found())?;
-        let real = std::path::Path::new(&path)
-            .canonicalize()
+        let root = tokio::fs::canonicalize(log_dir)
+            .await
             .map_err(|_| not_found())?;
-        if !real.starts_with(&root) || !real.is_file() {
+        let real = tokio::fs::canonicalize(&path)
+            .await
+            .map_err(|_| not_found())?;
+        let is_file = tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_file());
+        if !real.starts_with(&root) || !is_file {
             tracing::warn!(
                 job_id,
                 file_id,
@@ -971,7 +985,7 @@ impl Service {
     }
 
     /// `transfers`.
-    pub fn mon_transfers(
+    pub async fn mon_transfers(
         &self,
         user: &User,
         q: &MonQuery,
@@ -1024,11 +1038,11 @@ impl Service {
         let first = q.span(usize::MAX);
         query.offset = first.offset;
         query.limit = first.limit;
-        let mut page = self.store.monitor_transfer_page(&query)?;
+        let mut page = self.store.monitor_transfer_page(&query).await?;
         let span = q.span(page.count);
         if span.offset != first.offset {
             query.offset = span.offset;
-            page = self.store.monitor_transfer_page(&query)?;
+            page = self.store.monitor_transfer_page(&query).await?;
         }
         let items = page
             .items
@@ -1050,7 +1064,11 @@ impl Service {
     }
 
     /// `errors`: FAILED files per link in the window, most first.
-    pub fn mon_errors(&self, user: &User, q: &MonQuery) -> Result<Paged<Value>, ServiceError> {
+    pub async fn mon_errors(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let since = q.since(now, 1);
@@ -1060,6 +1078,7 @@ impl Service {
             let links: std::collections::BTreeSet<(String, String)> = self
                 .store
                 .monitor_rows(&q.row_filter(), since)
+                .await?
                 .into_iter()
                 .filter(|r| r.window.failed > 0)
                 .map(|r| (r.key.source_se, r.key.dest_se))
@@ -1068,7 +1087,8 @@ impl Service {
             for (s, d) in links {
                 for (_, r, n) in self
                     .store
-                    .monitor_error_reasons(&s, &d, q.vo.as_deref(), since)?
+                    .monitor_error_reasons(&s, &d, q.vo.as_deref(), since)
+                    .await?
                 {
                     if r.to_lowercase().contains(&needle) {
                         *per_link.entry((s.clone(), d.clone())).or_default() += n;
@@ -1076,7 +1096,7 @@ impl Service {
                 }
             }
         } else {
-            for r in self.store.monitor_rows(&q.row_filter(), since) {
+            for r in self.store.monitor_rows(&q.row_filter(), since).await? {
                 if r.window.failed > 0 {
                     *per_link
                         .entry((r.key.source_se, r.key.dest_se))
@@ -1095,7 +1115,7 @@ impl Service {
 
     /// `errors/list`: a link's reasons with counts (per VO) and their classification by
     /// the reason's first upper-case word (the FTS scope).
-    pub fn mon_error_reasons(
+    pub async fn mon_error_reasons(
         &self,
         user: &User,
         q: &MonQuery,
@@ -1118,7 +1138,8 @@ impl Service {
         let needle = q.reason.as_deref().map(str::to_lowercase);
         let rows: Vec<(String, String, u64)> = self
             .store
-            .monitor_error_reasons(s, d, vo, q.since(now, 1))?
+            .monitor_error_reasons(s, d, vo, q.since(now, 1))
+            .await?
             .into_iter()
             .filter(|(_, r, _)| needle.as_ref().is_none_or(|n| r.to_lowercase().contains(n)))
             .collect();
@@ -1138,19 +1159,22 @@ impl Service {
     }
 
     /// Failure classes (scope, phase, category) per link in the window, for the errors page.
-    pub fn mon_error_classes(
+    pub async fn mon_error_classes(
         &self,
         user: &User,
         q: &MonQuery,
     ) -> Result<Vec<crate::model::monitor::ErrorCount>, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
-        Ok(self.store.monitor_errors(&q.row_filter(), q.since(now, 1)))
+        Ok(self
+            .store
+            .monitor_errors(&q.row_filter(), q.since(now, 1))
+            .await?)
     }
 
     /// `stats`: every state counted (terminal ones in the window), `queued`, `total`, and the
     /// retried files.
-    pub fn mon_stats(&self, user: &User, q: &MonQuery) -> Result<Stats, ServiceError> {
+    pub async fn mon_stats(&self, user: &User, q: &MonQuery) -> Result<Stats, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let since = q.since(now, 1);
@@ -1163,6 +1187,7 @@ impl Service {
                 if let Some(h) = self
                     .store
                     .monitor_hosts(since)
+                    .await?
                     .into_iter()
                     .find(|h| h.host == host)
                 {
@@ -1171,7 +1196,11 @@ impl Service {
                 }
             }
             None => {
-                for r in self.store.monitor_rows(&RowFilter::default(), since) {
+                for r in self
+                    .store
+                    .monitor_rows(&RowFilter::default(), since)
+                    .await?
+                {
                     now_counts.add(&r.now);
                     window.add(&r.window);
                 }
@@ -1204,7 +1233,7 @@ impl Service {
 
     /// `stats/servers`: per host, work counts and services with status, beat, drain and the
     /// hash segment each running host would own.
-    pub fn mon_servers(
+    pub async fn mon_servers(
         &self,
         user: &User,
         q: &MonQuery,
@@ -1212,14 +1241,15 @@ impl Service {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let since = q.since(now, 1);
-        let hosts = self.store.hosts()?;
+        let hosts = self.store.hosts().await?;
         let work: HashMap<String, crate::model::monitor::HostStats> = self
             .store
             .monitor_hosts(since)
+            .await?
             .into_iter()
             .map(|h| (h.host.clone(), h))
             .collect();
-        let submissions = self.store.monitor_submissions(since)?;
+        let submissions = self.store.monitor_submissions(since).await?;
         let mut services: BTreeMap<String, Vec<&crate::model::config::Host>> = BTreeMap::new();
         for h in &hosts {
             services.entry(h.service_name.clone()).or_default().push(h);
@@ -1270,7 +1300,7 @@ impl Service {
     }
 
     /// `stats/vo`: per VO, terminal states in the window and ACTIVE/SUBMITTED now.
-    pub fn mon_stats_vo(
+    pub async fn mon_stats_vo(
         &self,
         user: &User,
         q: &MonQuery,
@@ -1283,7 +1313,7 @@ impl Service {
             ..RowFilter::default()
         };
         let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for r in self.store.monitor_rows(&filter, q.since(now, 1)) {
+        for r in self.store.monitor_rows(&filter, q.since(now, 1)).await? {
             let e = out.entry(r.key.vo_name.clone()).or_default();
             for (name, n) in [
                 ("finished", r.window.finished),
@@ -1302,7 +1332,11 @@ impl Service {
     }
 
     /// `optimizer`: links with optimizer decisions in the window.
-    pub fn mon_optimizer(&self, user: &User, q: &MonQuery) -> Result<Paged<Value>, ServiceError> {
+    pub async fn mon_optimizer(
+        &self,
+        user: &User,
+        q: &MonQuery,
+    ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
         let now = crate::model::time::now();
         let since = now - q.time_window.map_or(OPTIMIZER_WINDOW, |h| h.max(0) * 3600);
@@ -1312,7 +1346,8 @@ impl Service {
         };
         let mut links: Vec<(String, String)> = self
             .store
-            .optimizer_values(&filter)?
+            .optimizer_values(&filter)
+            .await?
             .into_iter()
             .filter(|c| c.datetime / 1_000_000 >= since)
             .map(|c| (c.source_se, c.dest_se))
@@ -1328,7 +1363,7 @@ impl Service {
 
     /// `optimizer/detailed`: a link's decisions (newest first, paged) and its storages'
     /// active transfers against their limits.
-    pub fn mon_optimizer_detail(
+    pub async fn mon_optimizer_detail(
         &self,
         user: &User,
         source: &str,
@@ -1349,7 +1384,8 @@ impl Service {
                 Some(since.saturating_mul(1_000_000)),
                 None,
                 MAX_EVOLUTION_ROWS,
-            )?
+            )
+            .await?
             .into_iter()
             .map(|e| {
                 json!({
@@ -1367,28 +1403,27 @@ impl Service {
                 })
             })
             .collect();
-        let storage_info = [source, destination]
-            .into_iter()
-            .map(|se| -> Result<Value, ServiceError> {
-                let cfg = self.store.se_config(se)?;
-                let active = self.active_at(se)?;
-                let max = if se == source {
-                    cfg.outbound_max_active
-                } else {
-                    cfg.inbound_max_active
-                };
-                Ok(json!({"storage": se, "active": active, "max_active": max}))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut storage_info = Vec::with_capacity(2);
+        for se in [source, destination] {
+            let cfg = self.store.se_config(se).await?;
+            let active = self.active_at(se).await?;
+            let max = if se == source {
+                cfg.outbound_max_active
+            } else {
+                cfg.inbound_max_active
+            };
+            storage_info.push(json!({"storage": se, "active": active, "max_active": max}));
+        }
         Ok(json!({"evolution": paged(rows, q), "storage_info": storage_info}))
     }
 
     /// READY + ACTIVE transfers with `se` on either side.
-    fn active_at(&self, se: &str) -> Result<u64, ServiceError> {
+    async fn active_at(&self, se: &str) -> Result<u64, ServiceError> {
         let mut n = 0;
         for r in self
             .store
             .monitor_rows(&RowFilter::default(), crate::model::time::now())
+            .await?
         {
             if r.key.source_se == se || r.key.dest_se == se {
                 n += r.now.get(FileState::Ready) + r.now.get(FileState::Active);
@@ -1399,7 +1434,7 @@ impl Service {
 
     /// `linkinfo`: the limits that apply to a link and where they come from, its current
     /// load and the optimizer's last word.
-    pub fn mon_linkinfo(
+    pub async fn mon_linkinfo(
         &self,
         user: &User,
         source: &str,
@@ -1408,14 +1443,15 @@ impl Service {
         self.mon_visibility(user)?;
         let rows = self
             .store
-            .monitor_rows(&RowFilter::default(), crate::model::time::now());
+            .monitor_rows(&RowFilter::default(), crate::model::time::now())
+            .await?;
         let load = |pick: &dyn Fn(&RowKey) -> bool| -> u64 {
             rows.iter()
                 .filter(|r| pick(&r.key))
                 .map(|r| r.now.get(FileState::Ready) + r.now.get(FileState::Active))
                 .sum()
         };
-        let (ses, _) = self.store.se_configs(None)?;
+        let (ses, _) = self.store.se_configs(None).await?;
         let side = |se: &str, outbound: bool| -> Value {
             let pick = |c: &crate::model::config::SeConfig| {
                 if outbound {
@@ -1442,13 +1478,13 @@ impl Service {
                 "active_transfers": active,
             })
         };
-        let link = self.store.link_config(source, dest)?;
+        let link = self.store.link_config(source, dest).await?;
         let link_kind = if link.source == source && link.destination == dest {
             "specific"
         } else {
             "generic"
         };
-        let optimizer = self.store.optimizer_current(source, dest)?;
+        let optimizer = self.store.optimizer_current(source, dest).await?;
         let last = self
             .store
             .evolution(
@@ -1459,7 +1495,8 @@ impl Service {
                 None,
                 None,
                 1,
-            )?
+            )
+            .await?
             .into_iter()
             .next();
         let can_configure =
@@ -1478,11 +1515,12 @@ impl Service {
     }
 
     /// `unique/<what>`: the VOs, sources, destinations, activities (per VO) or live hosts.
-    pub fn mon_unique(&self, user: &User, what: &str) -> Result<Value, ServiceError> {
+    pub async fn mon_unique(&self, user: &User, what: &str) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         let rows = self
             .store
-            .monitor_rows(&RowFilter::default(), crate::model::time::now());
+            .monitor_rows(&RowFilter::default(), crate::model::time::now())
+            .await?;
         let set = |f: &dyn Fn(&RowKey) -> &str| -> Vec<String> {
             let s: std::collections::BTreeSet<String> = rows
                 .iter()
@@ -1494,7 +1532,7 @@ impl Service {
         Ok(match what {
             "vos" => {
                 let mut vos = set(&|k| &k.vo_name);
-                for (vo, _, _) in self.store.monitor_jobs() {
+                for (vo, _, _) in self.store.monitor_jobs().await? {
                     if !vos.contains(&vo) {
                         vos.push(vo);
                     }
@@ -1519,7 +1557,8 @@ impl Service {
                 let now = crate::model::time::now();
                 let mut hosts: Vec<String> = self
                     .store
-                    .hosts()?
+                    .hosts()
+                    .await?
                     .into_iter()
                     .filter(|h| now - h.beat <= 3600)
                     .map(|h| h.hostname)
@@ -1533,11 +1572,12 @@ impl Service {
     }
 
     /// `config/server`.
-    pub fn mon_config_server(&self, user: &User) -> Result<Value, ServiceError> {
+    pub async fn mon_config_server(&self, user: &User) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         let per_vo: Vec<Value> = self
             .store
-            .server_configs()?
+            .server_configs()
+            .await?
             .into_iter()
             .map(|c| {
                 json!({"retry": c.retry, "max_time_queue": c.max_time_queue,
@@ -1549,13 +1589,13 @@ impl Service {
     }
 
     /// `config/storages` (paged).
-    pub fn mon_config_storages(
+    pub async fn mon_config_storages(
         &self,
         user: &User,
         q: &MonQuery,
     ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
-        let (ses, _) = self.store.se_configs(None)?;
+        let (ses, _) = self.store.se_configs(None).await?;
         let items = ses
             .into_iter()
             .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
@@ -1564,9 +1604,9 @@ impl Service {
     }
 
     /// `config/ops`.
-    pub fn mon_config_ops(&self, user: &User) -> Result<Value, ServiceError> {
+    pub async fn mon_config_ops(&self, user: &User) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
-        let (_, limits) = self.store.se_configs(None)?;
+        let (_, limits) = self.store.se_configs(None).await?;
         Ok(json!(
             limits
                 .into_iter()
@@ -1579,16 +1619,17 @@ impl Service {
     }
 
     /// `config/links` (paged, each with its VO shares).
-    pub fn mon_config_links(
+    pub async fn mon_config_links(
         &self,
         user: &User,
         q: &MonQuery,
     ) -> Result<Paged<Value>, ServiceError> {
         self.mon_visibility(user)?;
-        let shares = self.store.shares()?;
+        let shares = self.store.shares().await?;
         let items = self
             .store
-            .link_configs()?
+            .link_configs()
+            .await?
             .into_iter()
             .filter(|l| q.source_se.as_ref().is_none_or(|s| *s == l.source))
             .filter(|l| q.dest_se.as_ref().is_none_or(|d| *d == l.destination))
@@ -1609,14 +1650,14 @@ impl Service {
 
     /// `config/activities` (`vo` `None`): the weights per VO; `config/activities/<vo>`: the
     /// VO's unfinished files per activity and state with weight and ratio.
-    pub fn mon_config_activities(
+    pub async fn mon_config_activities(
         &self,
         user: &User,
         vo: Option<&str>,
         q: &MonQuery,
     ) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
-        let rows = self.store.activity_share_rows()?;
+        let rows = self.store.activity_share_rows().await?;
         let Some(vo) = vo else {
             let per_vo: BTreeMap<String, Value> = rows
                 .iter()
@@ -1641,7 +1682,11 @@ impl Service {
             activity: None,
         };
         let mut grouped: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
-        for r in self.store.monitor_rows(&filter, crate::model::time::now()) {
+        for r in self
+            .store
+            .monitor_rows(&filter, crate::model::time::now())
+            .await?
+        {
             for st in FileState::ALL
                 .into_iter()
                 .filter(|s| !s.is_terminal() && *s != FileState::NotUsed)
@@ -1682,7 +1727,7 @@ impl Service {
     }
 
     /// `config/audit` (paged, newest first); only when the operator turned it on.
-    pub fn mon_config_audit(
+    pub async fn mon_config_audit(
         &self,
         user: &User,
         q: &MonQuery,
@@ -1695,7 +1740,7 @@ impl Service {
         }
         let items = self
             .store
-            .audit_entries(MAX_PAGE_ITEMS)?
+            .audit_entries(MAX_PAGE_ITEMS).await?
             .into_iter()
             .filter(|a| q.action.as_ref().is_none_or(|x| *x == a.action))
             .filter(|a| {
@@ -1709,24 +1754,29 @@ impl Service {
     }
 
     /// `config/gfal2`: the gfal2 configuration files; only when the operator turned it on.
-    pub fn mon_config_gfal2(&self, user: &User) -> Result<Value, ServiceError> {
+    pub async fn mon_config_gfal2(&self, user: &User) -> Result<Value, ServiceError> {
         self.mon_visibility(user)?;
         if !self.monitoring.show_gfal2_config {
             return Err(ServiceError::NotFound(
                 "The gfal2 configuration is not shown (monitoring.show_gfal2_config)".into(),
             ));
         }
-        let mut out = BTreeMap::new();
-        if let Ok(dir) = std::fs::read_dir(GFAL2_CONFIG_DIR) {
-            for entry in dir.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "conf") {
-                    if let Ok(text) = std::fs::read_to_string(&path) {
-                        out.insert(path.display().to_string(), text);
+        // A directory listing and a few small files, but still disk I/O: the blocking pool.
+        let out = super::blocking(|| {
+            let mut out = BTreeMap::new();
+            if let Ok(dir) = std::fs::read_dir(GFAL2_CONFIG_DIR) {
+                for entry in dir.flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "conf") {
+                        if let Ok(text) = std::fs::read_to_string(&path) {
+                            out.insert(path.display().to_string(), text);
+                        }
                     }
                 }
             }
-        }
+            Ok(out)
+        })
+        .await?;
         Ok(json!(out))
     }
 }

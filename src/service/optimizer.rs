@@ -11,16 +11,12 @@
 
 use serde_json::{Map, Value};
 
-use super::{Service, ServiceError};
-use crate::{
-    model::{
-        identity::{AuthMethod, User},
-        optimizer::{
-            Decision, EvolutionEntry, HostActivity, LinkFilter, OptimizerCurrent, PairStatus,
-        },
-        submit::{python_float, python_float_text, python_int_checked},
-    },
-    store::optimizer::PairFilter,
+use super::{Parsed, Service, ServiceError};
+use crate::model::{
+    identity::{AuthMethod, User},
+    optimizer::{Decision, EvolutionEntry, HostActivity, LinkFilter, OptimizerCurrent, PairStatus},
+    query::PairFilter,
+    submit::{python_float, python_float_text, python_int_checked},
 };
 
 /// `GET /optimizer/evolution` returns this many decisions, newest first (the reference's cut).
@@ -122,6 +118,11 @@ pub fn decision_from_input(input: &Map<String, Value>, now: i64) -> Result<Decis
     })
 }
 
+/// A `POST /optimizer/current` body parsed at the edge: the decision, made now.
+pub fn decision_request(input: &Map<String, Value>) -> Parsed<Decision> {
+    decision_from_input(input, now_micros())
+}
+
 /// Now in unix microseconds.
 fn now_micros() -> i64 {
     i64::try_from(crate::model::time::now_nanos() / 1000).unwrap_or(i64::MAX)
@@ -135,32 +136,35 @@ impl Service {
 
     /// `GET /optimizer/evolution`: the newest [`EVOLUTION_LIMIT`] decisions of the links
     /// matching `filter`.
-    pub fn optimizer_evolution(
+    pub async fn optimizer_evolution(
         &self,
         _user: &User,
         filter: &LinkFilter,
     ) -> Result<Vec<EvolutionEntry>, ServiceError> {
-        Ok(self.store.evolution(filter, None, None, EVOLUTION_LIMIT)?)
+        Ok(self
+            .store
+            .evolution(filter, None, None, EVOLUTION_LIMIT)
+            .await?)
     }
 
     /// `GET /optimizer/current`: current values of the matching links, newest first.
-    pub fn optimizer_values(
+    pub async fn optimizer_values(
         &self,
         _user: &User,
         filter: &LinkFilter,
     ) -> Result<Vec<OptimizerCurrent>, ServiceError> {
-        Ok(self.store.optimizer_values(filter)?)
+        Ok(self.store.optimizer_values(filter).await?)
     }
 
     /// `POST /optimizer/current` (config level, see the module note).
-    pub fn set_optimizer_values(
+    pub async fn set_optimizer_values(
         &self,
         user: &User,
-        input: &Map<String, Value>,
+        input: Parsed<Decision>,
     ) -> Result<(EvolutionEntry, OptimizerCurrent), ServiceError> {
         self.require_config(user)?;
-        let decision = decision_from_input(input, now_micros())?;
-        let stored = self.store.set_optimizer(&decision)?;
+        let decision = input?;
+        let stored = self.store.set_optimizer(&decision).await?;
         tracing::warn!(
             link = %format!("{} => {}", decision.source_se, decision.dest_se),
             active = decision.active,
@@ -174,16 +178,19 @@ impl Service {
     /// `GET /snapshot`: one entry per (VO, source, destination) with files, over the last hour.
     /// `limits` are not part of this: they come from the storage configuration (`/config/se`
     /// inbound/outbound throughput), which the API layer adds when that configuration exists.
-    pub fn pair_status(
+    pub async fn pair_status(
         &self,
         _user: &User,
         filter: &PairFilter,
     ) -> Result<Vec<PairStatus>, ServiceError> {
-        Ok(self.store.pair_status(filter, crate::model::time::now())?)
+        Ok(self
+            .store
+            .pair_status(filter, crate::model::time::now())
+            .await?)
     }
 
     /// `GET /status/hosts`: running work per host (certificate and config level).
-    pub fn host_activity(
+    pub async fn host_activity(
         &self,
         user: &User,
     ) -> Result<std::collections::BTreeMap<String, HostActivity>, ServiceError> {
@@ -191,7 +198,7 @@ impl Service {
             return Err(ServiceError::Forbidden("Certificate required".into()));
         }
         self.require_config(user)?;
-        Ok(self.store.host_activity()?)
+        Ok(self.store.host_activity().await?)
     }
 }
 

@@ -21,27 +21,25 @@
 //! in-memory copy would still be needed for sub-millisecond reads; the price is one pass over
 //! the rows at start (see BENCHMARKS.md).
 //!
-//! Read API (the module docs of `service::monitor` say which view uses which):
-//! [`Store::monitor_rows`] (counts now + a window, per row), [`Store::monitor_minutes`] (a
-//! time series for plots), [`Store::monitor_errors`] (failure classes in a window),
-//! [`Store::monitor_totals`] (everything `/metrics` exports), [`Store::commit_seconds`].
+//! Read API: the `monitor_*` methods of [`super::Store`] that count (`monitor_rows`,
+//! `monitor_minutes`, `monitor_errors`, `monitor_hosts`, `monitor_jobs`, `monitor_totals`);
+//! [`super::RedbStore`] answers them from here, on the caller's thread (memory only).
 
 use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap},
-    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
-use prometheus_client::metrics::histogram::{Histogram as PromHistogram, exponential_buckets};
 use redb::{ReadTransaction, ReadableTable};
 
 use super::{StoreError, codec, index::minute_of, schema};
 use crate::model::{
     job::{File, FileState, Job, JobState},
     monitor::{
-        DURATION_BUCKETS, ErrorClass, ErrorCount, Histogram, HostStats, MinuteSlot, RING_MINUTES,
-        RowFilter, RowKey, RowStats, SIZE_BUCKETS, StateCounts, Totals, Window, file_state_index,
-        job_state_index,
+        COMMIT_BUCKETS, DURATION_BUCKETS, ErrorClass, ErrorCount, Histogram, HostStats, MinuteSlot,
+        RING_MINUTES, RowFilter, RowKey, RowStats, SIZE_BUCKETS, StateCounts, Totals, Window,
+        file_state_index, job_state_index,
     },
 };
 
@@ -262,7 +260,7 @@ fn take() -> Pending {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Hist {
     buckets: Vec<i64>,
-    /// Sum in thousandths of the unit (milliseconds, or bytes · 1000 is not needed: sizes use 1).
+    /// Sum of the observed values in their stored unit (ms, bytes, µs); `export` scales it.
     sum: i64,
     count: i64,
 }
@@ -568,28 +566,19 @@ fn observe<K: Eq + std::hash::Hash>(
     }
 }
 
-/// Store commit time histogram bounds: 0.1 ms doubling to ~1.6 s.
-const COMMIT_BUCKETS: (f64, f64, u16) = (0.0001, 2.0, 15);
-
-/// The aggregates a [`super::Store`] keeps, behind a lock: writers hold it for the few map
+/// The aggregates a [`super::Redb`] keeps, behind a lock: writers hold it for the few map
 /// updates of one commit, readers for one view.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Live {
     agg: RwLock<Aggregates>,
-    commit_seconds: PromHistogram,
+    /// Commit durations in microseconds, on [`COMMIT_BUCKETS`].
+    commits: Mutex<Hist>,
 }
 
 impl Live {
     /// Nothing counted yet (while the schema is created or migrated).
     pub(crate) fn empty() -> Live {
-        Live {
-            agg: RwLock::new(Aggregates::default()),
-            commit_seconds: PromHistogram::new(exponential_buckets(
-                COMMIT_BUCKETS.0,
-                COMMIT_BUCKETS.1,
-                COMMIT_BUCKETS.2,
-            )),
-        }
+        Live::default()
     }
 
     /// Build from the rows of the database.
@@ -612,7 +601,12 @@ impl Live {
     /// Make what this thread's transaction noted visible (called after its commit), and record
     /// the commit's duration.
     pub(crate) fn committed(&self, commit: std::time::Duration, now: i64) {
-        self.commit_seconds.observe(commit.as_secs_f64());
+        {
+            // Poisoned only by a panic in `observe`, which holds no invariant across calls.
+            let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+            let micros = u64::try_from(commit.as_micros()).unwrap_or(u64::MAX);
+            commits.observe(&COMMIT_BUCKETS, micros, 1e6, 1);
+        }
         let pending = take();
         if pending.files.is_empty() && pending.jobs.is_empty() {
             return;
@@ -679,7 +673,7 @@ fn diff_map<K: std::fmt::Debug + Eq + std::hash::Hash, V: std::fmt::Debug + Part
     }
 }
 
-impl super::Store {
+impl super::Redb {
     /// Every row matching `filter`, with its counts now and its terminal files since `since`
     /// (unix seconds; rounded down to the minute and cut at the ring's depth). Unordered.
     pub fn monitor_rows(&self, filter: &RowFilter, since: i64) -> Vec<RowStats> {
@@ -854,13 +848,11 @@ impl super::Store {
         t.durations.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         t.sizes.sort_by(|a, b| a.0.cmp(&b.0));
         t.staging.sort_by(|a, b| a.0.cmp(&b.0));
+        t.commit_seconds = {
+            let commits = self.live.commits.lock().unwrap_or_else(|e| e.into_inner());
+            commits.export(1e6)
+        };
         t
-    }
-
-    /// The durations of this store's write transactions' commits (a shared handle: register
-    /// it in a metrics registry as it is).
-    pub fn commit_seconds(&self) -> PromHistogram {
-        self.live.commit_seconds.clone()
     }
 }
 
@@ -926,7 +918,7 @@ mod tests {
     #[test]
     fn the_check_compares_the_live_maps_with_the_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::Redb::open(dir.path()).unwrap();
         let job = fixtures::job(crate::model::job::JobType::Normal);
         let mut f = finished(0, crate::model::time::now(), 10);
         f.dest_surl_uuid = None;
@@ -938,7 +930,7 @@ mod tests {
         assert_eq!(store.monitor_jobs().len(), 1);
         // Reopening rebuilds the same maps from the rows.
         drop(store);
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::Redb::open(dir.path()).unwrap();
         assert_eq!(
             store.monitor_rows(&RowFilter::default(), 0)[0].window.bytes,
             10
@@ -956,7 +948,7 @@ mod tests {
     #[test]
     fn a_failed_transaction_leaves_the_aggregates_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::Redb::open(dir.path()).unwrap();
         let result: Result<(), StoreError> = store.write(|_| {
             note_file(None, Some(&fixtures::file(1, 0, FileState::Submitted)));
             Err(StoreError::Io {

@@ -1,13 +1,16 @@
 //! Operator grants by DN (the reference's `t_authz_dn`): a DN listed for an operation gets level
 //! `all` for it, whatever its roles say.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::model::audit::AuditEntry;
+use crate::model::{
+    audit::AuditEntry,
+    identity::{Grant, StoredAccess},
+};
 
 use super::{
-    Store, StoreError,
+    Redb, StoreError,
     bans::append_audit,
     codec,
     index::{self, AuthzKey},
@@ -24,14 +27,6 @@ pub struct GrantRow {
 impl codec::Record for GrantRow {
     const NAME: &'static str = "authz_dn";
     const VERSION: u8 = 1;
-}
-
-/// A grant as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub dn: String,
-    pub operation: String,
-    pub granted_at: i64,
 }
 
 /// Grant inside `tx`; false if the grant already existed.
@@ -91,7 +86,22 @@ fn revoke_in(
     Ok(removed)
 }
 
-impl Store {
+/// Operations granted to `dn`, read in `tx`.
+fn grants_in(tx: &ReadTransaction, dn: &str) -> Result<Vec<String>, StoreError> {
+    let table = tx.open_table(schema::AUTHZ_DN)?;
+    let mut ops = Vec::new();
+    for row in table.range((dn, "")..)? {
+        let (key, _) = row?;
+        let (row_dn, op) = key.value();
+        if row_dn != dn {
+            break;
+        }
+        ops.push(op.to_string());
+    }
+    Ok(ops)
+}
+
+impl Redb {
     /// Grant `operation` to `dn`. Returns false if the grant already existed (nothing written).
     pub fn grant_dn(&self, dn: &str, operation: &str, now: i64) -> Result<bool, StoreError> {
         self.write(|tx| grant_in(tx, dn, operation, now))
@@ -137,20 +147,19 @@ impl Store {
         })
     }
 
+    /// Whether `dn` is banned and what it was granted, in one read (every request asks).
+    pub fn access(&self, dn: &str) -> Result<StoredAccess, StoreError> {
+        let tx = self.db.begin_read()?;
+        let banned = tx.open_table(schema::DN_BANS)?.get(dn)?.is_some();
+        Ok(StoredAccess {
+            banned,
+            grants: grants_in(&tx, dn)?,
+        })
+    }
+
     /// Operations granted to `dn`.
     pub fn dn_grants(&self, dn: &str) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(schema::AUTHZ_DN)?;
-        let mut ops = Vec::new();
-        for row in table.range((dn, "")..)? {
-            let (key, _) = row?;
-            let (row_dn, op) = key.value();
-            if row_dn != dn {
-                break;
-            }
-            ops.push(op.to_string());
-        }
-        Ok(ops)
+        grants_in(&self.db.begin_read()?, dn)
     }
 
     /// Every grant, optionally only those of one DN or one operation.

@@ -2,13 +2,13 @@
 //! audit trail every configuration change writes. A ban, its effect on queued work
 //! ([`crate::model::ban`]) and its audit entry are one write transaction.
 //!
-//! The transfer engine consults [`Store::se_ban_status`] before starting work on a storage.
+//! The transfer engine consults [`Redb::se_ban_status`] before starting work on a storage.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{Store, StoreError, codec, jobs::update_jobs_in, schema};
+use super::{Redb, StoreError, codec, jobs::update_jobs_in, schema};
 use crate::model::{
     audit::AuditEntry,
     ban::{self, ANY_VO, BanStatus, DnBan, SeBan},
@@ -90,7 +90,7 @@ fn affected(results: Vec<Option<bool>>, ids: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-impl Store {
+impl Redb {
     /// Ban a storage for a VO (replacing an earlier ban of the same pair), apply the ban to
     /// queued work and write `audit`, in one transaction. Returns the ids of affected jobs.
     pub fn ban_se(&self, ban: &SeBan, audit: &AuditEntry) -> Result<Vec<String>, StoreError> {
@@ -247,81 +247,5 @@ impl Store {
             out.push(codec::decode(v.value())?);
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn audit(action: &str) -> AuditEntry {
-        AuditEntry {
-            datetime: 1,
-            dn: "/CN=admin".into(),
-            config: "c".into(),
-            action: action.into(),
-        }
-    }
-
-    #[test]
-    fn bans_and_audit_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let ban = SeBan {
-            se: "mock://a".into(),
-            vo: "vo".into(),
-            message: String::new(),
-            addition_time: 1,
-            admin_dn: "/CN=admin".into(),
-            status: BanStatus::Wait,
-        };
-        assert!(store.ban_se(&ban, &audit("ban-se")).unwrap().is_empty());
-        let all = SeBan {
-            vo: ANY_VO.into(),
-            se: "mock://b".into(),
-            status: BanStatus::WaitAllowSubmit,
-            ..ban.clone()
-        };
-        store.ban_se(&all, &audit("ban-se")).unwrap();
-        assert_eq!(
-            store.se_ban_status("mock://a", "vo").unwrap(),
-            Some(BanStatus::Wait)
-        );
-        assert_eq!(store.se_ban_status("mock://a", "other").unwrap(), None);
-        assert_eq!(
-            store.se_ban_status("mock://b", "other").unwrap(),
-            Some(BanStatus::WaitAllowSubmit)
-        );
-        assert_eq!(store.se_bans_for_vo("vo").unwrap().len(), 2);
-        assert!(
-            store
-                .unban_se("mock://a", "vo", &audit("unban-se"))
-                .unwrap()
-        );
-        assert!(
-            !store
-                .unban_se("mock://a", "vo", &audit("unban-se"))
-                .unwrap()
-        );
-        let dn = DnBan {
-            dn: "/CN=bad".into(),
-            message: "m".into(),
-            addition_time: 2,
-            admin_dn: "/CN=admin".into(),
-        };
-        assert!(store.ban_dn(&dn, &audit("ban-dn")).unwrap().is_empty());
-        assert!(store.dn_banned("/CN=bad").unwrap());
-        assert_eq!(store.dn_bans().unwrap(), vec![dn]);
-        assert!(store.unban_dn("/CN=bad", &audit("unban-dn")).unwrap());
-        assert!(!store.dn_banned("/CN=bad").unwrap());
-        let actions: Vec<String> = store
-            .audit_entries(3)
-            .unwrap()
-            .into_iter()
-            .map(|a| a.action)
-            .collect();
-        assert_eq!(actions, vec!["unban-dn", "ban-dn", "unban-se"]);
-        assert_eq!(store.audit_entries(100).unwrap().len(), 6);
-        assert!(store.check_indexes().unwrap().is_empty());
     }
 }

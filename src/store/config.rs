@@ -2,19 +2,19 @@
 //! settings and operation limits, activity shares. Every change and its audit entries are one
 //! write transaction; a change that is refused writes nothing.
 //!
-//! The engine reads through the resolving methods ([`Store::server_config`],
-//! [`Store::link_config`], [`Store::shares_for_link`], [`Store::se_config`],
-//! [`Store::activity_shares`], [`Store::stage_limit`], [`Store::host_draining`]), which apply the
+//! The engine reads through the resolving methods ([`Redb::server_config`],
+//! [`Redb::link_config`], [`Redb::shares_for_link`], [`Redb::se_config`],
+//! [`Redb::activity_shares`], [`Redb::stage_limit`], [`Redb::host_draining`]), which apply the
 //! reference's fallbacks (a VO's row, then the `*` row, then built-in defaults).
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{Store, StoreError, bans::append_audit, codec, schema};
+use super::{Redb, StoreError, bans::append_audit, codec, schema};
 use crate::model::{
     audit::AuditEntry,
     config::{
-        ANY, ActivityShare, EffectiveServerConfig, Host, LinkConfig, OperationLimit, SeConfig,
-        ServerConfig, ShareConfig,
+        ANY, ActivityShare, EffectiveServerConfig, FieldValue, Host, LinkConfig, OperationLimit,
+        SeConfig, SeUpdate, ServerConfig, ShareConfig,
     },
 };
 
@@ -45,16 +45,6 @@ impl codec::Record for OperationLimit {
 impl codec::Record for ActivityShare {
     const NAME: &'static str = "activity_share";
     const VERSION: u8 = 1;
-}
-
-/// A change of one storage's configuration (`POST /config/se`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeUpdate {
-    pub storage: String,
-    /// Fields to set (unset fields keep their stored value); `None`: no `t_se` row is touched.
-    pub se_info: Option<SeConfig>,
-    /// Limits to set; a limit ≤ 0 removes the row.
-    pub limits: Vec<OperationLimit>,
 }
 
 /// Decode every value of a table, in key order.
@@ -96,7 +86,7 @@ fn remove_limits_of(tx: &WriteTransaction, storage: &str) -> Result<(), StoreErr
     Ok(())
 }
 
-impl Store {
+impl Redb {
     // --- Hosts -----------------------------------------------------------------------------
 
     /// Record a heartbeat of `service` on `hostname` (registering it, not draining, if new; the
@@ -183,30 +173,40 @@ impl Store {
         all_rows(&tx.open_table(schema::SERVER_CONFIG)?)
     }
 
-    /// Update (or create) the row of `vo` with `change`, and write the audit entry `audit`
-    /// makes of the stored row. Returns the stored row.
+    /// Apply `fields` to the row of `vo` (created if missing) and write `audit`, its text
+    /// being the stored row's JSON. Returns the stored row.
     pub fn set_server_config(
         &self,
         vo: &str,
-        change: impl FnOnce(ServerConfig) -> ServerConfig,
-        audit: impl FnOnce(&ServerConfig) -> AuditEntry,
+        fields: &[(String, FieldValue)],
+        audit: &AuditEntry,
     ) -> Result<ServerConfig, StoreError> {
         self.write(|tx| {
             let mut table = tx.open_table(schema::SERVER_CONFIG)?;
-            let old = match table.get(vo)? {
+            let mut new = match table.get(vo)? {
                 Some(v) => codec::decode(v.value())?,
                 None => ServerConfig {
                     vo_name: vo.to_string(),
                     ..Default::default()
                 },
             };
-            let new = change(old);
+            for (key, value) in fields {
+                // The fields were checked against their types (`ServerConfig::check`), which is
+                // all `apply` checks: a refusal here would be a caller's bug, and it writes
+                // nothing.
+                new.apply(key, value.clone())
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            }
             if new.vo_name != vo {
                 table.remove(vo)?;
             }
             table.insert(new.vo_name.as_str(), codec::encode(&new).as_slice())?;
             drop(table);
-            append_audit(tx, &audit(&new))?;
+            let audit = AuditEntry {
+                config: new.to_json().to_string(),
+                ..audit.clone()
+            };
+            append_audit(tx, &audit)?;
             Ok(new)
         })
     }
@@ -250,13 +250,14 @@ impl Store {
         find_link(&tx.open_table(schema::LINK_CONFIG)?, name)
     }
 
-    /// Update the link named `name` (or create one) with `change`, which gets the existing row;
-    /// the row moves if its source or destination changed, replacing any row there. Writes
-    /// `audit`; returns the stored row.
+    /// Apply `fields` to the link named `name`, or to `fresh` when there is none; the row
+    /// moves if its source or destination changed, replacing any row there. Writes `audit`;
+    /// returns the stored row.
     pub fn set_link(
         &self,
         name: &str,
-        change: impl FnOnce(Option<LinkConfig>) -> LinkConfig,
+        fresh: &LinkConfig,
+        fields: &[(String, FieldValue)],
         audit: &AuditEntry,
     ) -> Result<LinkConfig, StoreError> {
         self.write(|tx| {
@@ -265,7 +266,12 @@ impl Store {
             if let Some(old) = &old {
                 table.remove((old.source.as_str(), old.destination.as_str()))?;
             }
-            let new = change(old);
+            let mut new = old.unwrap_or_else(|| fresh.clone());
+            for (key, value) in fields {
+                // Checked against their types by the caller (`LinkConfig::check`).
+                new.apply(key, value.clone())
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            }
             table.insert(
                 (new.source.as_str(), new.destination.as_str()),
                 codec::encode(&new).as_slice(),
@@ -528,264 +534,5 @@ impl Store {
         Ok(self
             .activity_share_row(vo)?
             .map(|row| (row.weights(), row.active)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn audit(action: &str) -> AuditEntry {
-        AuditEntry {
-            datetime: 1,
-            dn: "/CN=admin".into(),
-            config: String::new(),
-            action: action.into(),
-        }
-    }
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        (dir, store)
-    }
-
-    fn link(source: &str, destination: &str, name: &str, max: i64) -> LinkConfig {
-        LinkConfig {
-            source: source.into(),
-            destination: destination.into(),
-            symbolicname: name.into(),
-            min_active: 1,
-            max_active: max,
-            optimizer_mode: None,
-            tcp_buffer_size: None,
-            nostreams: None,
-            no_delegation: None,
-        }
-    }
-
-    #[test]
-    fn hosts_beat_and_drain() {
-        let (_d, store) = store();
-        store.beat_host("a", "fts_server", 1).unwrap();
-        store.beat_host("a", "fts_bringonline", 1).unwrap();
-        store.beat_host("b", "fts_server", 1).unwrap();
-        assert!(!store.set_drain("zz", true, &audit("drain")).unwrap());
-        assert!(store.audit_entries(10).unwrap().is_empty());
-        assert!(store.set_drain("a", true, &audit("drain")).unwrap());
-        assert!(store.host_draining("a").unwrap());
-        assert!(!store.host_draining("b").unwrap());
-        // A heartbeat keeps the drain flag.
-        store.beat_host("a", "fts_server", 9).unwrap();
-        let hosts = store.hosts().unwrap();
-        assert_eq!(hosts.len(), 3);
-        assert!(hosts.iter().filter(|h| h.hostname == "a").all(|h| h.drain));
-        assert_eq!(hosts[1].beat, 9);
-        assert_eq!(store.audit_entries(10).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn server_config_resolves_vo_then_global() {
-        let (_d, store) = store();
-        assert_eq!(
-            store.server_config("dteam").unwrap(),
-            EffectiveServerConfig::default()
-        );
-        store
-            .set_server_config(
-                ANY,
-                |mut c| {
-                    c.retry = Some(3);
-                    c.sec_per_mb = Some(2);
-                    c
-                },
-                |_| audit("set-globals"),
-            )
-            .unwrap();
-        store
-            .set_server_config(
-                "dteam",
-                |mut c| {
-                    c.retry = Some(42);
-                    c
-                },
-                |_| audit("set-globals"),
-            )
-            .unwrap();
-        let c = store.server_config("dteam").unwrap();
-        assert_eq!((c.retry, c.sec_per_mb), (42, 2));
-        assert_eq!(store.server_config("atlas").unwrap().retry, 3);
-        assert!(
-            store
-                .delete_server_config("dteam", &audit("delete-globals"))
-                .unwrap()
-        );
-        assert_eq!(store.server_config("dteam").unwrap().retry, 3);
-    }
-
-    #[test]
-    fn links_resolve_from_exact_to_default() {
-        let (_d, store) = store();
-        assert_eq!(
-            store.link_config("s", "d").unwrap(),
-            LinkConfig::default_link()
-        );
-        let a = audit("link");
-        store
-            .set_link("any", |_| link(ANY, ANY, "any", 10), &a)
-            .unwrap();
-        store
-            .set_link("to-d", |_| link(ANY, "d", "to-d", 20), &a)
-            .unwrap();
-        store
-            .set_link("from-s", |_| link("s", ANY, "from-s", 30), &a)
-            .unwrap();
-        store
-            .set_link("s-d", |_| link("s", "d", "s-d", 40), &a)
-            .unwrap();
-        assert_eq!(store.link_config("s", "d").unwrap().max_active, 40);
-        assert_eq!(store.link_config("s", "x").unwrap().max_active, 30);
-        assert_eq!(store.link_config("x", "d").unwrap().max_active, 20);
-        assert_eq!(store.link_config("x", "y").unwrap().max_active, 10);
-        // Renaming the ends of a named link moves it.
-        store
-            .set_link(
-                "s-d",
-                |old| {
-                    let mut l = old.unwrap();
-                    l.destination = "e".into();
-                    l
-                },
-                &a,
-            )
-            .unwrap();
-        assert_eq!(store.link_config("s", "d").unwrap().max_active, 30);
-        assert_eq!(store.link_by_name("s-d").unwrap().unwrap().destination, "e");
-        assert!(store.delete_link("s-d", &a).unwrap());
-        assert!(!store.delete_link("s-d", &a).unwrap());
-        assert_eq!(store.link_configs().unwrap().len(), 3);
-    }
-
-    #[test]
-    fn shares_need_their_link() {
-        let (_d, store) = store();
-        let share = ShareConfig {
-            source: "gsiftp://s".into(),
-            destination: "gsiftp://d".into(),
-            vo: "dteam".into(),
-            share: 80,
-        };
-        assert!(!store.set_share(&share, &audit("share-set")).unwrap());
-        assert!(store.audit_entries(10).unwrap().is_empty());
-        store
-            .set_link(
-                "l",
-                |_| link("gsiftp://s", "gsiftp://d", "l", 5),
-                &audit("link"),
-            )
-            .unwrap();
-        assert!(store.set_share(&share, &audit("share-set")).unwrap());
-        let atlas = ShareConfig {
-            vo: "atlas".into(),
-            share: 20,
-            ..share.clone()
-        };
-        assert!(store.set_share(&atlas, &audit("share-set")).unwrap());
-        assert_eq!(
-            store.shares_for_link("gsiftp://s", "gsiftp://d").unwrap(),
-            vec![("atlas".to_string(), 20), ("dteam".to_string(), 80)]
-        );
-        assert!(store.shares_for_link("gsiftp://s", "x").unwrap().is_empty());
-        assert!(
-            store
-                .delete_share("gsiftp://s", "gsiftp://d", "atlas", &audit("share-delete"))
-                .unwrap()
-        );
-        assert_eq!(store.shares().unwrap(), vec![share]);
-    }
-
-    #[test]
-    fn storages_merge_with_the_global_row_and_limits_are_per_vo() {
-        let (_d, store) = store();
-        assert_eq!(store.se_config("s").unwrap().inbound_max_active, Some(200));
-        let limit = |vo: &str, op: &str, n| OperationLimit {
-            vo_name: vo.into(),
-            host: "s".into(),
-            operation: op.into(),
-            concurrent_ops: n,
-        };
-        let update = SeUpdate {
-            storage: "s".into(),
-            se_info: Some(SeConfig {
-                ipv6: Some(1),
-                ..Default::default()
-            }),
-            limits: vec![limit("atlas", "staging", 32), limit("dteam", "delete", 10)],
-        };
-        let global = SeUpdate {
-            storage: ANY.into(),
-            se_info: Some(SeConfig {
-                outbound_max_active: Some(7),
-                ..Default::default()
-            }),
-            limits: vec![],
-        };
-        store
-            .set_se_configs(&[update, global], &[audit("set-se-config")])
-            .unwrap();
-        let s = store.se_config("s").unwrap();
-        assert_eq!(
-            (s.ipv6, s.outbound_max_active, s.inbound_max_active),
-            (Some(1), Some(7), Some(200))
-        );
-        assert_eq!(
-            store.stage_limit("atlas", "s", "staging").unwrap(),
-            Some(32)
-        );
-        assert_eq!(store.stage_limit("dteam", "s", "staging").unwrap(), None);
-        // A limit of 0 removes it; an update without se_info keeps the settings.
-        let update = SeUpdate {
-            storage: "s".into(),
-            se_info: None,
-            limits: vec![limit("atlas", "staging", 0)],
-        };
-        store.set_se_configs(&[update], &[]).unwrap();
-        assert_eq!(store.stage_limit("atlas", "s", "staging").unwrap(), None);
-        assert_eq!(store.se_config("s").unwrap().ipv6, Some(1));
-        store
-            .delete_se_config("s", &audit("delete-se-config"))
-            .unwrap();
-        let (ses, limits) = store.se_configs(Some("s")).unwrap();
-        assert!(ses.is_empty() && limits.is_empty());
-        assert_eq!(store.se_configs(None).unwrap().0.len(), 1);
-    }
-
-    #[test]
-    fn activity_shares_round_trip() {
-        let (_d, store) = store();
-        assert_eq!(store.activity_shares("dteam").unwrap(), None);
-        let row = ActivityShare {
-            vo: "dteam".into(),
-            activity_share: r#"[{"A": 1}, {"B": 0.5}]"#.into(),
-            active: false,
-        };
-        store
-            .set_activity_share(&row, &audit("activity-share"))
-            .unwrap();
-        assert_eq!(
-            store.activity_shares("dteam").unwrap(),
-            Some((vec![("A".into(), 1.0), ("B".into(), 0.5)], false))
-        );
-        assert!(
-            store
-                .delete_activity_share("dteam", &audit("activity-share"))
-                .unwrap()
-        );
-        assert!(
-            !store
-                .delete_activity_share("dteam", &audit("activity-share"))
-                .unwrap()
-        );
-        assert_eq!(store.audit_entries(10).unwrap().len(), 2);
     }
 }

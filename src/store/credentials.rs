@@ -4,9 +4,11 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
-use super::{Store, StoreError, codec, schema};
+use super::{Redb, StoreError, codec, schema};
+use crate::model::credential::{
+    CredentialInfo, NewCredential, PendingRequest, ProxyMaterial, StoreOutcome,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingRow {
@@ -38,51 +40,6 @@ impl codec::Record for CredentialRow {
     const VERSION: u8 = 1;
 }
 
-/// A pending request as the service sees it (no key material).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRequest {
-    pub csr_pem: String,
-    pub key_bits: u32,
-    pub spki_der: Vec<u8>,
-}
-
-/// A validated proxy to store.
-#[derive(Debug, Clone)]
-pub struct NewCredential {
-    pub proxy_pem: String,
-    pub chain_pem: String,
-    pub voms_attrs: Vec<String>,
-    pub termination_time: i64,
-    /// The pending key the proxy was validated against.
-    pub spki_der: Vec<u8>,
-}
-
-/// What happened to a `store_credential`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    Stored,
-    /// No pending request (never asked, or already used).
-    NoPending,
-    /// A new request replaced the one the proxy was made for.
-    KeyChanged,
-}
-
-/// A delegated credential's public facts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialInfo {
-    pub termination_time: i64,
-    pub voms_attrs: Vec<String>,
-    pub delegated_at: i64,
-}
-
-/// Everything needed to write an X509_USER_PROXY file.
-pub struct ProxyMaterial {
-    pub proxy_pem: String,
-    pub key_pem: Zeroizing<Vec<u8>>,
-    pub chain_pem: String,
-    pub termination_time: i64,
-}
-
 fn pending_context(dlg_id: &str, dn: &str) -> Vec<u8> {
     format!("credential_requests_v1\0{dlg_id}\0{dn}").into_bytes()
 }
@@ -91,7 +48,7 @@ fn credential_context(dlg_id: &str, dn: &str) -> Vec<u8> {
     format!("credentials_v1\0{dlg_id}\0{dn}").into_bytes()
 }
 
-impl Store {
+impl Redb {
     pub fn pending_request(
         &self,
         dlg_id: &str,

@@ -9,128 +9,22 @@
 use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, codec, jobs::update_jobs_in, schema};
+use super::{Redb, StoreError, codec, jobs::update_jobs_in, schema};
 use crate::model::{
+    config::{ANY, EffectiveServerConfig, ServerConfig},
     job::{File, FileState, Job, JobState, JobType},
-    lifecycle::{self, Failure, Success},
+    lifecycle::{self, Failure},
+    transfer::{Applied, Claim, Event, Outcome, QueueKey, RetryRow},
 };
-
-/// One retried attempt (`t_file_retry_errors`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryRow {
-    pub attempt: u32,
-    pub datetime: i64,
-    pub reason: String,
-    pub transfer_host: Option<String>,
-    pub log_file: Option<String>,
-}
 
 impl codec::Record for RetryRow {
     const NAME: &'static str = "file retry";
     const VERSION: u8 = 1;
 }
 
-/// A scheduler queue: a link and a VO.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueKey {
-    pub source_se: String,
-    pub dest_se: String,
-    pub vo_name: String,
-}
-
-/// Something that happened to a file, reported by the engine.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// READY → ACTIVE, writing its log to `log_file`.
-    Started {
-        file_id: u64,
-        log_file: Option<String>,
-    },
-    Finished {
-        file_id: u64,
-        success: Success,
-    },
-    /// The attempt failed; the store decides between a retry and FAILED.
-    Failed {
-        file_id: u64,
-        failure: Failure,
-    },
-    /// The transfer was stopped because the file was canceled meanwhile.
-    Aborted {
-        file_id: u64,
-    },
-    /// The service is stopping: the transfer goes back to the queue, no attempt counted.
-    Interrupted {
-        file_id: u64,
-    },
-    /// STAGING → STARTED.
-    StagingStarted {
-        file_id: u64,
-    },
-    /// STARTED → SUBMITTED or FINISHED.
-    Staged {
-        file_id: u64,
-    },
-    StagingFailed {
-        file_id: u64,
-        failure: Failure,
-    },
-    /// ARCHIVING → FINISHED.
-    Archived {
-        file_id: u64,
-    },
-    ArchiveFailed {
-        file_id: u64,
-        failure: Failure,
-    },
-}
-
-impl Event {
-    pub fn file_id(&self) -> u64 {
-        match self {
-            Event::Started { file_id, .. }
-            | Event::Finished { file_id, .. }
-            | Event::Failed { file_id, .. }
-            | Event::Aborted { file_id }
-            | Event::Interrupted { file_id }
-            | Event::StagingStarted { file_id }
-            | Event::Staged { file_id }
-            | Event::StagingFailed { file_id, .. }
-            | Event::Archived { file_id }
-            | Event::ArchiveFailed { file_id, .. } => *file_id,
-        }
-    }
-}
-
-/// What an event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The file is now in this state.
-    Moved(FileState),
-    /// The attempt failed and the file is queued again (attempt number).
-    Retried(u32),
-    /// The file was not where the event expected it (late report, lost race): nothing changed.
-    Ignored(FileState),
-    /// No such file.
-    Missing,
-}
-
-/// The result of applying one event, with the job it touched.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub file_id: u64,
-    pub job_id: String,
-    pub outcome: Outcome,
-    /// The job's state after the batch.
-    pub job_state: JobState,
-    /// Files the event queued (next replica, next hop).
-    pub promoted: Vec<u64>,
-}
-
 /// Per-VO settings the engine needs inside a transaction.
-pub trait VoSettings {
+pub(crate) trait VoSettings {
     /// Default retry count of the VO (`t_server_config.retry`).
     fn retry(&self, vo: &str) -> i64;
 }
@@ -141,7 +35,24 @@ impl<F: Fn(&str) -> i64> VoSettings for F {
     }
 }
 
-impl Store {
+/// Every VO's server settings (the table holds one row per configured VO).
+fn server_configs_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<HashMap<String, ServerConfig>, StoreError> {
+    let mut out = HashMap::new();
+    for row in table.iter()? {
+        let row: ServerConfig = codec::decode(row?.1.value())?;
+        out.insert(row.vo_name.clone(), row);
+    }
+    Ok(out)
+}
+
+/// The settings of `vo` as the engine applies them (its row, then `*`, then defaults).
+fn effective(configs: &HashMap<String, ServerConfig>, vo: &str) -> EffectiveServerConfig {
+    EffectiveServerConfig::resolve(configs.get(vo), configs.get(ANY))
+}
+
+impl Redb {
     /// Every (link, VO) with queued (SUBMITTED) files. One index seek per queue, not per file.
     pub fn submitted_queues(&self) -> Result<Vec<QueueKey>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -278,12 +189,11 @@ impl Store {
     /// Claim files for transfer (SUBMITTED/FORCE_START → READY) or for staging (STAGING →
     /// STARTED) in one transaction. Returns the files won, with their jobs as updated; a file
     /// that moved meanwhile is left out.
-    pub fn claim(
-        &self,
-        file_ids: &[u64],
-        host: &str,
-        now: i64,
-    ) -> Result<Vec<(Job, File)>, StoreError> {
+    ///
+    /// `claim.caps` are not checked again: this store belongs to one process, whose single
+    /// scheduler dealt the claim within them.
+    pub fn claim(&self, claim: &Claim) -> Result<Vec<(Job, File)>, StoreError> {
+        let (file_ids, host, now) = (claim.file_ids.as_slice(), claim.host.as_str(), claim.now);
         self.write(|tx| {
             let by_job = group_by_job(tx, file_ids)?;
             let job_ids: Vec<String> = by_job.keys().cloned().collect();
@@ -321,14 +231,18 @@ impl Store {
     }
 
     /// Apply a batch of engine events in one durable transaction.
+    /// The VO's retry setting is read in the same transaction.
     pub fn apply_events(
         &self,
         events: &[Event],
         host: &str,
         now: i64,
-        vo: &dyn VoSettings,
     ) -> Result<Vec<Applied>, StoreError> {
-        self.write(|tx| apply_events_in(tx, events, host, now, vo))
+        self.write(|tx| {
+            let configs = server_configs_in(&tx.open_table(schema::SERVER_CONFIG)?)?;
+            let retry = |vo: &str| effective(&configs, vo).retry;
+            apply_events_in(tx, events, host, now, &retry)
+        })
     }
 
     /// Current states of files (None for a missing file).
@@ -383,16 +297,14 @@ impl Store {
         })
     }
 
-    /// The global queue timeout: jobs SUBMITTED or STAGING since before `cutoff` for which
-    /// `expired(vo, submit_time)` says their VO's limit passed are canceled.
-    pub fn expire_global(
-        &self,
-        cutoff: i64,
-        now: i64,
-        mut expired: impl FnMut(&str, i64) -> bool,
-    ) -> Result<Vec<String>, StoreError> {
-        let candidates: Vec<String> = {
+    /// The global queue timeout (`/config/global` `max_time_queue`, hours, of the VO's row or
+    /// `*`): jobs SUBMITTED or STAGING for longer are canceled. Returns the ids changed.
+    pub fn expire_global(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        // No VO can time out sooner than an hour after submission.
+        let cutoff = now - 3600;
+        let (candidates, configs) = {
             let tx = self.db.begin_read()?;
+            let configs = server_configs_in(&tx.open_table(schema::SERVER_CONFIG)?)?;
             let table = tx.open_table(schema::JOBS_BY_STATE)?;
             let mut ids = Vec::new();
             for state in [JobState::Submitted, JobState::Staging] {
@@ -404,11 +316,15 @@ impl Store {
                     }
                 }
             }
-            ids
+            (ids, configs)
         };
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
+        let expired = |vo: &str, submit_time: i64| {
+            let hours = effective(&configs, vo).max_time_queue;
+            hours > 0 && submit_time < now - hours * 3600
+        };
         self.cancel_waiting(
             &candidates,
             lifecycle::GLOBAL_QUEUE_TIMEOUT_REASON,
@@ -471,12 +387,13 @@ impl Store {
     /// stopped) fail with `failure` — retried when the job has attempts left — and STARTED
     /// staging goes back to STAGING; canceled transfers still waiting for their end get it.
     /// Returns one entry per file touched.
+    /// This store belongs to one process: every READY/ACTIVE file was its own, whatever host
+    /// name it ran under.
     pub fn recover_interrupted(
         &self,
         failure: &Failure,
         host: &str,
         now: i64,
-        vo: &dyn VoSettings,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut events = Vec::new();
         for state in [FileState::Ready, FileState::Active] {
@@ -494,7 +411,7 @@ impl Store {
             .collect();
         let mut applied = Vec::new();
         for chunk in events.chunks(RECOVERY_BATCH) {
-            applied.extend(self.apply_events(chunk, host, now, vo)?);
+            applied.extend(self.apply_events(chunk, host, now)?);
         }
         for chunk in started.chunks(RECOVERY_BATCH) {
             applied.extend(self.write(|tx| {
@@ -521,7 +438,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Redb {
     /// Start-up repair of multihop jobs left without a queued hop (see
     /// [`lifecycle::repair_multihop`]). Only ACTIVE jobs can be in that state: the hop that
     /// ended had made its job ACTIVE, and nothing moved it since. Returns one entry per hop
@@ -808,57 +725,19 @@ fn apply_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::job::fixtures::{file, job};
+    use crate::model::{
+        job::fixtures::{file, job},
+        lifecycle::Success,
+    };
 
-    fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Store) {
+    fn store_with(jobs: Vec<(Job, Vec<File>)>) -> (tempfile::TempDir, Redb) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         let mut batch = jobs;
         for r in store.insert_jobs(&mut batch).unwrap() {
             r.unwrap();
         }
         (dir, store)
-    }
-
-    fn named(id: &str, submit_time: i64, vo: &str) -> (Job, Vec<File>) {
-        let mut j = job(JobType::Normal);
-        j.job_id = id.into();
-        j.submit_time = submit_time;
-        j.vo_name = vo.into();
-        let mut f = file(0, 0, FileState::Submitted);
-        f.job_id = id.into();
-        f.vo_name = vo.into();
-        (j, vec![f])
-    }
-
-    #[test]
-    fn the_global_queue_timeout_cancels_only_jobs_of_vos_past_their_limit() {
-        let now = 100_000;
-        let (_dir, store) = store_with(vec![
-            named("old-a", now - 7200, "a"),
-            named("old-b", now - 7200, "b"),
-            named("new-a", now - 60, "a"),
-        ]);
-        // VO a: one hour; VO b: no limit.
-        let canceled = store
-            .expire_global(now - 3600, now, |vo, t| vo == "a" && t < now - 3600)
-            .unwrap();
-        assert_eq!(canceled, vec!["old-a".to_string()]);
-        let (j, f) = store.job_with_files("old-a").unwrap().unwrap();
-        assert_eq!(j.job_state, JobState::Canceled);
-        assert_eq!(
-            f[0].reason.as_deref(),
-            Some(lifecycle::GLOBAL_QUEUE_TIMEOUT_REASON)
-        );
-        assert_eq!(
-            store.job("old-b").unwrap().unwrap().job_state,
-            JobState::Submitted
-        );
-        assert_eq!(
-            store.job("new-a").unwrap().unwrap().job_state,
-            JobState::Submitted
-        );
-        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 
     /// A three-hop job (disk → disk → tape as Rucio submits it), hop 0 queued, the others
@@ -876,6 +755,15 @@ mod tests {
             f.job_id = "mh".into();
         }
         (j, files)
+    }
+
+    fn claim_of(ids: &[u64], now: i64) -> Claim {
+        Claim {
+            file_ids: ids.to_vec(),
+            host: "h".into(),
+            now,
+            caps: Default::default(),
+        }
     }
 
     fn ok() -> Success {
@@ -898,21 +786,26 @@ mod tests {
     }
 
     /// Claims `id` and reports `event` for it; the applied outcome.
-    fn run(store: &Store, id: u64, event: Event, t: i64) -> Applied {
+    fn run(store: &Redb, id: u64, event: Event, t: i64) -> Applied {
         if store.file_states(&[id]).unwrap()[0].1 == Some(FileState::Submitted) {
             assert_eq!(
-                store.claim(&[id], "h", t).unwrap().len(),
+                store
+                    .claim(&Claim {
+                        file_ids: vec![id],
+                        host: "h".into(),
+                        now: t,
+                        caps: Default::default(),
+                    })
+                    .unwrap()
+                    .len(),
                 1,
                 "claim of {id}"
             );
         }
-        store
-            .apply_events(&[event], "h", t, &|_: &str| 0)
-            .unwrap()
-            .remove(0)
+        store.apply_events(&[event], "h", t).unwrap().remove(0)
     }
 
-    fn states(store: &Store, ids: &[u64]) -> Vec<FileState> {
+    fn states(store: &Redb, ids: &[u64]) -> Vec<FileState> {
         store
             .file_states(ids)
             .unwrap()
@@ -1064,7 +957,7 @@ mod tests {
             },
             10,
         );
-        store.claim(&[2], "h", 11).unwrap();
+        store.claim(&claim_of(&[2], 11)).unwrap();
         // The user cancels the file while it runs; the agent then reports the abort.
         store
             .update_jobs(&["mh".to_string()], |_, files| {
@@ -1143,69 +1036,6 @@ mod tests {
             ]
         );
         assert!(store.repair_multihop(21).unwrap().is_empty(), "once");
-        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_claim_is_won_once_and_a_failed_attempt_is_retried_then_failed() {
-        let (j, mut files) = named("j", 1, "vo");
-        let mut j = j;
-        j.retry = 1;
-        files[0].file_id = 0;
-        let (_dir, store) = store_with(vec![(j, files)]);
-        let queue = store.submitted_queues().unwrap();
-        assert_eq!(queue.len(), 1);
-        let id = store.queue_candidates(&queue[0], 10, 5, false).unwrap()[0]
-            .1
-            .file_id;
-        assert_eq!(store.claim(&[id], "h", 5).unwrap().len(), 1);
-        assert!(
-            store.claim(&[id], "h", 5).unwrap().is_empty(),
-            "claimed twice"
-        );
-        assert!(store.submitted_queues().unwrap().is_empty());
-        let failure = Failure {
-            reason: "TRANSFER [110] slow".into(),
-            scope: "TRANSFER".into(),
-            phase: "TRANSFER".into(),
-            class: "CONNECTION_TIMED_OUT".into(),
-            recoverable: true,
-            dst_file: None,
-        };
-        let retry = |t| {
-            store
-                .apply_events(
-                    &[Event::Failed {
-                        file_id: id,
-                        failure: failure.clone(),
-                    }],
-                    "h",
-                    t,
-                    &|_: &str| 0,
-                )
-                .unwrap()
-        };
-        assert_eq!(retry(6)[0].outcome, Outcome::Retried(1));
-        // Not before its delay.
-        assert!(
-            store
-                .queue_candidates(&queue[0], 10, 7, false)
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            store
-                .queue_candidates(&queue[0], 10, 6 + 120, false)
-                .unwrap()
-                .len(),
-            1
-        );
-        store.claim(&[id], "h", 200).unwrap();
-        assert_eq!(retry(201)[0].outcome, Outcome::Moved(FileState::Failed));
-        assert_eq!(store.job("j").unwrap().unwrap().job_state, JobState::Failed);
-        assert_eq!(store.file_retries(id).unwrap().len(), 1);
-        // A late report changes nothing.
-        assert_eq!(retry(202)[0].outcome, Outcome::Ignored(FileState::Failed));
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     }
 }

@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{Store, StoreError, codec, index::JobIndexes, schema};
-use crate::model::job::{File, FileState, Job, JobState};
+use super::{Redb, StoreError, codec, index::JobIndexes, schema};
+use crate::model::{
+    change::{self, JobEdit},
+    job::{File, FileState, InsertConflict, Job, JobChange, JobState},
+    query::{FileFilter, JobFilter},
+};
 
 impl codec::Record for Job {
     const NAME: &'static str = "job";
@@ -18,50 +22,11 @@ impl codec::Record for File {
     const VERSION: u8 = 1;
 }
 
-/// Why one submission of a batch was not stored (the others are unaffected).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InsertConflict {
-    /// A job with this id exists (deterministic ids: the sid was used before).
-    DuplicateJob,
-    /// A queued file already has this destination (CheckDuplicates).
-    DuplicateDestination(String),
-}
-
-/// Filters of a job listing. Every set field must match.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub user_dn: Option<String>,
-    pub vo_name: Option<String>,
-    pub cred_id: Option<String>,
-    pub states: Option<Vec<JobState>>,
-    pub source_se: Option<String>,
-    pub dest_se: Option<String>,
-    /// Only jobs that are not finished (`job_finished IS NULL`).
-    pub unfinished_only: bool,
-    /// Only jobs finished at or after this time.
-    pub finished_since: Option<i64>,
-    /// Newest first, at most this many.
-    pub limit: Option<usize>,
-}
-
-/// Filters of a file listing.
-#[derive(Debug, Clone, Default)]
-pub struct FileFilter {
-    pub vo_name: Option<String>,
-    pub states: Option<Vec<FileState>>,
-    pub source_se: Option<String>,
-    pub dest_se: Option<String>,
-    pub dest_surl: Option<String>,
-    pub unfinished_only: bool,
-    pub finished_since: Option<i64>,
-    pub limit: usize,
-}
-
 /// Scans give up after this many index entries: a listing is an interactive call and must not
 /// walk millions of rows; callers narrow with filters or a limit.
 pub const MAX_SCAN: usize = 200_000;
 
-impl Store {
+impl Redb {
     /// Insert a batch of new jobs with their files in one durable transaction. File ids are
     /// assigned here. One result per job, in order.
     pub fn insert_jobs(
@@ -245,6 +210,56 @@ impl Store {
         self.write(|tx| update_jobs_in(tx, job_ids, change))
     }
 
+    /// Apply `edit` to each job of `job_ids` in one durable transaction.
+    pub fn edit_jobs(
+        &self,
+        job_ids: &[String],
+        edit: &JobEdit,
+        now: i64,
+    ) -> Result<Vec<Option<(JobChange, usize)>>, StoreError> {
+        self.update_jobs(job_ids, |job, files| {
+            change::edit_job(edit, job, files, now)
+        })
+    }
+
+    /// Cancel files of one job; `None` for a missing job.
+    pub fn cancel_files(
+        &self,
+        job_id: &str,
+        wanted: &[Option<u64>],
+        now: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut out = self.update_jobs(&[job_id.to_string()], |job, files| {
+            change::cancel_files(job, files, wanted, now)
+        })?;
+        Ok(out.pop().flatten())
+    }
+
+    /// SUBMITTED → FORCE_START: `None` for a missing file, else whether it moved.
+    pub fn force_start(&self, file_id: u64) -> Result<Option<bool>, StoreError> {
+        let Some(file) = self.file(file_id)? else {
+            return Ok(None);
+        };
+        let mut out = self.update_jobs(std::slice::from_ref(&file.job_id), |_, files| {
+            change::force_start(files, file_id)
+        })?;
+        // The job vanished between the two reads: the file with it.
+        Ok(out.pop().flatten())
+    }
+
+    /// Queued (SUBMITTED) files of `vo` from each source towards `dest_se`, in order.
+    pub fn queued_counts(
+        &self,
+        sources: &[String],
+        dest_se: &str,
+        vo: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        sources
+            .iter()
+            .map(|src| self.count_files(FileState::Submitted, src, dest_se, vo))
+            .collect()
+    }
+
     /// Ids of jobs in any of `states` (optionally of one VO), oldest first.
     pub fn job_ids_in_states(
         &self,
@@ -275,7 +290,7 @@ impl Store {
     }
 }
 
-/// [`Store::update_jobs`] inside a caller's write transaction (for operations that change jobs
+/// [`Redb::update_jobs`] inside a caller's write transaction (for operations that change jobs
 /// together with other tables, such as bans).
 pub(crate) fn update_jobs_in<R>(
     tx: &WriteTransaction,

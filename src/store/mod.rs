@@ -1,5 +1,9 @@
-//! The embedded database (redb): the only module that imports redb.
+//! The store: the interface the service and the engine speak to ([`Store`], in `interface`),
+//! and its embedded backend on redb (this module is the only one that imports redb).
 //!
+//! - `interface`: the [`Store`] trait, in domain terms (`model` types in and out).
+//! - `embedded`: [`RedbStore`], the async [`Store`] over [`Redb`]: blocking work on the blocking
+//!   pool, submissions group-committed by one writer thread.
 //! - `schema`: every table, with versioned names, and the schema version.
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
@@ -10,7 +14,8 @@
 //!
 //! Invariants: one write transaction per logical operation, committed with
 //! `Durability::Immediate` before the caller is told it succeeded; index entries change in the
-//! same transaction as their row. redb is synchronous: async callers use `spawn_blocking`.
+//! same transaction as their row. redb is synchronous: [`RedbStore`] keeps it off the runtime
+//! threads.
 
 pub mod aggregates;
 pub mod authz;
@@ -18,13 +23,18 @@ pub mod bans;
 pub mod codec;
 pub mod config;
 pub mod credentials;
+pub mod embedded;
 pub mod engine;
 pub mod index;
+pub mod interface;
 pub mod jobs;
 pub mod monitor_rows;
 pub mod optimizer;
 pub mod schema;
 pub mod seal;
+#[cfg(test)]
+mod suite;
+pub mod writer;
 
 use std::{
     fs,
@@ -33,6 +43,9 @@ use std::{
 };
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+
+pub use embedded::RedbStore;
+pub use interface::Store;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +61,12 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A change the store refused as inconsistent (a caller's bug): nothing was written.
+    #[error("invalid change: {0}")]
+    Invalid(String),
+    /// The blocking task or the writer thread running the operation is gone.
+    #[error("store task failed: {0}")]
+    Task(String),
     #[error(
         "the database {path} is in use by another process: is another ftsd running on this \
          data directory?"
@@ -85,8 +104,10 @@ redb_error!(
 /// The database file name inside the data directory.
 pub const DB_FILE: &str = "ftsd.redb";
 
-/// An open database.
-pub struct Store {
+/// An open embedded database, with synchronous operations (they block on disk I/O and on the
+/// single writer). The async [`Store`] over it is [`RedbStore`]; offline tools and tests may use
+/// this directly.
+pub struct Redb {
     db: Database,
     path: PathBuf,
     sealer: seal::Sealer,
@@ -94,16 +115,16 @@ pub struct Store {
     live: aggregates::Live,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Redb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Redb").field("path", &self.path).finish()
     }
 }
 
-impl Store {
+impl Redb {
     /// Open (or create) the database in `data_dir`, which is created 0700; the file is 0600
     /// from its creation on, since it will hold credentials.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(data_dir: &Path) -> Result<Redb, StoreError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
@@ -127,7 +148,7 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
             e => StoreError::from(e),
         })?;
-        let mut store = Store {
+        let mut store = Redb {
             db,
             path,
             sealer,
@@ -261,7 +282,7 @@ mod tests {
     fn new_database_is_private_and_versioned() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let store = Store::open(&data).unwrap();
+        let store = Redb::open(&data).unwrap();
         assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
         assert_eq!(fs::metadata(&data).unwrap().mode() & 0o777, 0o700);
         assert_eq!(
@@ -274,7 +295,7 @@ mod tests {
     fn grants_survive_reopen_and_keep_the_index_consistent() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             assert!(store.grant_dn("/CN=a", "config", 1).unwrap());
             assert!(!store.grant_dn("/CN=a", "config", 2).unwrap());
             assert!(store.grant_dn("/CN=a", "admin", 3).unwrap());
@@ -282,7 +303,7 @@ mod tests {
             assert!(store.grant_dn("/CN=a/CN=x", "deleg", 5).unwrap());
             assert!(store.check_indexes().unwrap().is_empty());
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         assert_eq!(store.dn_grants("/CN=a").unwrap(), vec!["admin", "config"]);
         let by_op: Vec<String> = store
             .list_grants(None, Some("config"))
@@ -303,7 +324,7 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             store
                 .write(|tx| {
                     tx.open_table(schema::META)?
@@ -312,14 +333,14 @@ mod tests {
                 })
                 .unwrap();
         }
-        let err = Store::open(dir.path()).unwrap_err();
+        let err = Redb::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
     }
 
     #[test]
     fn index_check_notices_a_missing_entry() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         store.grant_dn("/CN=a", "config", 1).unwrap();
         store
             .write(|tx| {

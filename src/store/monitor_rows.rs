@@ -7,82 +7,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use redb::ReadableDatabase;
 
-use super::{Store, StoreError, codec, jobs::MAX_SCAN, schema};
-use crate::model::job::{File, FileState, Job, JobState};
+use super::{Redb, StoreError, codec, jobs::MAX_SCAN, schema};
+use crate::model::{
+    job::{File, Job, JobState},
+    monitor::{JobListQuery, JobSummary, Page, TransferOrder, TransferQuery},
+};
 
 const MAX_STR: &str = "\u{10FFFF}";
 
-/// A job listing (ftsmon `jobs`).
-#[derive(Debug, Clone, Default)]
-pub struct JobListQuery {
-    /// Job states (`state`); `None` for every state.
-    pub states: Option<Vec<JobState>>,
-    /// Jobs with a file in one of these states (`with_file`), instead of `states`.
-    pub with_file: Option<Vec<FileState>>,
-    pub vo_name: Option<String>,
-    pub source_se: Option<String>,
-    pub dest_se: Option<String>,
-    /// Only jobs of this delegation (what a private-level user may see).
-    pub cred_id: Option<String>,
-    /// Unfinished jobs and those finished since then (for `with_file`: of the files).
-    pub since: Option<i64>,
-    /// Oldest submission first (`orderby=submit_time`); newest first otherwise.
-    pub ascending: bool,
-    pub offset: usize,
-    pub limit: usize,
-}
-
-/// A job of a listing with its files counted per state.
-#[derive(Debug, Clone)]
-pub struct JobSummary {
-    pub job: Job,
-    pub files: BTreeMap<&'static str, u64>,
-    pub count: u64,
-    pub with_debug: u64,
-    pub n_replicas: u32,
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    /// Matching rows (of those scanned, when not `complete`).
-    pub count: usize,
-    /// False when the scan stopped at [`MAX_SCAN`].
-    pub complete: bool,
-    pub items: Vec<T>,
-}
-
-/// A transfer listing (ftsmon `transfers`).
-#[derive(Debug, Clone, Default)]
-pub struct TransferQuery {
-    pub states: Vec<FileState>,
-    pub source_se: Option<String>,
-    pub dest_se: Option<String>,
-    pub vo_name: Option<String>,
-    pub source_surl: Option<String>,
-    pub dest_surl: Option<String>,
-    pub activity: Option<String>,
-    pub hostname: Option<String>,
-    pub reason: Option<String>,
-    /// Files finished since then; unfinished ones pass too when `unfinished_pass`.
-    pub since: Option<i64>,
-    pub unfinished_pass: bool,
-    pub order: TransferOrder,
-    pub descending: bool,
-    pub offset: usize,
-    pub limit: usize,
-}
-
-/// Sort keys of a transfer listing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TransferOrder {
-    Id,
-    StartTime,
-    #[default]
-    FinishTime,
-}
-
-impl Store {
+impl Redb {
     /// A page of jobs, newest (or oldest) submission first.
     pub fn monitor_job_page(&self, q: &JobListQuery) -> Result<Page<JobSummary>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -383,12 +316,12 @@ fn summarise(tx: &redb::ReadTransaction, job: Job) -> Result<JobSummary, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::job::fixtures;
+    use crate::model::job::{FileState, fixtures};
 
     #[test]
     fn job_pages_follow_submit_time_and_filters() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         let mut batch = Vec::new();
         for i in 0..5 {
             let mut job = fixtures::job(crate::model::job::JobType::Normal);

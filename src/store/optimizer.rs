@@ -1,10 +1,10 @@
 //! The optimizer's tables and the link statistics it (and the pair status) reads.
 //!
-//! - [`Store::set_optimizer`] upserts a link's current value and appends the same decision to
-//!   the evolution, in one transaction; [`Store::evolution`] reads a link and time range with
+//! - [`Redb::set_optimizer`] upserts a link's current value and appends the same decision to
+//!   the evolution, in one transaction; [`Redb::evolution`] reads a link and time range with
 //!   one range scan, or the newest decisions of every link through the time index;
-//!   [`Store::delete_evolution_before`] is the retention.
-//! - [`Store::link_stats`], [`Store::pair_status`] and [`Store::host_activity`] read the
+//!   [`Redb::delete_evolution_before`] is the retention.
+//! - [`Redb::link_stats`], [`Redb::pair_status`] and [`Redb::host_activity`] read the
 //!   counters `index.rs` keeps beside the files (per-minute terminal statistics, pair and host
 //!   counts) and the file state index; none of them scans the files table.
 
@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use super::{
-    Store, StoreError, codec,
+    Redb, StoreError, codec,
     index::{self, DURATION_SCALE, THROUGHPUT_SCALE, minute_of},
     jobs::MAX_SCAN,
     schema,
@@ -24,6 +24,7 @@ use crate::model::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
     },
+    query::PairFilter,
 };
 
 impl codec::Record for OptimizerCurrent {
@@ -43,18 +44,10 @@ pub const MAX_QUEUED_SAMPLE: usize = 10_000;
 /// The windows (minutes) of the pair status' average throughput.
 pub const THROUGHPUT_WINDOWS: [u32; 4] = [60, 30, 15, 5];
 
-/// Filters of the pair status; every set field must match.
-#[derive(Debug, Clone, Default)]
-pub struct PairFilter {
-    pub vo_name: Option<String>,
-    pub source_se: Option<String>,
-    pub dest_se: Option<String>,
-}
-
 /// Highest string used as the open end of a string range.
 const MAX_STR: &str = "\u{10FFFF}";
 
-impl Store {
+impl Redb {
     /// The current value of a link, if the optimizer (or an operator) ever set one.
     pub fn optimizer_current(
         &self,
@@ -534,91 +527,10 @@ mod tests {
         }
     }
 
-    fn actives(rows: &[EvolutionEntry]) -> Vec<i64> {
-        rows.iter().map(|e| e.active).collect()
-    }
-
-    #[test]
-    fn evolution_reads_by_link_and_time_range_and_expires() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for (i, t) in [10, 20, 30, 40].into_iter().enumerate() {
-            store
-                .set_optimizer(&decision("a", "b", t, i as i64 + 1))
-                .unwrap();
-            store
-                .set_optimizer(&decision("a", "c", t + 5, i as i64 + 11))
-                .unwrap();
-        }
-        // Same microsecond twice: both kept, in order.
-        store.set_optimizer(&decision("x", "y", 40, 100)).unwrap();
-        store.set_optimizer(&decision("x", "y", 40, 101)).unwrap();
-
-        let ab = LinkFilter {
-            source_se: Some("a".into()),
-            dest_se: Some("b".into()),
-        };
-        assert_eq!(
-            actives(&store.evolution(&ab, None, None, 50).unwrap()),
-            vec![4, 3, 2, 1]
-        );
-        assert_eq!(
-            actives(&store.evolution(&ab, Some(20), Some(30), 50).unwrap()),
-            vec![3, 2]
-        );
-        assert_eq!(
-            actives(&store.evolution(&ab, None, None, 2).unwrap()),
-            vec![4, 3]
-        );
-        let a = LinkFilter {
-            source_se: Some("a".into()),
-            dest_se: None,
-        };
-        assert_eq!(
-            actives(&store.evolution(&a, Some(25), None, 50).unwrap()),
-            vec![14, 4, 13, 3, 12]
-        );
-        let all = LinkFilter::default();
-        assert_eq!(
-            actives(&store.evolution(&all, None, None, 3).unwrap()),
-            vec![14, 101, 100]
-        );
-        let c = LinkFilter {
-            source_se: None,
-            dest_se: Some("c".into()),
-        };
-        assert_eq!(
-            actives(&store.evolution(&c, None, Some(20), 50).unwrap()),
-            vec![11]
-        );
-
-        let current = store.optimizer_current("a", "b").unwrap().unwrap();
-        assert_eq!(
-            (current.active, current.datetime, current.queue_size),
-            (4, 40, 4)
-        );
-        assert_eq!(store.optimizer_current("b", "a").unwrap(), None);
-        let values = store.optimizer_values(&a).unwrap();
-        assert_eq!(
-            values
-                .iter()
-                .map(|v| v.dest_se.as_str())
-                .collect::<Vec<_>>(),
-            vec!["c", "b"]
-        );
-
-        assert_eq!(store.delete_evolution_before(30).unwrap(), 4);
-        assert_eq!(
-            actives(&store.evolution(&ab, None, None, 50).unwrap()),
-            vec![4, 3]
-        );
-        assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
-    }
-
     #[test]
     fn link_stats_and_host_activity_follow_file_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         let now = 1_700_000_000 - 1_700_000_000 % 60 + 30;
         let mut batch = Vec::new();
         for j in 0..2 {
@@ -753,7 +665,7 @@ mod tests {
     #[test]
     fn optimizer_counters_and_links_follow_file_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         let now = 1_700_000_000 - 1_700_000_000 % 60;
         let files: Vec<File> = (0..6)
             .map(|i| {
@@ -814,7 +726,7 @@ mod tests {
     fn a_version_2_database_gets_the_optimizer_counters_on_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             let mut f = file(0, "mock://s", "mock://d", FileState::Finished);
             f.finish_time = Some(120);
             f.filesize = Some(10);
@@ -828,7 +740,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
         let s = store.optimizer_samples("mock://s", "mock://d", 0).unwrap();
@@ -839,7 +751,7 @@ mod tests {
     fn a_version_1_database_gets_its_counters_on_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             let mut f = file(0, "mock://s", "mock://d", FileState::Failed);
             f.finish_time = Some(120);
             f.reason = Some("x".into());
@@ -856,7 +768,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Redb::open(dir.path()).unwrap();
         assert_eq!(store.schema_version().unwrap(), schema::SCHEMA_VERSION);
         assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
         let stats = store.link_stats("mock://s", "mock://d", None, 0).unwrap();

@@ -482,7 +482,7 @@ fn cancel_ban_promotes_a_replica_cancels_jobs_and_refuses_submissions() {
     submit_ok(&root, &one_file("mock://free.example.org", D, "n"));
 
     server.stop().unwrap();
-    let store = ftsd::store::Store::open(data.path()).unwrap();
+    let store = ftsd::store::Redb::open(data.path()).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     assert_eq!(store.audit_entries(10).unwrap().len(), 2);
     assert_eq!(
@@ -547,7 +547,7 @@ fn wait_ban_holds_queued_work_and_unban_restores_it() {
     assert_eq!(audit(&root).len(), 3);
 
     server.stop().unwrap();
-    let store = ftsd::store::Store::open(data.path()).unwrap();
+    let store = ftsd::store::Redb::open(data.path()).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     assert!(store.se_bans().unwrap().is_empty());
 }

@@ -561,7 +561,7 @@ fn private_keys_are_sealed_at_rest() {
     );
 
     // The delegated key, unsealed through the store (which needs seal.key).
-    let store = ftsd::store::Store::open(dir.path()).unwrap();
+    let store = ftsd::store::Redb::open(dir.path()).unwrap();
     let material = store.credential_material(&id, RC_USER_DN).unwrap().unwrap();
     let key_text = String::from_utf8(material.key_pem.to_vec()).unwrap();
     assert!(key_text.contains("PRIVATE KEY"));
@@ -596,7 +596,7 @@ fn private_keys_are_sealed_at_rest() {
         copy.path().join(ftsd::store::DB_FILE),
     )
     .unwrap();
-    let store = ftsd::store::Store::open(copy.path()).unwrap();
+    let store = ftsd::store::Redb::open(copy.path()).unwrap();
     assert!(store.credential(&id, RC_USER_DN).unwrap().is_some());
     assert!(store.credential_material(&id, RC_USER_DN).is_err());
 }
@@ -627,13 +627,13 @@ fn proxy_files_for_transfers_are_private_usable_and_removed() {
     );
     let proxies = tempfile::tempdir().unwrap();
     let service = ftsd::service::Service::new(
-        std::sync::Arc::new(ftsd::store::Store::open(dir.path()).unwrap()),
+        std::sync::Arc::new(ftsd::store::RedbStore::open(dir.path()).unwrap()),
         auth,
         ftsd::service::Settings::new(String::new(), proxies.path().to_path_buf()),
-    )
-    .unwrap();
-    let file = service
-        .proxy_file(&id, RC_USER_DN)
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let file = runtime
+        .block_on(service.proxy_file(&id, RC_USER_DN))
         .unwrap()
         .expect("a credential");
     use std::os::unix::fs::PermissionsExt;
@@ -663,8 +663,8 @@ fn proxy_files_for_transfers_are_private_usable_and_removed() {
         "the proxy file is removed when no longer needed"
     );
     assert!(
-        service
-            .proxy_file("0000000000000000", RC_USER_DN)
+        runtime
+            .block_on(service.proxy_file("0000000000000000", RC_USER_DN))
             .unwrap()
             .is_none()
     );
@@ -693,7 +693,7 @@ fn delegation_survives_kill_9() {
     assert_eq!(after, before);
     child.kill().unwrap();
     child.wait().unwrap();
-    let store = ftsd::store::Store::open(data.path()).unwrap();
+    let store = ftsd::store::Redb::open(data.path()).unwrap();
     assert!(
         store
             .credential_material(&id, RC_USER_DN)

@@ -121,7 +121,7 @@ pub(crate) fn reason(f: &Value) -> &str {
 fn check_indexes(server: TestServer) {
     let dir = server.data_dir.clone();
     server.stop().unwrap();
-    let store = ftsd::store::Store::open(&dir).unwrap();
+    let store = ftsd::store::Redb::open(&dir).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
 
@@ -764,7 +764,7 @@ fn kill_9_while_hundreds_of_transfers_run_loses_nothing() {
     );
     unsafe_sigterm(&child);
     child.wait().unwrap();
-    let store = ftsd::store::Store::open(&dir).unwrap();
+    let store = ftsd::store::Redb::open(&dir).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
 }
 
@@ -984,4 +984,37 @@ fn what_the_engine_cannot_run_is_refused_at_submission() {
     let f = &files(&client, &id)[0];
     assert!(f["staging_finished"].is_string(), "{f:#}");
     assert!(f["archive_finish_time"].is_string(), "{f:#}");
+}
+
+/// `node_name` names the node wherever the machine's host name was used: its row in the host
+/// list, the `submit_host` of the jobs it takes and the `transfer_host` of its transfers.
+#[test]
+fn node_name_names_the_node_in_hosts_jobs_and_transfers() {
+    let Some(pki) = pki() else { return };
+    let server = engine_server(pki, |c| c.node_name = Some("node-a.test".into()));
+    let client = user(&server, pki);
+    let root = server.client(pki, Some(crate::common::ROOT));
+    let hosts = root.get("/config").unwrap().json();
+    let names: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "node-a.test"),
+        "{names:?}"
+    );
+    let id = submit(
+        &client,
+        json!([transfer(
+            "mock://src.example/n?size=10",
+            "mock://dst.example/n?size_post=10&time=0"
+        )]),
+        json!({}),
+    );
+    let j = wait_job(&client, &id, MIN);
+    assert_eq!(j["job_state"], "FINISHED", "{j:#}");
+    assert_eq!(j["submit_host"], "node-a.test");
+    assert_eq!(files(&client, &id)[0]["transfer_host"], "node-a.test");
 }

@@ -144,7 +144,7 @@ fn stored_dn_grants_apply_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let user_dn = pki.openssl_subject("usercert.pem");
     {
-        let store = ftsd::store::Store::open(dir.path()).unwrap();
+        let store = ftsd::store::Redb::open(dir.path()).unwrap();
         store.grant_dn(&user_dn, "config", 0).unwrap();
     }
     let server = TestServer::start_in(pki, dir.path(), |_| {});
@@ -165,7 +165,7 @@ fn stored_dn_grants_apply_and_survive_a_restart() {
         .json();
     assert_eq!(who["level"]["config"], "all");
     server.stop().unwrap();
-    let store = ftsd::store::Store::open(dir.path()).unwrap();
+    let store = ftsd::store::Redb::open(dir.path()).unwrap();
     assert_eq!(
         store.schema_version().unwrap(),
         ftsd::store::schema::SCHEMA_VERSION

@@ -705,7 +705,7 @@ fn acknowledged_jobs_survive_kill_9() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let store = ftsd::store::Store::open(data.path()).unwrap();
+    let store = ftsd::store::Redb::open(data.path()).unwrap();
     assert_eq!(store.check_indexes().unwrap(), Vec::<String>::new());
     eprintln!("{} acknowledged jobs survived kill -9", acknowledged.len());
 }

@@ -408,7 +408,7 @@ fn move_file(
 ) -> TestServer {
     server.stop().unwrap();
     {
-        let store = ftsd::store::Store::open(data).unwrap();
+        let store = ftsd::store::Redb::open(data).unwrap();
         store
             .update_jobs(&[job.to_string()], |_, files| {
                 files[0].file_state = state;

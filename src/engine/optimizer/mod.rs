@@ -18,7 +18,7 @@ pub mod sim;
 use std::{sync::Arc, time::Duration};
 
 use self::core::{History, Input, Limits, Measurement, Mode, Outcome, State};
-use super::{Engine, blocking};
+use super::Engine;
 use crate::{
     model::{
         config::ANY,
@@ -96,48 +96,43 @@ impl Engine {
                     .load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
-        let store = self.store.clone();
+        let store = self.store.as_ref();
         let history = settings.history;
         let retention = settings.retention.as_secs() as i64;
-        let decided = blocking(move || {
-            let mut decided = Vec::new();
-            for link in store.optimizer_links()? {
-                if let Some(d) = optimize_link(&store, &link, &live, now, history)? {
-                    decided.push(d);
-                }
+        for link in store.optimizer_links().await? {
+            if let Some(d) = optimize_link(store, &link, &live, now, history).await? {
+                let rationale = d.rationale.as_deref().unwrap_or_default();
+                self.settings.metrics.optimizer_decision(
+                    &d.source_se,
+                    &d.dest_se,
+                    d.diff,
+                    rationale,
+                );
             }
-            let deleted = store.delete_evolution_before((now - retention) * 1_000_000)?;
-            if deleted > 0 {
-                tracing::debug!(deleted, "optimizer evolution expired");
-            }
-            Ok(decided)
-        })
-        .await?;
-        for (src, dst, diff, rationale) in decided {
-            self.settings
-                .metrics
-                .optimizer_decision(&src, &dst, diff, &rationale);
+        }
+        let deleted = store
+            .delete_evolution_before((now - retention) * 1_000_000)
+            .await?;
+        if deleted > 0 {
+            tracing::debug!(deleted, "optimizer evolution expired");
         }
         Ok(())
     }
 }
 
-/// What one decision was: link, change of the target, rationale.
-type Decided = (String, String, i64, String);
-
-/// Measure, decide and store for one link.
-fn optimize_link(
-    store: &Store,
+/// Measure, decide and store for one link; the decision stored, if any.
+async fn optimize_link(
+    store: &dyn Store,
     link: &LinkLoad,
     live: &[Live],
     now: i64,
     history: History,
-) -> Result<Option<Decided>, StoreError> {
+) -> Result<Option<Decision>, StoreError> {
     let started = std::time::Instant::now();
     let (src, dst) = (link.source_se.as_str(), link.dest_se.as_str());
-    let measurement = measure(store, link, live, now)?;
-    let config = store.link_config(src, dst)?;
-    let (source, dest) = (store.se_config(src)?, store.se_config(dst)?);
+    let measurement = measure(store, link, live, now).await?;
+    let config = store.link_config(src, dst).await?;
+    let (source, dest) = (store.se_config(src).await?, store.se_config(dst).await?);
     let limits = Limits {
         min_active: config.min_active,
         max_active: config.max_active,
@@ -148,7 +143,10 @@ fn optimize_link(
         dest_max_throughput: dest.inbound_max_throughput.unwrap_or(0.0),
         lan: core::is_lan(src, dst),
     };
-    let previous = store.optimizer_current(src, dst)?.map(|c| state_of(&c));
+    let previous = store
+        .optimizer_current(src, dst)
+        .await?
+        .map(|c| state_of(&c));
     let outcome = core::decide(Input {
         now,
         measurement: &measurement,
@@ -161,7 +159,7 @@ fn optimize_link(
         return Ok(None);
     };
     let s = d.state;
-    store.set_optimizer(&Decision {
+    let decision = Decision {
         source_se: src.to_string(),
         dest_se: dst.to_string(),
         datetime: time::now_nanos() as i64 / 1000,
@@ -177,7 +175,8 @@ fn optimize_link(
         filesize_avg: s.filesize_avg,
         filesize_stddev: s.filesize_stddev,
         retry_count: s.retry_count,
-    })?;
+    };
+    store.set_optimizer(&decision).await?;
     tracing::info!(
         link = %format!("{src}→{dst}"),
         decision = d.active,
@@ -187,12 +186,7 @@ fn optimize_link(
         ms = started.elapsed().as_millis() as u64,
         "Optimizer decision"
     );
-    Ok(Some((
-        src.to_string(),
-        dst.to_string(),
-        d.diff,
-        d.rationale,
-    )))
+    Ok(Some(decision))
 }
 
 /// The stored current value as the optimizer's previous state.
@@ -212,18 +206,18 @@ fn state_of(c: &OptimizerCurrent) -> State {
 }
 
 /// §3.1's measurements of a link at `now`.
-fn measure(
-    store: &Store,
+async fn measure(
+    store: &dyn Store,
     link: &LinkLoad,
     live: &[Live],
     now: i64,
 ) -> Result<Measurement, StoreError> {
     let (src, dst) = (link.source_se.as_str(), link.dest_se.as_str());
-    let recent = store.link_stats(src, dst, None, now - 30 * 60)?;
+    let recent = store.link_stats(src, dst, None, now - 30 * 60).await?;
     let avg_duration = recent.avg_duration().unwrap_or(0.0) as i64;
     let window = core::window(avg_duration);
     let from = now - window;
-    let samples = store.optimizer_samples(src, dst, from)?;
+    let samples = store.optimizer_samples(src, dst, from).await?;
     // Running transfers: their rate times their time inside the window.
     let mut bytes = samples.bytes as f64;
     let (mut source_rate, mut dest_rate) = (0.0, 0.0);

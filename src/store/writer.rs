@@ -1,17 +1,14 @@
-//! Group commit of job submissions. Submissions queue on a bounded channel; one writer thread
+//! Group commit of job submissions for the embedded store. Submissions queue on a bounded channel; one writer thread
 //! takes whatever has arrived while the previous commit was being flushed and stores it in a
 //! single durable transaction, then answers each submitter. A 2xx therefore still means "on
 //! disk", but concurrent clients share the cost of one fsync.
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use super::ServiceError;
-use crate::{
-    model::job::{File, Job},
-    store::{Store, jobs::InsertConflict},
-};
+use super::{Redb, StoreError};
+use crate::model::job::{File, InsertConflict, Job};
 
 /// Submissions waiting for the writer. When full, submitters wait: that is the backpressure
 /// that keeps memory bounded under a flood.
@@ -46,11 +43,11 @@ impl Drop for JobWriter {
 }
 
 impl JobWriter {
-    pub fn start(store: Arc<Store>, wake: Arc<Notify>) -> std::io::Result<JobWriter> {
+    pub fn start(store: Arc<Redb>) -> std::io::Result<JobWriter> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("ftsd-job-writer".into())
-            .spawn(move || run(store, rx, wake))?;
+            .spawn(move || run(store, rx))?;
         Ok(JobWriter {
             queue: Some(queue),
             thread: Some(thread),
@@ -62,24 +59,24 @@ impl JobWriter {
         &self,
         job: Job,
         files: Vec<File>,
-    ) -> Result<Result<(), InsertConflict>, ServiceError> {
+    ) -> Result<Result<(), InsertConflict>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let queue = self
             .queue
             .as_ref()
-            .ok_or_else(|| ServiceError::Task("the job writer has stopped".into()))?;
+            .ok_or_else(|| StoreError::Task("the job writer has stopped".into()))?;
         queue
             .send(Request { job, files, reply })
             .await
-            .map_err(|_| ServiceError::Task("the job writer has stopped".into()))?;
+            .map_err(|_| StoreError::Task("the job writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| ServiceError::Task("the job writer dropped a submission".into()))?
-            .map_err(ServiceError::Task)
+            .map_err(|_| StoreError::Task("the job writer dropped a submission".into()))?
+            .map_err(StoreError::Task)
     }
 }
 
-fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, wake: Arc<Notify>) {
+fn run(store: Arc<Redb>, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         let mut files = first.files.len();
         let mut batch = vec![first];
@@ -115,7 +112,6 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, wake: Arc<Notify>) {
                     }
                     let _ = reply.send(Ok(result));
                 }
-                wake.notify_one();
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = rows.len(), "storing submissions failed");
