@@ -532,21 +532,25 @@ impl Aggregates {
         });
     }
 
-    /// Build from every row of the database, keeping ring minutes from `horizon` on.
-    fn from_rows(tx: &ReadTransaction, horizon: i64) -> Result<Aggregates, StoreError> {
+    /// Build from every row of the database, keeping ring minutes from `horizon` on; also
+    /// says how many files and jobs were read.
+    fn from_rows(tx: &ReadTransaction, horizon: i64) -> Result<(Aggregates, u64, u64), StoreError> {
         let mut agg = Aggregates {
             horizon,
             ..Aggregates::default()
         };
+        let (mut files, mut jobs) = (0u64, 0u64);
         for row in tx.open_table(schema::FILES)?.iter()? {
             let f: File = codec::decode(row?.1.value())?;
             agg.apply_file(contribution(&f), 1);
+            files += 1;
         }
         for row in tx.open_table(schema::JOBS)?.iter()? {
             let j: Job = codec::decode(row?.1.value())?;
             agg.apply_job(&j.vo_name, j.job_state, 1);
+            jobs += 1;
         }
-        Ok(agg)
+        Ok((agg, files, jobs))
     }
 }
 
@@ -581,10 +585,20 @@ impl Live {
         Live::default()
     }
 
-    /// Build from the rows of the database.
+    /// Build from the rows of the database. This is one pass over every file and job, so it
+    /// is logged with its duration: it is most of the start-up time of a big store.
     pub(crate) fn load(tx: &ReadTransaction, now: i64) -> Result<Live, StoreError> {
+        let started = std::time::Instant::now();
         let live = Live::empty();
-        *live.write() = Aggregates::from_rows(tx, horizon_at(now))?;
+        let (agg, files, jobs) = Aggregates::from_rows(tx, horizon_at(now))?;
+        *live.write() = agg;
+        let rebuild_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            files,
+            jobs,
+            rebuild_ms,
+            "monitoring aggregates built from the rows"
+        );
         Ok(live)
     }
 
@@ -634,7 +648,7 @@ pub(crate) fn check(
         agg.prune(now);
         agg.clone()
     };
-    let want = Aggregates::from_rows(tx, have.horizon)?;
+    let (want, _, _) = Aggregates::from_rows(tx, have.horizon)?;
     diff_map("aggregates rows", &want.rows, &have.rows, problems);
     diff_map("aggregates jobs", &want.jobs, &have.jobs, problems);
     diff_map(
