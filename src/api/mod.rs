@@ -16,6 +16,7 @@ pub mod jobs;
 mod optimizer;
 mod root;
 pub mod routes;
+mod web;
 mod whoami;
 
 use std::{convert::Infallible, sync::Arc};
@@ -114,6 +115,17 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .then(|tail: warp::path::Tail, ctx: Ctx, q: Query| async move {
             respond(ftsmon::get(&ctx, tail.as_str(), q).await)
         });
+    let web = warp::get()
+        .and(warp::path("web"))
+        .and(warp::path::tail())
+        .and(ctx.clone())
+        .and(warp::query::<Query>())
+        .and(warp::header::optional::<String>("hx-request"))
+        .then(
+            |tail: warp::path::Tail, ctx: Ctx, q: Query, hx: Option<String>| async move {
+                web::get(&ctx, tail.as_str(), q, hx.as_deref() == Some("true")).await
+            },
+        );
     let metrics = warp::get()
         .and(warp::path!("metrics"))
         .and(ctx.clone())
@@ -150,6 +162,8 @@ pub fn routes(service: Arc<Service>) -> BoxedFilter<(Response,)> {
         .or(ftsmon)
         .unify()
         .or(metrics)
+        .unify()
+        .or(web)
         .unify()
         .or(fallback)
         .unify()

@@ -254,6 +254,46 @@ pub const ROUTES: &[Route] = &[
         pattern: "/ftsmon/version",
         methods: &["GET"],
     },
+    Route {
+        pattern: "/web",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/jobs",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/jobs/{job_id}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/transfers",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/optimizer",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/optimizer/detail",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/errors",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/errors/list",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/stats",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/static/{asset}",
+        methods: &["GET"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

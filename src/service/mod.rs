@@ -141,6 +141,11 @@ impl Service {
         }
     }
 
+    /// This node's name, as the pages' footers show it.
+    pub fn node_name(&self) -> &str {
+        &self.host_name
+    }
+
     pub fn store(&self) -> &SharedStore {
         &self.store
     }
