@@ -165,6 +165,12 @@ pub async fn get(ctx: &Ctx, path: &str, q: Query) -> Result<Response, ApiError> 
             };
             ok(&s.mon_optimizer_detail(&user, src, dst, &mq).await?)
         }
+        ["optimizer", "series"] => {
+            let (Some(src), Some(dst)) = (q.get("source"), q.get("destination")) else {
+                return Err(ApiError::not_found());
+            };
+            ok(&s.mon_optimizer_series(&user, src, dst, &mq).await?)
+        }
         ["errors"] => ok(&s.mon_errors(&user, &mq).await?),
         ["errors", "list"] => {
             let (errors, classification) = s.mon_error_reasons(&user, &mq).await?;

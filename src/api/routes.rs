@@ -215,6 +215,10 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET"],
     },
     Route {
+        pattern: "/ftsmon/optimizer/series",
+        methods: &["GET"],
+    },
+    Route {
         pattern: "/ftsmon/errors",
         methods: &["GET"],
     },

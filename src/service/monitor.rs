@@ -1344,19 +1344,26 @@ impl Service {
             source_se: q.source_se.clone(),
             dest_se: q.dest_se.clone(),
         };
-        let mut links: Vec<(String, String)> = self
+        let mut links: Vec<_> = self
             .store
             .optimizer_values(&filter)
             .await?
             .into_iter()
             .filter(|c| c.datetime / 1_000_000 >= since)
-            .map(|c| (c.source_se, c.dest_se))
             .collect();
-        links.sort();
-        links.dedup();
+        links.sort_by(|a, b| (&a.source_se, &a.dest_se).cmp(&(&b.source_se, &b.dest_se)));
+        links.dedup_by(|a, b| (&a.source_se, &a.dest_se) == (&b.source_se, &b.dest_se));
+        // ftsmon lists the pairs only; ftsd adds the last decision's figures beside them.
         let items = links
             .into_iter()
-            .map(|(s, d)| json!({"source_se": s, "dest_se": d}))
+            .map(|c| {
+                json!({
+                    "source_se": c.source_se, "dest_se": c.dest_se,
+                    "datetime": mon_time(c.datetime / 1_000_000), "active": c.active,
+                    "actual_active": c.actual_active, "queue_size": c.queue_size,
+                    "success": c.success, "throughput": c.throughput, "ema": c.ema,
+                })
+            })
             .collect();
         Ok(paged(items, q))
     }
@@ -1415,6 +1422,48 @@ impl Service {
             storage_info.push(json!({"storage": se, "active": active, "max_active": max}));
         }
         Ok(json!({"evolution": paged(rows, q), "storage_info": storage_info}))
+    }
+
+    /// A link's decisions over the window (default 30 min), oldest first, as uPlot columns:
+    /// `[[unix_ts…], [decision…], [running…], [throughput B/s…], [ema B/s…], [success %…],
+    /// [filesize mean…], [filesize stddev…]]` (the three optimizer plots).
+    pub async fn mon_optimizer_series(
+        &self,
+        user: &User,
+        source: &str,
+        destination: &str,
+        q: &MonQuery,
+    ) -> Result<Value, ServiceError> {
+        self.mon_visibility(user)?;
+        let now = crate::model::time::now();
+        let since = now - q.time_window.map_or(OPTIMIZER_WINDOW, |h| h.max(0) * 3600);
+        let filter = LinkFilter {
+            source_se: Some(source.to_string()),
+            dest_se: Some(destination.to_string()),
+        };
+        let mut rows = self
+            .store
+            .evolution(
+                &filter,
+                Some(since.saturating_mul(1_000_000)),
+                None,
+                MAX_EVOLUTION_ROWS,
+            )
+            .await?;
+        rows.sort_by_key(|e| e.datetime);
+        let col = |f: &dyn Fn(&crate::model::optimizer::EvolutionEntry) -> Value| -> Vec<Value> {
+            rows.iter().map(f).collect()
+        };
+        Ok(json!([
+            col(&|e| json!(e.datetime as f64 / 1e6)),
+            col(&|e| json!(e.active)),
+            col(&|e| json!(e.actual_active)),
+            col(&|e| json!(e.throughput)),
+            col(&|e| json!(e.ema)),
+            col(&|e| json!(e.success)),
+            col(&|e| json!(e.filesize_avg)),
+            col(&|e| json!(e.filesize_stddev)),
+        ]))
     }
 
     /// READY + ACTIVE transfers with `se` on either side.

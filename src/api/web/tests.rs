@@ -467,3 +467,125 @@ async fn the_job_pages_show_files_retries_progress_and_logs() {
     assert!(body.contains("1–1 of 1"), "{body}");
     assert!(body.contains("value=\"DESTINATION [17] &#60;img"), "{body}");
 }
+
+#[tokio::test]
+async fn the_optimizer_pages_list_links_and_plot_a_links_decisions() {
+    let s = seeded().await;
+    let (status, body) = page(&s, ADMIN_DN, "optimizer", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_escaped("/web/optimizer", &body);
+    assert!(
+        body.contains("href=\"/web/optimizer/detail?source=mock%3A%2F%2Fsrc.example&#38;destination=mock%3A%2F%2F%22dst%22%3E%3Cb%3Ex%3C%2Fb%3E\""),
+        "{body}"
+    );
+    // The last decision: 3, 50 % success, 2 MiB/s, EMA 1.5 MiB/s.
+    assert!(body.contains("<td class=\"num\">3</td>"), "{body}");
+    assert!(body.contains("2.00") && body.contains("1.50"), "{body}");
+
+    let q = [("source", SRC), ("destination", DST)];
+    let (status, body) = page(&s, ADMIN_DN, "optimizer/detail", &q).await;
+    assert_eq!(status, 200, "{body}");
+    assert_escaped("/web/optimizer/detail", &body);
+    for kind in ["opt-throughput", "opt-success", "opt-filesize"] {
+        assert!(
+            body.contains(&format!("data-kind=\"{kind}\"")),
+            "{kind}: {body}"
+        );
+    }
+    assert!(
+        body.contains("data-series=\"/ftsmon/optimizer/series?source=mock%3A%2F%2Fsrc.example&#38;destination=mock%3A%2F%2F%22dst%22%3E%3Cb%3Ex%3C%2Fb%3E\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("step 3 &#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{body}"
+    );
+    assert!(body.contains("/web/static/uPlot.iife.min."), "{body}");
+    // Both storages with their active transfers (the READY and ACTIVE file count: 1).
+    assert!(
+        body.contains("<td>mock://src.example</td><td class=\"num\">1</td>"),
+        "{body}"
+    );
+    let (status, _) = page(&s, ADMIN_DN, "optimizer/detail", &[("source", SRC)]).await;
+    assert_eq!(status, 400);
+
+    // The plots' data: uPlot columns, oldest first.
+    let series = s
+        .service
+        .mon_optimizer_series(
+            &s.ctx(ADMIN_DN).user().await.unwrap(),
+            SRC,
+            DST,
+            &MonQuery::default(),
+        )
+        .await
+        .unwrap();
+    let cols = series.as_array().unwrap();
+    assert_eq!(cols.len(), 8, "{series}");
+    assert_eq!(cols[1], serde_json::json!([1, 2, 3]), "{series}");
+    assert!(cols[0][0].as_f64().unwrap() < cols[0][2].as_f64().unwrap());
+    assert_eq!(cols[5][0], 50.0);
+}
+
+#[tokio::test]
+async fn the_error_pages_count_per_link_class_and_reason() {
+    let s = seeded().await;
+    let (status, body) = page(&s, ADMIN_DN, "errors", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_escaped("/web/errors", &body);
+    assert!(
+        body.contains("<td>DESTINATION</td><td>TRANSFER_PREPARATION</td><td>FILE_EXISTS</td><td>no</td><td class=\"num\">1</td>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("href=\"/web/errors/list?source_se=mock%3A%2F%2Fsrc.example"),
+        "{body}"
+    );
+
+    let q = [("source_se", SRC), ("dest_se", DST)];
+    let (status, body) = page(&s, ADMIN_DN, "errors/list", &q).await;
+    assert_eq!(status, 200, "{body}");
+    assert_escaped("/web/errors/list", &body);
+    assert!(
+        body.contains(
+            "DESTINATION [17] &#60;img src=x onerror=alert(2)&#62; &#34;exists&#34; &#38; more</a>"
+        ),
+        "{body}"
+    );
+    // The reason links to its failed transfers, the reason query-encoded.
+    assert!(
+        body.contains("/web/transfers?state=FAILED&#38;source_se=mock%3A%2F%2Fsrc.example"),
+        "{body}"
+    );
+    assert!(
+        body.contains("reason=DESTINATION+%5B17%5D+%3Cimg+src%3Dx+onerror%3Dalert%282%29%3E+%22exists%22+%26+more"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<tr><td>DESTINATION</td><td class=\"num\">1</td></tr>"),
+        "{body}"
+    );
+    // A user who sees only their own jobs sees no reasons.
+    let (status, body) = page(&s, RC_OTHER, "errors/list", &q).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("onerror"), "{body}");
+}
+
+#[tokio::test]
+async fn the_statistics_page_shows_states_vos_and_hosts() {
+    let s = seeded().await;
+    let (status, body) = page(&s, ADMIN_DN, "stats", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_escaped("/web/stats", &body);
+    assert!(
+        body.contains("<th>finished</th><td class=\"num\">1</td>"),
+        "{body}"
+    );
+    assert!(body.contains("<td>vo&#34;&#62;&#60;i&#62;</td>"), "{body}");
+    assert!(body.contains("<td>node&#60;1&#62;</td>"), "{body}");
+    assert!(
+        body.contains("<td>fts_server</td><td>running</td>"),
+        "{body}"
+    );
+    assert!(body.contains("0000–FFFF"), "{body}");
+}
