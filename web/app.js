@@ -13,6 +13,25 @@
   const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC');
   const stepped = () => uPlot.paths.stepped({ align: 1 });
   const mibs = (v) => (v == null ? '' : v.toFixed(2) + ' MiB/s');
+  const iso = (ts) => new Date(ts * 1e3).toISOString();
+  // The time axis and the legend's time, in UTC, 24 h.
+  const timeAxis = { space: 70, values: (u, splits) => splits.map((ts) => iso(ts).slice(11, 16)) };
+  const timeSeries = { value: (u, ts) => (ts == null ? '--' : iso(ts).slice(0, 19).replace('T', ' ')) };
+
+  // Per-minute columns with a row for every minute of the last `window` seconds (the server
+  // sends only the minutes that saw something).
+  function fillMinutes(c, window) {
+    if (!window) return c;
+    const end = Math.floor(Date.now() / 60000) * 60;
+    const at = new Map(c[0].map((t, i) => [t, i]));
+    const out = c.map(() => []);
+    for (let t = end - Math.floor(window / 60) * 60 + 60; t <= end; t += 60) {
+      const i = at.get(t);
+      out[0].push(t);
+      for (let k = 1; k < c.length; k++) out[k].push(i === undefined ? 0 : c[k][i]);
+    }
+    return out;
+  }
   const axis = (label, scale, side, fmt) => ({
     label, scale, side, size: 80,
     values: fmt ? (u, vals) => vals.map(fmt) : undefined,
@@ -22,17 +41,18 @@
   // Each kind: (columns from the server) -> [uPlot options, data].
   const kinds = {
     // /ftsmon/series: [[ts], [finished], [failed], [bytes]] per minute.
-    transfers(c) {
+    transfers(c, el) {
+      c = fillMinutes(c, Number(el.dataset.window));
       const thr = c[3].map((b) => b / 60 / MIB);
       return [{
         scales: { n: {}, thr: {} },
         series: [
-          {},
+          timeSeries,
           { label: 'finished/min', stroke: '#2e7d32', width: 2, scale: 'n' },
           { label: 'failed/min', stroke: '#c62828', width: 2, scale: 'n' },
           { label: 'throughput', stroke: '#1f5f8b', dash: [6, 4], scale: 'thr', value: (u, v) => mibs(v) },
         ],
-        axes: [{}, axis('transfers', 'n', 3), axis('MiB/s', 'thr', 1)],
+        axes: [timeAxis, axis('transfers', 'n', 3), axis('MiB/s', 'thr', 1)],
       }, [c[0], c[1], c[2], thr]];
     },
     // /ftsmon/optimizer/series: [[ts], [decision], [running], [thr B/s], [ema B/s],
@@ -41,23 +61,23 @@
       return [{
         scales: { thr: {}, active: {} },
         series: [
-          {},
+          timeSeries,
           { label: 'throughput', stroke: '#1f5f8b', width: 2, scale: 'thr', value: (u, v) => mibs(v) },
           { label: 'EMA', stroke: '#8e24aa', width: 2, scale: 'thr', value: (u, v) => mibs(v) },
           { label: 'decision', stroke: '#ef6c00', width: 2, scale: 'active', paths: stepped() },
         ],
-        axes: [{}, axis('MiB/s', 'thr', 3), axis('decision', 'active', 1)],
+        axes: [timeAxis, axis('MiB/s', 'thr', 3), axis('decision', 'active', 1)],
       }, [c[0], c[3].map((v) => v / MIB), c[4].map((v) => v / MIB), c[1]]];
     },
     'opt-success'(c) {
       return [{
         scales: { pct: { range: [0, 100] }, active: {} },
         series: [
-          {},
+          timeSeries,
           { label: 'success', stroke: '#2e7d32', width: 2, scale: 'pct', value: (u, v) => (v == null ? '' : v.toFixed(1) + ' %') },
           { label: 'decision', stroke: '#ef6c00', width: 2, scale: 'active', paths: stepped() },
         ],
-        axes: [{}, axis('success %', 'pct', 3), axis('decision', 'active', 1)],
+        axes: [timeAxis, axis('success %', 'pct', 3), axis('decision', 'active', 1)],
       }, [c[0], c[5], c[1]]];
     },
     'opt-filesize'(c) {
@@ -68,13 +88,13 @@
         scales: { size: {}, thr: {} },
         bands: [{ series: [2, 3], fill: 'rgba(31,95,139,0.15)' }],
         series: [
-          {},
+          timeSeries,
           { label: 'mean size', stroke: '#1f5f8b', width: 2, scale: 'size', value: (u, v) => (v == null ? '' : v.toFixed(1) + ' MiB') },
           { label: '+stddev', stroke: 'rgba(31,95,139,0.4)', scale: 'size' },
           { label: '-stddev', stroke: 'rgba(31,95,139,0.4)', scale: 'size' },
           { label: 'EMA', stroke: '#8e24aa', width: 2, scale: 'thr', value: (u, v) => mibs(v) },
         ],
-        axes: [{}, axis('MiB', 'size', 3), axis('EMA MiB/s', 'thr', 1)],
+        axes: [timeAxis, axis('MiB', 'size', 3), axis('EMA MiB/s', 'thr', 1)],
       }, [c[0], avg, hi, lo, c[4].map((v) => v / MIB)]];
     },
   };
@@ -105,7 +125,7 @@
       note(el, 'The data of this plot could not be loaded.');
       return;
     }
-    const [opts, data] = make(cols);
+    const [opts, data] = make(cols, el);
     if (!data[0].length) note(el, 'No data in the window.');
     if (el.plot) {
       el.plot.setData(data);

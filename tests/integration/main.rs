@@ -19,3 +19,4 @@ mod protocols;
 mod rucio;
 mod service_binary;
 mod tls_auth;
+mod web;

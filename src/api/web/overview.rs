@@ -58,8 +58,9 @@ pub struct OverviewPage {
     pub pager: Pager,
     /// Column header links that sort the table (`orderby`).
     pub sort: Vec<(&'static str, String)>,
-    /// The per-minute series of the plot.
+    /// The per-minute series of the plot, and the window it spans in seconds.
     pub series: String,
+    pub window_secs: i64,
     pub bad_rate: f64,
 }
 
@@ -232,6 +233,7 @@ pub async fn overview(req: &Req<'_>, partial: bool) -> Result<Rendered, ApiError
                 ("time_window", req.mq.time_window.unwrap_or(1).to_string()),
             ],
         ),
+        window_secs: req.mq.time_window.unwrap_or(1).clamp(1, 24) * 3600,
         bad_rate: BAD_RATE_PERCENT,
     };
     render(&view, |v| v.as_live().render(), partial)
