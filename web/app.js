@@ -15,7 +15,15 @@
   const mibs = (v) => (v == null ? '' : v.toFixed(2) + ' MiB/s');
   const iso = (ts) => new Date(ts * 1e3).toISOString();
   // The time axis and the legend's time, in UTC, 24 h.
-  const timeAxis = { space: 70, values: (u, splits) => splits.map((ts) => iso(ts).slice(11, 16)) };
+  // Seconds when the plot spans less than SHORT_SPAN seconds.
+  const SHORT_SPAN = 600;
+  const timeAxis = {
+    space: 70,
+    values: (u, splits) => {
+      const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+      return splits.map((ts) => iso(ts).slice(11, span < SHORT_SPAN ? 19 : 16));
+    },
+  };
   const timeSeries = { value: (u, ts) => (ts == null ? '--' : iso(ts).slice(0, 19).replace('T', ' ')) };
 
   // Per-minute columns with a row for every minute of the last `window` seconds (the server

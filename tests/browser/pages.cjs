@@ -96,7 +96,8 @@ async function main() {
     await page.waitForSelector('#overview tbody tr td a');
     const text = await page.textContent('#overview');
     check(text.includes(SRC) && text.includes(DST), 'the link is listed');
-    const row = page.locator('#overview tbody tr', { hasText: DST }).first();
+    const row = page.locator('#overview tbody tr', { hasText: SRC }).filter({ hasText: DST });
+    check((await row.count()) === 1, 'one row for the link');
     const cells = await row.locator('td').allTextContents();
     check(cells[8] === '4', `4 finished on the link (${cells.join('|')})`);
     check(cells[9] === '1', `1 failed on the link (${cells[9]})`);
@@ -141,7 +142,7 @@ async function main() {
 
   console.log('transfers');
   {
-    const page = await open('transfers', '/web/transfers' + q({ state: 'FINISHED' }));
+    const page = await open('transfers', '/web/transfers' + q({ state: 'FINISHED', source_se: SRC, dest_se: DST }));
     await page.waitForSelector('#transfers tbody tr td a');
     check((await page.locator('#transfers tbody tr').count()) === 4, '4 finished transfers');
     await done('transfers', page);
@@ -152,14 +153,15 @@ async function main() {
     const page = await open('optimizer', '/web/optimizer' + q({ time_window: '1' }));
     await page.waitForSelector('#optimizer tbody tr td a');
     check((await page.textContent('#optimizer')).includes(DST), 'the link has decisions');
-    await Promise.all([page.waitForURL('**/web/optimizer/detail?*'), page.click('#optimizer tbody tr td a')]);
+    const link = page.locator('#optimizer tbody tr', { hasText: SRC }).filter({ hasText: DST }).locator('a').first();
+    await Promise.all([page.waitForURL('**/web/optimizer/detail?*'), link.click()]);
     await page.waitForSelector('#decisions tbody tr td.num');
     await page.waitForFunction(() => [...document.querySelectorAll('figure.plot')].every((f) => f.dataset.drawn), null, { timeout: 10000 });
     const px = await paintedPixels(page, 'figure.plot canvas');
     check(px.length === 3 && px.every((n) => n > 1000), `the three optimizer plots paint pixels (${px})`);
     const legend = await page.textContent('#plot-throughput .u-legend');
     check(legend.includes('decision') && legend.includes('EMA'), 'decision and EMA in the legend');
-    await page.locator('#plot-throughput').screenshot({ path: path.join(SHOTS, 'optimizer-plot.png') });
+    await page.locator('.grid2').screenshot({ path: path.join(SHOTS, 'optimizer-plots.png') });
     await done('optimizer-detail', page);
   }
 
@@ -168,7 +170,8 @@ async function main() {
     const page = await open('errors', '/web/errors');
     await page.waitForSelector('#errors tbody tr td a');
     check((await page.textContent('#errors')).includes(SRC), 'the failing link is listed');
-    await Promise.all([page.waitForURL('**/web/errors/list?*'), page.click('#errors tbody tr td a')]);
+    const link = page.locator('#errors tbody tr', { hasText: SRC }).filter({ hasText: DST }).locator('a').first();
+    await Promise.all([page.waitForURL('**/web/errors/list?*'), link.click()]);
     await page.waitForSelector('#reasons tbody tr td a');
     const reasons = await page.textContent('#reasons');
     check(reasons.includes('SOURCE'), `the reason is listed (${reasons.slice(0, 200)})`);

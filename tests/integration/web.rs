@@ -88,7 +88,33 @@ fn web_pages_in_a_browser() {
         )]),
         json!({"retry": -1}),
     );
-    for id in done.iter().chain([&failed]) {
+    // Two more links, for a fuller overview (and the README's screenshot).
+    let mut others = Vec::new();
+    for i in 0..2 {
+        others.push(submit(
+            &client,
+            json!([transfer(
+                &format!("{SRC}/a{i}?size=4194304"),
+                &format!("mock://archive.example/a{i}?size_post=4194304&time=2")
+            )]),
+            json!({}),
+        ));
+    }
+    others.push(submit(
+        &client,
+        json!([
+            transfer(
+                "mock://cern.example/c0?size=2097152",
+                &format!("{DST}/c0?size_post=2097152&time=1")
+            ),
+            transfer(
+                "mock://cern.example/c1?size=2097152",
+                &format!("{DST}/c1?time=1&transfer_errno=110")
+            )
+        ]),
+        json!({"retry": -1}),
+    ));
+    for id in done.iter().chain([&failed]).chain(&others) {
         wait_job(&client, id, Duration::from_secs(60));
     }
 
