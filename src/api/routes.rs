@@ -295,6 +295,10 @@ pub const ROUTES: &[Route] = &[
         methods: &["GET"],
     },
     Route {
+        pattern: "/web/config",
+        methods: &["GET"],
+    },
+    Route {
         pattern: "/web/static/{asset}",
         methods: &["GET"],
     },

@@ -190,6 +190,15 @@ async function main() {
     await done('stats', page);
   }
 
+  console.log('configuration');
+  {
+    const page = await open('config', '/web/config');
+    await page.waitForSelector('#gfal2-note');
+    check((await page.textContent('#gfal2-note')).includes('show_gfal2_config'), 'gfal2 stays off unless opted in');
+    check((await page.textContent('#audit-note')).includes('show_config_audit'), 'the audit stays off unless opted in');
+    await done('config', page);
+  }
+
   console.log('another user');
   {
     const other = await browser.newContext({

@@ -14,6 +14,7 @@
 //! pager, number formats); one file per group of pages builds their views.
 
 mod assets;
+mod config;
 mod errors;
 mod jobs;
 mod optimizer;
@@ -328,6 +329,7 @@ async fn page(req: &Req<'_>, segments: &[&str], partial: bool) -> Result<Rendere
         ["errors"] => errors::links(req, partial).await,
         ["errors", "list"] => errors::reasons(req, partial).await,
         ["stats"] => stats::stats(req, partial).await,
+        ["config"] => config::config(req, partial).await,
         _ => Err(ApiError::not_found()),
     }
 }

@@ -87,6 +87,8 @@ pub async fn seeded() -> Seeded {
     std::fs::create_dir_all(&log_dir).unwrap();
     let mut settings = Settings::new(ADMIN_DN.into(), dir.path().join("proxies"));
     settings.monitoring.log_dir = log_dir.clone();
+    // The audit opted in (it shows DNs), the gfal2 files not.
+    settings.monitoring.show_config_audit = true;
     let service = Arc::new(Service::new(store.clone(), auth, settings));
 
     let now = crate::model::time::now();
@@ -231,6 +233,27 @@ pub async fn seeded() -> Seeded {
             .unwrap();
     }
     store.beat_host("node<1>", "fts_server", now).await.unwrap();
+    let link = crate::model::config::LinkConfig {
+        source: SRC.into(),
+        destination: DST.into(),
+        symbolicname: format!("link{SCRIPT}"),
+        min_active: 2,
+        max_active: 42,
+        optimizer_mode: None,
+        tcp_buffer_size: None,
+        nostreams: None,
+        no_delegation: None,
+    };
+    let audit = crate::model::audit::AuditEntry {
+        datetime: now,
+        dn: OWNER_DN.into(),
+        config: format!("{{\"symbolicname\": \"link{SCRIPT}\"}}"),
+        action: "insert".into(),
+    };
+    store
+        .set_link(&link.symbolicname, &link, &vec![], &audit)
+        .await
+        .unwrap();
     Seeded {
         _dir: dir,
         service,
@@ -588,4 +611,26 @@ async fn the_statistics_page_shows_states_vos_and_hosts() {
         "{body}"
     );
     assert!(body.contains("0000–FFFF"), "{body}");
+}
+
+#[tokio::test]
+async fn the_configuration_page_shows_links_and_only_the_opted_in_audit() {
+    let s = seeded().await;
+    let (status, body) = page(&s, ADMIN_DN, "config", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_escaped("/web/config", &body);
+    assert!(
+        body.contains("<td>link&#60;script&#62;alert(1)&#60;/script&#62;</td>"),
+        "{body}"
+    );
+    assert!(body.contains("<td>42</td>"), "{body}");
+    // The audit is on in this store: the entry with its (escaped) DN.
+    assert!(body.contains("id=\"audit\""), "{body}");
+    assert!(
+        body.contains("CN=&#60;script&#62;alert(&#39;dn&#39;)"),
+        "{body}"
+    );
+    // gfal2 is off: said so, nothing read.
+    assert!(body.contains("id=\"gfal2-note\""), "{body}");
+    assert!(body.contains("show_gfal2_config"), "{body}");
 }
