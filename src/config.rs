@@ -55,6 +55,11 @@ pub enum ConfigError {
     HttpBackendWithoutGfal2,
     #[error(transparent)]
     Limits(#[from] LimitsError),
+    #[error(
+        "[metrics] listen: {0} is not a loopback address; the plain-HTTP listener has no \
+         authentication, so it only listens on 127.0.0.1 or [::1]"
+    )]
+    MetricsListen(SocketAddr),
     #[error("node_name must be a host name (letters, digits, '.', '-', '_'), got {0:?}")]
     NodeName(String),
     /// `[oidc]`: the field and what is wrong with it (never a secret's value).
@@ -134,6 +139,10 @@ pub struct Config {
     /// with `Authorization: Bearer`, per-file storage tokens, their exchange and refresh.
     /// Off until a provider is configured.
     pub oidc: OidcConfig,
+    /// Prometheus `/metrics` (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// The monitoring JSON and pages (`[monitoring]`).
+    pub monitoring: MonitoringConfig,
 }
 
 /// The `[oidc]` section (the reference's `[fts3] OAuth2`, `AuthorizedAudiences`,
@@ -213,6 +222,32 @@ impl Default for OidcConfig {
     }
 }
 
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Export per-link series (`ftsd_link_files`, `ftsd_transfers_completed_total`, ...).
+    /// Default true.
+    pub per_link: bool,
+    /// Per-link series for at most this many links, the busiest; the others are counted in
+    /// `ftsd_metrics_links_dropped`. Default 1000.
+    pub max_links: usize,
+    /// A plain-HTTP listener serving only `/metrics`, without authentication, for a local
+    /// Prometheus; loopback addresses only. Unset (default): none.
+    #[serde(default, deserialize_with = "deserialize_optional_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_link: true,
+            max_links: crate::service::metrics::DEFAULT_MAX_LINKS,
+            listen: None,
+        }
+    }
+}
+
 impl OidcConfig {
     /// Bearer tokens are accepted only once a provider is configured.
     pub fn enabled(&self) -> bool {
@@ -266,6 +301,25 @@ impl OidcConfig {
         }
         Ok(())
     }
+}
+
+/// The `[monitoring]` section: ftsmon's opt-in settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Serve `/ftsmon/config/audit` (it shows DNs and configuration values). Default false.
+    pub show_config_audit: bool,
+    /// Serve `/ftsmon/config/gfal2` (the gfal2 configuration may hold secrets). Default false.
+    pub show_gfal2_config: bool,
+}
+
+fn deserialize_optional_listen<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The `[engine]` section: how many transfers run and where they may write.
@@ -497,6 +551,8 @@ impl Default for Config {
                 "vo:transfer;all:datamanagement".to_string(),
             )]),
             oidc: OidcConfig::default(),
+            metrics: MetricsConfig::default(),
+            monitoring: MonitoringConfig::default(),
         }
     }
 }
@@ -522,6 +578,8 @@ pub struct Resolved {
     pub log_dir: PathBuf,
     /// `engine.gfal2_options`, parsed.
     pub gfal2_options: Vec<Gfal2Option>,
+    pub metrics: MetricsConfig,
+    pub monitoring: MonitoringConfig,
     /// `ca_dir` was not set and defaults to the grid location because `host_cert` is set:
     /// worth saying when that directory is missing, as the user never named it.
     pub ca_dir_defaulted: bool,
@@ -599,6 +657,11 @@ impl Config {
         {
             return Err(ConfigError::HttpBackendWithoutGfal2);
         }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::MetricsListen(addr));
+            }
+        }
         if let Some(name) = &self.node_name {
             let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
             if name.is_empty() || name.len() > MAX_NODE_NAME || !name.chars().all(allowed) {
@@ -627,6 +690,8 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("transfer-logs")),
             gfal2_options,
+            metrics: self.metrics.clone(),
+            monitoring: self.monitoring.clone(),
             ca_dir_defaulted: self.host_cert.is_some() && self.ca_dir.is_none(),
             oidc: self.oidc.clone(),
         })

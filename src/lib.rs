@@ -159,6 +159,19 @@ pub async fn run_with(
     };
     settings.oidc = oidc.clone();
     settings.submit.non_managed_tokens = config.oidc.non_managed_tokens;
+    settings.metrics = Arc::new(service::metrics::Metrics::new(
+        service::metrics::MetricsSettings {
+            per_link: config.metrics.per_link,
+            max_links: config.metrics.max_links,
+        },
+    ));
+    settings.monitoring = service::monitor::MonitoringSettings {
+        show_config_audit: config.monitoring.show_config_audit,
+        show_gfal2_config: config.monitoring.show_gfal2_config,
+        log_dir: config.log_dir.clone(),
+    };
+    let progress = settings.progress.clone();
+    let metrics = settings.metrics.clone();
     let wake = settings.wake.clone();
     let token_wake = settings.token_wake.clone();
     let host_name = settings.host_name.clone();
@@ -193,6 +206,8 @@ pub async fn run_with(
             log_dir: config.log_dir.clone(),
             host: host_name,
             tokens,
+            progress: progress.clone(),
+            metrics: metrics.clone(),
             optimizer: engine::optimizer::Settings {
                 enabled: config.engine.optimizer,
                 interval: Duration::from_secs(config.engine.optimizer_interval.max(1)),
@@ -229,16 +244,38 @@ pub async fn run_with(
             engine_stopping,
         ))
     });
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(server::ServerError::Io)?,
+        ),
+        None => None,
+    };
+    let (stop_metrics, metrics_stopping) = tokio::sync::watch::channel(false);
+    let plain_metrics = metrics_listener.map(|listener| {
+        tracing::info!(address = %config.metrics.listen.map(|a| a.to_string()).unwrap_or_default(), "plain-HTTP /metrics listening");
+        tokio::spawn(server::metrics_http::run(
+            listener,
+            service.clone(),
+            metrics_stopping,
+        ))
+    });
     let server = Server {
         tls: tls_config,
         auth,
         routes: api::routes(service, api::BodyLimits::new(&config.limits)),
         limits: config.limits.clone(),
+        metrics,
     };
     let address = listener.local_addr().map_err(server::ServerError::Io)?;
     tracing::info!(%address, "listening");
     ready(address);
     let served = server.run(listener, shutdown).await;
+    let _ = stop_metrics.send(true);
+    if let Some(task) = plain_metrics {
+        let _ = task.await;
+    }
     let _ = stop_engine.send(true);
     if let Some(exchange) = exchange {
         // It stops between passes; a pass in flight is bounded by the provider timeout.

@@ -11,11 +11,13 @@ mod body;
 mod config;
 mod delegation;
 pub mod error;
+mod ftsmon;
 mod input;
 pub mod jobs;
 mod optimizer;
 mod root;
 pub mod routes;
+mod web;
 mod whoami;
 
 use std::{convert::Infallible, sync::Arc};
@@ -125,6 +127,33 @@ pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,
         .and(warp::path!("delegation" / String / "voms"))
         .and(ctx.clone())
         .then(|id: String, ctx: Ctx| async move { respond(delegation::voms(&ctx, &id).await) });
+    let ftsmon = warp::get()
+        .and(
+            warp::path("ftsmon")
+                .or(warp::path("fts3").and(warp::path("ftsmon")))
+                .unify(),
+        )
+        .and(warp::path::tail())
+        .and(ctx.clone())
+        .and(warp::query::<Query>())
+        .then(|tail: warp::path::Tail, ctx: Ctx, q: Query| async move {
+            respond(ftsmon::get(&ctx, tail.as_str(), q).await)
+        });
+    let web = warp::get()
+        .and(warp::path("web"))
+        .and(warp::path::tail())
+        .and(ctx.clone())
+        .and(warp::query::<Query>())
+        .and(warp::header::optional::<String>("hx-request"))
+        .then(
+            |tail: warp::path::Tail, ctx: Ctx, q: Query, hx: Option<String>| async move {
+                web::get(&ctx, tail.as_str(), q, hx.as_deref() == Some("true")).await
+            },
+        );
+    let metrics = warp::get()
+        .and(warp::path!("metrics"))
+        .and(ctx.clone())
+        .then(|ctx: Ctx| async move { respond(ftsmon::metrics(&ctx).await) });
     let jobs = job_routes(ctx.clone());
     let bans = ban_routes(ctx.clone());
     let config = config_routes(ctx.clone());
@@ -153,6 +182,12 @@ pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,
         .or(config)
         .unify()
         .or(optimizer)
+        .unify()
+        .or(ftsmon)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(web)
         .unify()
         .or(fallback)
         .unify()

@@ -82,6 +82,10 @@ pub struct Settings {
     pub tokens: Option<Arc<Tokens>>,
     /// Bring-online and archive-monitoring requests: bulk sizes, waits, poll intervals.
     pub tape: tape::Settings,
+    /// Where running transfers report their progress (read by the monitoring views).
+    pub progress: Arc<crate::service::monitor::ProgressBoard>,
+    /// Scheduler cycle and queue-wait metrics.
+    pub metrics: Arc<crate::service::metrics::Metrics>,
 }
 
 /// The token service as the transfers' source of fresh tokens.
@@ -123,6 +127,7 @@ pub struct Running {
     pub source_se: String,
     pub dest_se: String,
     pub vo_name: String,
+    pub activity: String,
     /// Counted against link and SE caps (staging and archive monitoring are not).
     pub counts: bool,
     pub cancel: CancellationToken,
@@ -226,6 +231,7 @@ impl Engine {
                 source_se: file.source_se.clone(),
                 dest_se: file.dest_se.clone(),
                 vo_name: file.vo_name.clone(),
+                activity: file.activity.clone(),
                 counts,
                 cancel: cancel.clone(),
                 progress: progress.clone(),
@@ -240,6 +246,16 @@ impl Engine {
 
     fn untrack(&self, file_id: u64) -> Option<Running> {
         let r = self.running().remove(&file_id);
+        if let Some(r) = &r {
+            let row = crate::model::monitor::RowKey {
+                source_se: r.source_se.clone(),
+                dest_se: r.dest_se.clone(),
+                vo_name: r.vo_name.clone(),
+                activity: r.activity.clone(),
+            };
+            let moved = r.progress.transferred.load(Ordering::Relaxed);
+            self.settings.progress.finish(file_id, &row, Some(moved));
+        }
         self.wake.notify_one();
         r
     }
@@ -324,7 +340,19 @@ impl Engine {
         spec.tokens = self.transfer_tokens(job, file).await;
         spec.credential = credential.filter(|_| spec.tokens.is_none());
         (spec.copy_mode, spec.disable_fallback) = tpc;
+        if file.retry == 0 {
+            self.settings
+                .metrics
+                .queue_wait(&job.vo_name, (time::now() - job.submit_time) as f64);
+        }
         let result = agent::run(&spec, &self.registry, progress, cancel, &mut log).await;
+        if let Ok(report) = &result {
+            // A copy that reported no progress (TPC without performance markers) moved its
+            // whole size: counted when the transfer is untracked.
+            progress
+                .transferred
+                .fetch_max(report.filesize, Ordering::Relaxed);
+        }
         match result {
             Ok(report) => {
                 tracing::info!(job_id = %job.job_id, file_id, %link, bytes = report.filesize, "transfer finished");
@@ -599,8 +627,17 @@ async fn watcher(engine: Arc<Engine>) {
         let ids: Vec<u64> = {
             let mut running = engine.running();
             let now = Instant::now();
-            for r in running.values_mut() {
+            for (id, r) in running.iter_mut() {
                 let bytes = r.progress.transferred.load(Ordering::Relaxed);
+                if r.counts || bytes > 0 {
+                    let row = crate::model::monitor::RowKey {
+                        source_se: r.source_se.clone(),
+                        dest_se: r.dest_se.clone(),
+                        vo_name: r.vo_name.clone(),
+                        activity: r.activity.clone(),
+                    };
+                    engine.settings.progress.update(*id, &row, bytes, now);
+                }
                 if bytes != r.last_bytes {
                     r.last_bytes = bytes;
                     r.last_change = now;

@@ -57,9 +57,14 @@ pub(super) async fn run(engine: Arc<Engine>) {
         if engine.is_stopping() {
             return;
         }
+        let started = std::time::Instant::now();
         if let Err(e) = cycle(&engine, &mut memory).await {
             tracing::error!(error = %e, "scheduling cycle failed");
         }
+        engine
+            .settings
+            .metrics
+            .scheduler_cycle(started.elapsed().as_secs_f64());
         tokio::select! {
             _ = engine.wake.notified() => tokio::time::sleep(WAKE_DEBOUNCE).await,
             _ = tokio::time::sleep(engine.settings.scheduling_interval) => {}

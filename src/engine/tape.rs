@@ -716,6 +716,9 @@ impl Engine {
         let credential = self.credential(job).await;
         Some(backend.session(&SessionContext {
             credential,
+            // Tape requests authenticate with the delegated proxy; storage tokens are used
+            // by the copies only.
+            tokens: None,
             log: TransferLog::null(),
         }))
     }

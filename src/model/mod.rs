@@ -9,6 +9,7 @@ pub mod credential;
 pub mod identity;
 pub mod job;
 pub mod lifecycle;
+pub mod monitor;
 pub mod optimizer;
 pub mod query;
 pub mod submit;

@@ -6,6 +6,8 @@ pub mod bans;
 pub mod config;
 pub mod delegation;
 pub mod jobs;
+pub mod metrics;
+pub mod monitor;
 pub mod optimizer;
 pub mod query;
 pub mod tokens;
@@ -77,6 +79,10 @@ pub struct Service {
     oidc: Option<Arc<Oidc>>,
     /// Woken after a submission whose files wait for a token exchange.
     token_wake: Arc<tokio::sync::Notify>,
+    /// Running transfers' progress (written by the engine).
+    progress: Arc<monitor::ProgressBoard>,
+    monitoring: monitor::MonitoringSettings,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// What the service is configured with.
@@ -93,6 +99,11 @@ pub struct Settings {
     pub oidc: Option<Arc<Oidc>>,
     /// Woken after a submission whose files wait in TOKEN_PREP: the token exchange waits on it.
     pub token_wake: Arc<tokio::sync::Notify>,
+    /// Running transfers' progress, shared with the engine.
+    pub progress: Arc<monitor::ProgressBoard>,
+    pub monitoring: monitor::MonitoringSettings,
+    /// Process metrics (HTTP, scheduler), shared with the server and the engine.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Settings {
@@ -107,6 +118,9 @@ impl Settings {
             wake: Arc::new(tokio::sync::Notify::new()),
             oidc: None,
             token_wake: Arc::new(tokio::sync::Notify::new()),
+            progress: Arc::default(),
+            monitoring: monitor::MonitoringSettings::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -139,12 +153,20 @@ impl Service {
             wake: settings.wake,
             oidc: settings.oidc,
             token_wake: settings.token_wake,
+            progress: settings.progress,
+            monitoring: settings.monitoring,
+            metrics: settings.metrics,
         }
     }
 
     /// The token providers, when configured.
     pub fn oidc(&self) -> Option<&Arc<Oidc>> {
         self.oidc.as_ref()
+    }
+
+    /// This node's name, as the pages' footers show it.
+    pub fn node_name(&self) -> &str {
+        &self.host_name
     }
 
     pub fn store(&self) -> &SharedStore {

@@ -8,6 +8,7 @@
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
 //! - `seal`: private keys and tokens sealed at rest under a key file beside the database.
+//! - `aggregates`: the live monitoring counters, fed by the index hook and applied at commit.
 //! - one file per domain (`authz`, `config`, `credentials`, ...) with batch operations; callers never
 //!   see redb types.
 //!
@@ -16,6 +17,7 @@
 //! same transaction as their row. redb is synchronous: [`RedbStore`] keeps it off the runtime
 //! threads.
 
+pub mod aggregates;
 pub mod authz;
 pub mod bans;
 pub mod check;
@@ -27,6 +29,7 @@ pub mod engine;
 pub mod index;
 pub mod interface;
 pub mod jobs;
+pub mod monitor_rows;
 pub mod optimizer;
 pub mod schema;
 pub mod seal;
@@ -113,6 +116,8 @@ pub struct Redb {
     quick_repair: bool,
     /// Whether opening it walked the whole file to repair it (a crash, without quick repair).
     repaired: bool,
+    /// The monitoring aggregates (`aggregates.rs`), built at open, changed at each commit.
+    live: aggregates::Live,
 }
 
 /// How the database is opened and written.
@@ -198,14 +203,16 @@ impl Redb {
                 "database file open"
             );
         }
-        let store = Redb {
+        let mut store = Redb {
             db,
             path,
             sealer,
             quick_repair: options.quick_repair,
             repaired,
+            live: aggregates::Live::empty(),
         };
         store.init_schema()?;
+        store.live = aggregates::Live::load(&store.db.begin_read()?, crate::model::time::now())?;
         Ok(store)
     }
 
@@ -303,12 +310,20 @@ impl Redb {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
         tx.set_quick_repair(self.quick_repair);
+        aggregates::discard();
         match f(&tx) {
             Ok(value) => {
-                tx.commit()?;
+                let started = std::time::Instant::now();
+                if let Err(e) = tx.commit() {
+                    aggregates::discard();
+                    return Err(e.into());
+                }
+                self.live
+                    .committed(started.elapsed(), crate::model::time::now());
                 Ok(value)
             }
             Err(e) => {
+                aggregates::discard();
                 tx.abort()?;
                 Err(e)
             }
@@ -318,7 +333,9 @@ impl Redb {
     /// Rebuild every index from the rows and list the differences (empty when consistent).
     pub fn check_indexes(&self) -> Result<Vec<String>, StoreError> {
         let tx = self.db.begin_read()?;
-        index::check(&tx)
+        let mut problems = index::check(&tx)?;
+        aggregates::check(&tx, &self.live, crate::model::time::now(), &mut problems)?;
+        Ok(problems)
     }
 }
 

@@ -493,7 +493,7 @@ impl Xrootd {
         let config = root.join("xrootd.cfg");
         fs::write(
             &config,
-            xrootd_config(root, name, root_port, https_port, options),
+            xrootd_config(root, name, root_port, https_port, &options),
         )
         .unwrap();
         if options.tape {
@@ -673,7 +673,7 @@ fn scitokens_files(root: &Path, https: u16, tokens: &SciTokens) {
 
 /// protocol-peers.md §1, on this instance's directory and ports; with [`Options::scitokens`],
 /// tokens.md §A.7 (ztn and SciTokens instead of GSI, macaroons and the grid-mapfile).
-fn xrootd_config(root: &Path, name: &str, port: u16, https: u16, options: Options) -> String {
+fn xrootd_config(root: &Path, name: &str, port: u16, https: u16, options: &Options) -> String {
     let r = root.display();
     if options.scitokens.is_some() {
         return format!(
