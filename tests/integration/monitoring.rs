@@ -4,6 +4,7 @@
 //! real Prometheus scraping over HTTPS with a client certificate (Debian `prometheus`).
 
 use std::{
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -414,14 +415,24 @@ fn monitoring_after_a_mock_workload() {
 /// `{"name", "labels", "value"}` per sample, or None where the parser is not installed
 /// (CI installs it).
 fn parse_openmetrics(text: &str) -> Option<Value> {
-    const PARSE: &str = "import sys, json\n\
-from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
-out = []\n\
-for fam in text_string_to_metric_families(sys.stdin.read()):\n\
-    for s in fam.samples:\n\
-        out.append({'name': s.name, 'labels': s.labels, 'value': s.value})\n\
-print(json.dumps(out))\n";
-    let ok = Command::new("python3")
+    // Python's indentation matters: no `\` line continuations here (they eat it).
+    const PARSE: &str = "\
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({'name': s.name, 'labels': s.labels, 'value': s.value})
+print(json.dumps(out))
+";
+    // Debian's python3-prometheus-client is in the system Python, which a python3 earlier on
+    // the PATH (pyenv, a venv) may not see.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let ok = Command::new(python)
         .args(["-c", "import prometheus_client"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -432,7 +443,7 @@ print(json.dumps(out))\n";
         );
         return None;
     }
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python)
         .args(["-c", PARSE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -440,12 +451,8 @@ print(json.dumps(out))\n";
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    // A parser that stops early closes its stdin: its status and stderr below say why.
+    let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

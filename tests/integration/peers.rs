@@ -1173,8 +1173,10 @@ fn xrootd_streaming_digest_tpc_root_and_readonly() {
     if !available(&["xrootd", "curl", "xrdcp"]) {
         return;
     }
-    let a = Xrootd::start(pki, "a", Options::default());
-    let b = Xrootd::start(pki, "b", Options::default());
+    // Not "a"/"b": the README's XRootD pair (run by first_hour, as another user) has those
+    // names, and xrootd's /tmp/xrootd.<name>.env of one user cannot be rewritten by another.
+    let a = Xrootd::start(pki, "pa", Options::default());
+    let b = Xrootd::start(pki, "pb", Options::default());
     let data = sample_data(3_000_000, 1);
     let src = tempfile::NamedTempFile::new().unwrap();
     fs::write(src.path(), &data).unwrap();
