@@ -200,12 +200,23 @@ impl Daemon {
 
     /// Poll `ready` until it says yes; panic with the tails of `logs` when the server exits or
     /// stays silent past [`START_DEADLINE`].
-    pub(crate) fn wait_ready(&mut self, logs: &[PathBuf], mut ready: impl FnMut() -> bool) {
+    pub(crate) fn wait_ready(&mut self, logs: &[PathBuf], ready: impl FnMut() -> bool) {
+        if let Err(why) = self.try_wait_ready(logs, ready) {
+            panic!("{why}");
+        }
+    }
+
+    /// [`Self::wait_ready`], the failure returned (with the logs' tails) instead of raised.
+    pub(crate) fn try_wait_ready(
+        &mut self,
+        logs: &[PathBuf],
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if ready() {
                 eprintln!("{} answers after {:?}", self.name, start.elapsed());
-                return;
+                return Ok(());
             }
             let why = match self.child.try_wait().unwrap() {
                 Some(status) => format!("exited ({status})"),
@@ -218,7 +229,7 @@ impl Daemon {
                 }
             };
             let tails: String = logs.iter().map(|log| tail(log, 40)).collect();
-            panic!("{} {why}\n{tails}", self.name);
+            return Err(format!("{} {why}\n{tails}", self.name));
         }
     }
 }
@@ -442,6 +453,22 @@ pub struct Xrootd {
 impl Xrootd {
     /// Start an instance; `name` (letters and digits) appears in its site name and log.
     pub fn start(pki: &TestPki, name: &str, options: Options) -> Xrootd {
+        // Free ports are picked, then bound by xrootd: another test's server may take one in
+        // between. That start is retried on new ports; any other failure is the test's.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start(pki, name, options.clone()) {
+                Ok(xrootd) => return xrootd,
+                Err(why) if attempt < ATTEMPTS && why.contains("address already in use") => {
+                    eprintln!("xrootd {name}: a port was taken meanwhile, starting again");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(pki: &TestPki, name: &str, options: Options) -> Result<Xrootd, String> {
         assert!(
             !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
             "xrootd instance name {name:?}"
@@ -536,15 +563,15 @@ impl Xrootd {
             root.join("stdout.log"),
             root.join("logs").join(name).join("xrootd.log"),
         ];
-        daemon.wait_ready(&logs, || client.get("/").is_ok());
-        Xrootd {
+        daemon.try_wait_ready(&logs, || client.get("/").is_ok())?;
+        Ok(Xrootd {
             daemon,
             name: name.to_string(),
             root_port,
             https_port,
             owner,
             dir,
-        }
+        })
     }
 
     pub fn https_port(&self) -> u16 {
