@@ -7,7 +7,14 @@
 //! - `multi`: the same with `--files-per-job`-file jobs (100 by default): jobs/s and files/s;
 //! - `fill`: more `--fill-job-files`-file jobs until `--fill-files` files are stored (1M);
 //! - `get`: `GET /jobs/{id}` of random stored jobs, closed loop with each client count of
-//!   `--get-clients`, then paced (`--get-rate`; by default half the rate of the last run).
+//!   `--get-clients`, then paced (`--get-rate`; by default half the rate of the last run);
+//! - `ab`: the cost of the monitoring aggregates, side by side in one server: `--ab-rounds`
+//!   rounds of `single` and `multi` runs of `--duration` seconds, each run once with the
+//!   aggregates on and once off (ABBA order), then the paired ratios of jobs/s and CPU;
+//! - `monitor`: `GET /ftsmon/overview`, then `GET /metrics` (one client, `--get-duration` each);
+//! - `reopen`: after the server stopped, open the database again `REOPENS` times and time it,
+//!   with the part spent rebuilding the monitoring aggregates from the rows (from the store's
+//!   `monitoring aggregates built` event).
 //!
 //! Besides rates and latencies it reports where the CPU went (server runtime, job writer,
 //! benchmark clients; from /proc/self/task) and the group-commit batches the job writer made
@@ -82,9 +89,20 @@ struct Args {
     /// timer ticks every millisecond, so requests leave in bursts of rate/1000.
     #[arg(long, value_delimiter = ',')]
     get_rate: Vec<f64>,
-    /// Phases to run, in this order: single, multi, fill, get.
+    /// Phases to run, in this order: single, multi, fill, get, monitor (`GET /ftsmon/overview`
+    /// and `GET /metrics`, closed loop with one client, for `--get-duration` each), reopen
+    /// (time `Redb::open` of the stored database, aggregates rebuild included).
     #[arg(long, value_delimiter = ',', default_values_t = ["single".to_string(), "multi".into(), "fill".into(), "get".into()])]
     phases: Vec<String>,
+    /// Links (source SE, destination SE pairs) the jobs are spread over, one link per job.
+    #[arg(long, default_value_t = 8)]
+    links: u64,
+    /// Turn the monitoring aggregates off, to measure what they cost the submissions.
+    #[arg(long)]
+    no_aggregates: bool,
+    /// Rounds of the `ab` phase (each: single and multi, aggregates on and off).
+    #[arg(long, default_value_t = 10)]
+    ab_rounds: usize,
     /// Worker threads of the server's runtime (the job writer thread comes on top).
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -115,7 +133,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn run(args: Args) -> Result<(), BoxError> {
     for p in &args.phases {
-        if !["single", "multi", "fill", "get"].contains(&p.as_str()) {
+        if !["single", "multi", "ab", "fill", "get", "monitor", "reopen"].contains(&p.as_str()) {
             return Err(format!("unknown phase {p:?}").into());
         }
     }
@@ -127,6 +145,11 @@ fn run(args: Args) -> Result<(), BoxError> {
     };
     install_tracing(args.log.as_deref(), &tmp.path().join("ftsd.log"))?;
     let pki = DevPki::create(&tmp.path().join("pki"))?;
+    LINKS.store(args.links.max(1), Ordering::Relaxed);
+    if args.no_aggregates {
+        ftsd::store::aggregates::set_enabled(false);
+        println!("monitoring aggregates OFF");
+    }
     let data_dir = tmp.path().join("data");
     println!("{}", machine());
     let server = BenchServer::start(&pki, &data_dir, args.server_threads)?;
@@ -150,6 +173,9 @@ fn run(args: Args) -> Result<(), BoxError> {
     server.stop()?;
     let report = result?;
     report.print(&args);
+    if args.phases.iter().any(|p| p == "reopen") {
+        reopen(&data_dir)?;
+    }
     if let Ok(size) = db_size {
         println!("database file: {:.1} MiB", size as f64 / (1024.0 * 1024.0));
     }
@@ -274,8 +300,18 @@ static BATCHES: Mutex<Batches> = Mutex::new(Batches {
 });
 
 fn is_batch_event(m: &tracing::Metadata<'_>) -> bool {
-    m.is_event() && m.target() == "ftsd::store::writer" && m.fields().field("commit_us").is_some()
+    m.is_event()
+        && ((m.target() == "ftsd::store::writer" && m.fields().field("commit_us").is_some())
+            || is_rebuild_event(m))
 }
+
+/// The store's `monitoring aggregates built` event (at each open).
+fn is_rebuild_event(m: &tracing::Metadata<'_>) -> bool {
+    m.fields().field("rebuild_ms").is_some()
+}
+
+/// `rebuild_ms` of the last `monitoring aggregates built` event.
+static REBUILD_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 
 struct BatchLayer;
 
@@ -286,6 +322,7 @@ impl<S: tracing::Subscriber> Layer<S> for BatchLayer {
             jobs: u64,
             files: u64,
             commit_us: u64,
+            rebuild_ms: u64,
         }
         impl tracing::field::Visit for Fields {
             fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
@@ -293,6 +330,7 @@ impl<S: tracing::Subscriber> Layer<S> for BatchLayer {
                     "jobs" => self.jobs = value,
                     "files" => self.files = value,
                     "commit_us" => self.commit_us = value,
+                    "rebuild_ms" => self.rebuild_ms = value,
                     _ => {}
                 }
             }
@@ -300,6 +338,10 @@ impl<S: tracing::Subscriber> Layer<S> for BatchLayer {
         }
         let mut f = Fields::default();
         event.record(&mut f);
+        if is_rebuild_event(event.metadata()) {
+            REBUILD_MS.store(f.rebuild_ms, Ordering::Relaxed);
+            return;
+        }
         if let Ok(mut b) = BATCHES.lock() {
             b.count += 1;
             b.jobs += f.jobs;
@@ -540,6 +582,8 @@ enum Work {
     Submit { files: usize },
     /// `GET /jobs/{id}` of a random id.
     Get { ids: Arc<Vec<String>> },
+    /// `GET` of a fixed path.
+    Path(&'static str),
 }
 
 /// When a phase ends.
@@ -556,11 +600,11 @@ static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
 /// Jobs are spread over a few links (source SE, destination SE), one link per job, so the
 /// per-link indexes look like a real queue.
 static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
-const LINKS: u64 = 8;
+static LINKS: AtomicU64 = AtomicU64::new(8);
 
 fn submission(files: usize, nonce: u64) -> Bytes {
     let first = NEXT_FILE.fetch_add(files as u64, Ordering::Relaxed);
-    let link = NEXT_JOB.fetch_add(1, Ordering::Relaxed) % LINKS;
+    let link = NEXT_JOB.fetch_add(1, Ordering::Relaxed) % LINKS.load(Ordering::Relaxed);
     let mut body = String::with_capacity(64 + files * 140);
     body.push_str("{\"files\":[");
     for n in first..first + files as u64 {
@@ -651,6 +695,7 @@ async fn client_loop(
                 let id = &ids[(rng.next() % ids.len() as u64) as usize];
                 ("GET", format!("/jobs/{id}"), None)
             }
+            Work::Path(p) => ("GET", p.to_string(), None),
         };
         let sent = Instant::now();
         let reply = conn.call(method, &path, body).await;
@@ -743,7 +788,7 @@ async fn phase(
     let clients = conns.len();
     let files_per_job = match &work {
         Work::Submit { files } => *files,
-        Work::Get { .. } => 0,
+        Work::Get { .. } | Work::Path(_) => 0,
     };
     take_batches();
     let cpu_before = cpu_by_group();
@@ -818,6 +863,8 @@ struct Report {
     stored_jobs: usize,
     stored_files: u64,
     fill: Option<(u64, f64)>,
+    /// The `ab` phase: (files per job, aggregates on, jobs/s, ftsd CPU µs per job) per run.
+    ab: Vec<(usize, bool, f64, f64)>,
 }
 
 async fn phases(args: &Args, pki: &DevPki, port: u16) -> Result<Report, BoxError> {
@@ -847,6 +894,7 @@ async fn phases(args: &Args, pki: &DevPki, port: u16) -> Result<Report, BoxError
         stored_jobs: 0,
         stored_files: 0,
         fill: None,
+        ab: Vec::new(),
     };
     let mut job_ids: Vec<String> = Vec::new();
     let submit_stop = Stop {
@@ -887,6 +935,44 @@ async fn phases(args: &Args, pki: &DevPki, port: u16) -> Result<Report, BoxError
         give(&mut pool, conns);
         report.stored_files += r.requests * args.files_per_job as u64;
         report.phases.push(r);
+    }
+    if wants("ab") {
+        for round in 0..args.ab_rounds {
+            // ABBA: which setting runs first alternates, so a drift of the machine's load
+            // weighs on both alike.
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for files in [1, args.files_per_job] {
+                for on in order {
+                    ftsd::store::aggregates::set_enabled(on);
+                    let mut conns = take(&mut pool, args.clients);
+                    let r = phase(
+                        format!(
+                            "ab {}: {files}-file jobs, aggregates {}",
+                            round + 1,
+                            if on { "on" } else { "off" }
+                        ),
+                        &mut conns,
+                        Work::Submit { files },
+                        submit_stop,
+                        nonce,
+                        &mut job_ids,
+                    )
+                    .await?;
+                    give(&mut pool, conns);
+                    report.stored_files += r.requests * files as u64;
+                    let cpu = r.cpu.get("server").copied().unwrap_or(0.0)
+                        + r.cpu.get("writer").copied().unwrap_or(0.0);
+                    let us = cpu / r.requests.max(1) as f64 * 1e6;
+                    report.ab.push((files, on, r.rate(), us));
+                }
+            }
+        }
+        ftsd::store::aggregates::set_enabled(!args.no_aggregates);
+        eprintln!("  (the aggregates are inconsistent from here on: they missed the `off` runs)");
     }
     if wants("fill") && report.stored_files < args.fill_files {
         let per_job = args.fill_job_files.max(1) as u64;
@@ -960,6 +1046,31 @@ async fn phases(args: &Args, pki: &DevPki, port: u16) -> Result<Report, BoxError
                 Stop {
                     rate: Some(paced),
                     ..get_stop
+                },
+                nonce,
+                &mut Vec::new(),
+            )
+            .await?;
+            give(&mut pool, conns);
+            report.phases.push(r);
+        }
+    }
+    if wants("monitor") {
+        for path in ["/ftsmon/overview", "/metrics"] {
+            let mut conns = take(&mut pool, 1);
+            if let Some(conn) = conns.first_mut() {
+                if let Ok((200, body)) = conn.call("GET", path, None).await {
+                    eprintln!("GET {path}: {} bytes", body.len());
+                }
+            }
+            let r = phase(
+                format!("GET {path}"),
+                &mut conns,
+                Work::Path(path),
+                Stop {
+                    duration: Duration::from_secs_f64(args.get_duration),
+                    max_requests: None,
+                    rate: None,
                 },
                 nonce,
                 &mut Vec::new(),
@@ -1084,6 +1195,7 @@ impl Report {
                 None => String::new(),
             }
         );
+        self.print_ab(args);
         println!();
         println!("targets (issue 4, on 2 cores):");
         let find = |prefix: &str| self.phases.iter().find(|p| p.name.starts_with(prefix));
@@ -1098,7 +1210,11 @@ impl Report {
                 50_000.0,
             );
         }
-        for p in self.phases.iter().filter(|p| p.name.starts_with("GET")) {
+        for p in self
+            .phases
+            .iter()
+            .filter(|p| p.name.starts_with("GET /jobs"))
+        {
             verdict(
                 &format!(
                     "GET p99 ms, {} clients, {}",
@@ -1110,8 +1226,76 @@ impl Report {
                 1.0,
             );
         }
-        if self.stored_files < 1_000_000 && self.phases.iter().any(|p| p.name.starts_with("GET")) {
+        if self.stored_files < 1_000_000
+            && self.phases.iter().any(|p| p.name.starts_with("GET /jobs"))
+        {
             println!("  (GET measured with fewer than 1,000,000 files stored)");
+        }
+    }
+}
+
+impl Report {
+    /// The `ab` phase: per job size, the mean of each setting and the median of the per-round
+    /// ratios on/off (pairs run back to back, so they share the machine's load).
+    fn print_ab(&self, args: &Args) {
+        if self.ab.is_empty() {
+            return;
+        }
+        println!();
+        println!(
+            "Aggregates on vs off, same server, ABBA rounds of {:.0} s:",
+            args.duration
+        );
+        println!(
+            "{:<16} {:>12} {:>12} {:>14} {:>12} {:>12} {:>14}",
+            "jobs",
+            "jobs/s on",
+            "jobs/s off",
+            "median on/off",
+            "µs/job on",
+            "µs/job off",
+            "median on/off"
+        );
+        for files in [1, args.files_per_job] {
+            let runs = |on: bool| -> Vec<(f64, f64)> {
+                self.ab
+                    .iter()
+                    .filter(|r| r.0 == files && r.1 == on)
+                    .map(|r| (r.2, r.3))
+                    .collect()
+            };
+            let (on, off) = (runs(true), runs(false));
+            let mean = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+                v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
+            };
+            let median_ratio = |f: fn(&(f64, f64)) -> f64| {
+                let mut r: Vec<f64> = on.iter().zip(&off).map(|(a, b)| f(a) / f(b)).collect();
+                r.sort_by(f64::total_cmp);
+                r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+            };
+            println!(
+                "{:<16} {:>12.0} {:>12.0} {:>14.3} {:>12.1} {:>12.1} {:>14.3}",
+                format!("{files}-file"),
+                mean(&on, |r| r.0),
+                mean(&off, |r| r.0),
+                median_ratio(|r| r.0),
+                mean(&on, |r| r.1),
+                mean(&off, |r| r.1),
+                median_ratio(|r| r.1),
+            );
+        }
+        println!("per round (jobs/s on, off):");
+        for files in [1, args.files_per_job] {
+            let line: Vec<String> = self
+                .ab
+                .chunks(2)
+                .filter(|c| c[0].0 == files)
+                .map(|c| {
+                    let (on, off) = if c[0].1 { (c[0], c[1]) } else { (c[1], c[0]) };
+                    format!("{:.0}/{:.0}", on.2, off.2)
+                })
+                .collect();
+            println!("  {files}-file: {}", line.join(" "));
         }
     }
 }
@@ -1125,4 +1309,31 @@ fn verdict(what: &str, value: f64, op: &str, target: f64) {
         "  {what:<44} {value:>10.3}  target {op} {target:<8} {}",
         if ok { "MET" } else { "MISSED" }
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reopening the stored database.
+
+/// Opens timed by the `reopen` phase (the first one may read from disk, the others from the
+/// page cache).
+const REOPENS: usize = 3;
+
+/// Open the database the server left `REOPENS` times: the whole `Redb::open` and its part
+/// rebuilding the monitoring aggregates.
+fn reopen(data_dir: &std::path::Path) -> Result<(), BoxError> {
+    println!();
+    println!("reopen (Redb::open of the stored database; the server is stopped):");
+    for i in 1..=REOPENS {
+        REBUILD_MS.store(u64::MAX, Ordering::Relaxed);
+        let started = Instant::now();
+        let store = ftsd::store::Redb::open(data_dir)?;
+        let open_ms = started.elapsed().as_secs_f64() * 1000.0;
+        drop(store);
+        let rebuild = match REBUILD_MS.load(Ordering::Relaxed) {
+            u64::MAX => "(no event)".to_string(),
+            ms => format!("{ms} ms"),
+        };
+        println!("  open {i}: {open_ms:>9.1} ms, of which aggregates rebuild {rebuild}");
+    }
+    Ok(())
 }

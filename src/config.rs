@@ -62,8 +62,16 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
+    #[error(
+        "[metrics] listen: {0} is not a loopback address; the plain-HTTP listener has no \
+         authentication, so it only listens on 127.0.0.1 or [::1]"
+    )]
+    MetricsListen(SocketAddr),
     #[error("node_name must be a host name (letters, digits, '.', '-', '_'), got {0:?}")]
     NodeName(String),
+    /// `[oidc]`: the field and what is wrong with it (never a secret's value).
+    #[error("[oidc] {field}: {detail}")]
+    Oidc { field: String, detail: String },
 }
 
 /// `ftsd.toml: line 3` (or just the path when the line is unknown).
@@ -136,6 +144,191 @@ pub struct Config {
     /// Role grants, as the reference's `[roles]` section: `role = "level:operation;..."`.
     /// `public` applies to every authenticated user. Default `public = "vo:transfer;all:datamanagement"`.
     pub roles: BTreeMap<String, String>,
+    /// OAuth2 / WLCG bearer tokens (`[oidc]` and `[[oidc.providers]]`): API authentication
+    /// with `Authorization: Bearer`, per-file storage tokens, their exchange and refresh.
+    /// Off until a provider is configured.
+    pub oidc: OidcConfig,
+    /// Prometheus `/metrics` (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// The monitoring JSON and pages (`[monitoring]`).
+    pub monitoring: MonitoringConfig,
+}
+
+/// The `[oidc]` section (the reference's `[fts3] OAuth2`, `AuthorizedAudiences`,
+/// `ValidateAccessTokenOffline`, `JWKCacheSeconds`, `NonManagedTokens` and its `[providers]`;
+/// the token daemon's `TokenRefreshMarginPeriod` and `TokenExchangeCheckInterval`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// Audiences an API token may carry (its `aud`, or one entry of it, must be one of these).
+    /// Rucio asks its tokens for the bare host name of the FTS endpoint (`fts.example.org`).
+    /// Default: the WLCG "any" audience, `https://wlcg.cern.ch/jwt/v1/any`.
+    pub authorized_audiences: Vec<String>,
+    /// How long a provider's signing keys (JWKS) are kept before they are fetched again
+    /// (86400). A token signed with a key not in the cache makes an earlier fetch.
+    pub jwks_cache_seconds: u64,
+    /// Validate API tokens with the provider's keys (true), or ask the provider's
+    /// introspection endpoint for every request (false; RFC 7662, needs `offline_access`).
+    pub validate_offline: bool,
+    /// Only tokens with the `offline_access` scope are exchanged and refreshed; the others are
+    /// used as given (the reference's `NonManagedTokens`). Clients can ask for the same per job
+    /// with `params.unmanaged_tokens`.
+    pub non_managed_tokens: bool,
+    /// A transfer refreshes a managed token when it expires within this many seconds (300).
+    pub token_refresh_margin: u64,
+    /// Seconds between passes over the files waiting for a token exchange (30); a submission
+    /// that needs one also starts a pass.
+    pub exchange_interval: u64,
+    /// Trusted token issuers, one `[[oidc.providers]]` table each.
+    pub providers: Vec<OidcProvider>,
+}
+
+/// One `[[oidc.providers]]` table: a token issuer this service trusts and its client account
+/// there (used for token exchange, refresh and introspection).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// The issuer URL (`https://`), as in its tokens' `iss`; its discovery document is
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// This service's client at the provider.
+    pub client_id: String,
+    /// Its secret. The configuration file then holds a secret: keep it readable by the
+    /// service only (`check-config` says so when it is not).
+    pub client_secret: String,
+    /// A scope every API token of this issuer must carry (the reference's `OauthScopeFts`,
+    /// e.g. `fts`).
+    #[serde(default)]
+    pub required_scope: Option<String>,
+    /// The VO of this issuer's users (else taken from `wlcg.groups`, else the issuer's host).
+    #[serde(default)]
+    pub vo: Option<String>,
+}
+
+impl fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("required_scope", &self.required_scope)
+            .field("vo", &self.vo)
+            .finish()
+    }
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            authorized_audiences: vec![crate::model::token::WLCG_ANY_AUDIENCE.to_string()],
+            jwks_cache_seconds: 86400,
+            validate_offline: true,
+            non_managed_tokens: false,
+            token_refresh_margin: 300,
+            exchange_interval: 30,
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Export per-link series (`ftsd_link_files`, `ftsd_transfers_completed_total`, ...).
+    /// Default true.
+    pub per_link: bool,
+    /// Per-link series for at most this many links, the busiest; the others are counted in
+    /// `ftsd_metrics_links_dropped`. Default 1000.
+    pub max_links: usize,
+    /// A plain-HTTP listener serving only `/metrics`, without authentication, for a local
+    /// Prometheus; loopback addresses only. Unset (default): none.
+    #[serde(default, deserialize_with = "deserialize_optional_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_link: true,
+            max_links: crate::service::metrics::DEFAULT_MAX_LINKS,
+            listen: None,
+        }
+    }
+}
+
+impl OidcConfig {
+    /// Bearer tokens are accepted only once a provider is configured.
+    pub fn enabled(&self) -> bool {
+        !self.providers.is_empty()
+    }
+
+    /// What would make the providers unusable: a non-https issuer, an empty client, a
+    /// duplicate, a required scope that is not one scope.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |i: usize, field: &str, detail: String| ConfigError::Oidc {
+            field: format!("providers[{i}].{field}"),
+            detail,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let lower = p.issuer.to_ascii_lowercase();
+            let host = lower.strip_prefix("https://").unwrap_or("");
+            if host.is_empty() || host.starts_with('/') {
+                return Err(err(
+                    i,
+                    "issuer",
+                    format!("{:?} is not an https:// URL", p.issuer),
+                ));
+            }
+            let normalized = crate::model::token::safe_issuer(&p.issuer);
+            if seen.contains(&normalized) {
+                return Err(err(i, "issuer", format!("{:?} is listed twice", p.issuer)));
+            }
+            seen.push(normalized);
+            if p.client_id.trim().is_empty() {
+                return Err(err(i, "client_id", "must not be empty".into()));
+            }
+            if p.client_secret.is_empty() {
+                return Err(err(i, "client_secret", "must not be empty".into()));
+            }
+            if let Some(scope) = &p.required_scope {
+                if scope.is_empty() || scope.contains(char::is_whitespace) {
+                    return Err(err(
+                        i,
+                        "required_scope",
+                        format!("{scope:?} must be one scope"),
+                    ));
+                }
+            }
+        }
+        if self.enabled() && self.authorized_audiences.is_empty() {
+            return Err(ConfigError::Oidc {
+                field: "authorized_audiences".into(),
+                detail: "empty: no API token could be accepted".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The `[monitoring]` section: ftsmon's opt-in settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Serve `/ftsmon/config/audit` (it shows DNs and configuration values). Default false.
+    pub show_config_audit: bool,
+    /// Serve `/ftsmon/config/gfal2` (the gfal2 configuration may hold secrets). Default false.
+    pub show_gfal2_config: bool,
+}
+
+fn deserialize_optional_listen<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The `[engine]` section: how many transfers run and where they may write.
@@ -152,6 +345,25 @@ pub struct EngineConfig {
     pub default_se_active: usize,
     /// Bring-online requests in flight at once.
     pub max_staging: usize,
+    /// Files per bring-online request to one storage (`StagingBulkSize`, 200).
+    pub staging_bulk_size: usize,
+    /// Seconds a storage with fewer STAGING files than a bulk waits for more before its request
+    /// goes (`StagingWaitingFactor`, 300; 0: at once).
+    pub staging_wait: u64,
+    /// Seconds from a bring-online request to its first poll (the reference's 300).
+    pub staging_first_poll: u64,
+    /// Seconds between later polls (`StagingPollInterval`, 600).
+    pub staging_poll_interval: u64,
+    /// Communication errors tolerated per file while polling (`StagingPollRetries`, 3).
+    pub staging_poll_retries: u32,
+    /// Files per archive poll to one storage (`ArchivePollBulkSize`, 200).
+    pub archive_bulk_size: usize,
+    /// Seconds from the first archive poll (at once) to the second (the reference's 300).
+    pub archive_first_poll: u64,
+    /// Seconds between later archive polls (`ArchivePollInterval`, 600).
+    pub archive_poll_interval: u64,
+    /// Communication errors tolerated per file (`ArchivePollRetries`, 3).
+    pub archive_poll_retries: u32,
     /// Seconds between scheduling cycles (`SchedulingInterval`, 2); submissions and finished
     /// transfers also start a cycle.
     pub scheduling_interval: u64,
@@ -297,6 +509,15 @@ impl Default for EngineConfig {
             default_link_active: 2,
             default_se_active: 200,
             max_staging: 1000,
+            staging_bulk_size: 200,
+            staging_wait: 300,
+            staging_first_poll: 300,
+            staging_poll_interval: 600,
+            staging_poll_retries: 3,
+            archive_bulk_size: 200,
+            archive_first_poll: 300,
+            archive_poll_interval: 600,
+            archive_poll_retries: 3,
             scheduling_interval: 2,
             queue_check_interval: 300,
             stall_timeout: 900,
@@ -339,6 +560,9 @@ impl Default for Config {
                 "public".to_string(),
                 "vo:transfer;all:datamanagement".to_string(),
             )]),
+            oidc: OidcConfig::default(),
+            metrics: MetricsConfig::default(),
+            monitoring: MonitoringConfig::default(),
         }
     }
 }
@@ -365,9 +589,13 @@ pub struct Resolved {
     pub log_dir: PathBuf,
     /// `engine.gfal2_options`, parsed.
     pub gfal2_options: Vec<Gfal2Option>,
+    pub metrics: MetricsConfig,
+    pub monitoring: MonitoringConfig,
     /// `ca_dir` was not set and defaults to the grid location because `host_cert` is set:
     /// worth saying when that directory is missing, as the user never named it.
     pub ca_dir_defaulted: bool,
+    /// `[oidc]`, validated.
+    pub oidc: OidcConfig,
 }
 
 impl Resolved {
@@ -440,12 +668,18 @@ impl Config {
         {
             return Err(ConfigError::HttpBackendWithoutGfal2);
         }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::MetricsListen(addr));
+            }
+        }
         if let Some(name) = &self.node_name {
             let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
             if name.is_empty() || name.len() > MAX_NODE_NAME || !name.chars().all(allowed) {
                 return Err(ConfigError::NodeName(name.clone()));
             }
         }
+        self.oidc.validate()?;
         let limits = self.limits.resolve(self.max_connections)?;
         if let Some((field, problem)) = self.messages.problems().into_iter().next() {
             return Err(ConfigError::Messages { field, problem });
@@ -471,7 +705,10 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("transfer-logs")),
             gfal2_options,
+            metrics: self.metrics.clone(),
+            monitoring: self.monitoring.clone(),
             ca_dir_defaulted: self.host_cert.is_some() && self.ca_dir.is_none(),
+            oidc: self.oidc.clone(),
         })
     }
 
@@ -772,6 +1009,7 @@ impl Config {
         if !dev_pending || self.voms_dir.is_some() {
             check_voms_dir(&paths.voms_dir, &mut out);
         }
+        self.check_oidc(&mut out);
         out.0
     }
 
@@ -818,6 +1056,66 @@ impl Config {
                 m.ttl_hours
             ),
         );
+    }
+
+    /// `[oidc]`: the providers as configured (discovery happens at start, not here).
+    fn check_oidc(&self, out: &mut Findings) {
+        if !self.oidc.enabled() {
+            out.info(
+                "oidc",
+                "no [[oidc.providers]]: bearer tokens are refused, certificates only",
+            );
+            return;
+        }
+        match self.oidc.validate() {
+            Ok(()) => {
+                let issuers: Vec<&str> = self
+                    .oidc
+                    .providers
+                    .iter()
+                    .map(|p| p.issuer.as_str())
+                    .collect();
+                out.ok(
+                    "oidc.providers",
+                    format!(
+                        "bearer tokens from {} (audiences: {})",
+                        issuers.join(", "),
+                        self.oidc.authorized_audiences.join(", ")
+                    ),
+                );
+            }
+            Err(ConfigError::Oidc { field, detail }) => {
+                out.error(&format!("oidc.{field}"), detail);
+            }
+            Err(e) => out.error("oidc", e.to_string()),
+        }
+    }
+
+    /// The configuration file at `path` holds provider secrets and every user of the machine
+    /// can read it: a warning (for `check-config` and the start-up log).
+    pub fn check_secrets_file(&self, path: &Path) -> Option<Finding> {
+        if !self
+            .oidc
+            .providers
+            .iter()
+            .any(|p| !p.client_secret.is_empty())
+        {
+            return None;
+        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o004 != 0).then(|| {
+            Finding::new(
+                Severity::Warning,
+                "oidc.providers",
+                format!(
+                    "{} holds client secrets and every user of this machine can read it \
+                     (mode {:o}): chmod o-r {} (e.g. 0640, group of the service)",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                ),
+            )
+        })
     }
 
     fn check_listen(&self, out: &mut Findings) {
@@ -1236,6 +1534,122 @@ mod tests {
         let config =
             Config::parse("[roles]\npublic = \"most:transfer\"", Path::new("x.toml")).unwrap();
         assert!(config.resolve().is_err());
+    }
+
+    // ---- [oidc] ----
+
+    const PROVIDER: &str = r#"
+[oidc]
+authorized_audiences = ["fts.example.org", "https://wlcg.cern.ch/jwt/v1/any"]
+jwks_cache_seconds = 600
+[[oidc.providers]]
+issuer = "https://iam.example.org/"
+client_id = "ftsd"
+client_secret = "very-secret-value"
+required_scope = "fts"
+vo = "atlas"
+"#;
+
+    #[test]
+    fn oidc_is_off_until_a_provider_is_configured() {
+        let config = Config::parse("", Path::new("x.toml")).unwrap();
+        assert!(!config.oidc.enabled());
+        assert_eq!(
+            config.oidc.authorized_audiences,
+            vec![crate::model::token::WLCG_ANY_AUDIENCE.to_string()]
+        );
+        assert_eq!(config.oidc.jwks_cache_seconds, 86400);
+        assert!(config.oidc.validate_offline);
+
+        let config = Config::parse(PROVIDER, Path::new("x.toml")).unwrap();
+        assert!(config.oidc.enabled());
+        let resolved = config.resolve().unwrap();
+        assert_eq!(resolved.oidc.jwks_cache_seconds, 600);
+        let p = &resolved.oidc.providers[0];
+        assert_eq!(
+            (
+                p.issuer.as_str(),
+                p.required_scope.as_deref(),
+                p.vo.as_deref()
+            ),
+            ("https://iam.example.org/", Some("fts"), Some("atlas"))
+        );
+        // The secret never shows in a debug dump (start-up logs print the configuration).
+        let dump = format!("{resolved:?}");
+        assert!(!dump.contains("very-secret-value"), "{dump}");
+    }
+
+    #[test]
+    fn unusable_providers_are_refused_with_the_field() {
+        let bad = |from: &str, to: &str| {
+            let text = PROVIDER.replace(from, to);
+            Config::parse(&text, Path::new("x.toml"))
+                .and_then(|c| c.resolve())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("https://iam.example.org/", "http://iam.example.org/");
+        assert!(
+            e.contains("providers[0].issuer") && e.contains("https://"),
+            "{e}"
+        );
+        let e = bad("client_id = \"ftsd\"", "client_id = \"\"");
+        assert!(e.contains("providers[0].client_id"), "{e}");
+        let e = bad(
+            "client_secret = \"very-secret-value\"",
+            "client_secret = \"\"",
+        );
+        assert!(e.contains("providers[0].client_secret"), "{e}");
+        let e = bad(
+            "required_scope = \"fts\"",
+            "required_scope = \"fts storage.read:/\"",
+        );
+        assert!(e.contains("one scope"), "{e}");
+        let e = bad(
+            "authorized_audiences = [\"fts.example.org\", \"https://wlcg.cern.ch/jwt/v1/any\"]",
+            "authorized_audiences = []",
+        );
+        assert!(e.contains("authorized_audiences"), "{e}");
+        // A missing secret is a parse error naming the field, never echoing other values.
+        let e = bad("client_secret = \"very-secret-value\"\n", "");
+        assert!(e.contains("client_secret"), "{e}");
+        let twice = format!(
+            "{PROVIDER}[[oidc.providers]]\nissuer = \"https://iam.example.org\"\n\
+             client_id = \"x\"\nclient_secret = \"y\"\n"
+        );
+        let e = Config::parse(&twice, Path::new("x.toml"))
+            .and_then(|c| c.resolve())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("providers[1].issuer") && e.contains("twice"),
+            "{e}"
+        );
+        assert!(!e.contains("very-secret-value"), "{e}");
+    }
+
+    #[test]
+    fn a_world_readable_file_with_secrets_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ftsd.toml");
+        std::fs::write(&path, PROVIDER).unwrap();
+        let config = Config::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let finding = config.check_secrets_file(&path).expect("a warning");
+        assert_eq!(finding.severity, Severity::Warning);
+        assert!(finding.message.contains("chmod o-r"), "{}", finding.message);
+        assert!(finding.message.contains("644"), "{}", finding.message);
+        assert!(!finding.message.contains("very-secret-value"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(config.check_secrets_file(&path).is_none());
+        // No secrets in the file: nothing to say whatever its mode.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let plain = Config::load(&path).unwrap();
+        assert!(plain.check_secrets_file(&path).is_none());
     }
 
     // ---- listen and parse errors ----

@@ -228,6 +228,7 @@ fn build_submission(body: &Map<String, Value>) {
         config: &config,
         queued: &queued,
         random: &mut random,
+        bearer: None,
     };
     let _ = submit::build(body, &mut ctx);
 }
@@ -364,9 +365,12 @@ pub fn mock_url(data: &[u8]) {
         let progress = Arc::new(Progress::default());
         let _ =
             tokio::time::timeout(once, session.copy(source, destination, &params, &progress)).await;
-        let _ = tokio::time::timeout(once, session.bring_online(source, 60)).await;
+        let sources = [source.to_string()];
+        let destinations = [destination.to_string()];
+        let _ = tokio::time::timeout(once, session.stage(&sources, 60, 60)).await;
+        let _ = tokio::time::timeout(once, session.stage_poll("token", &sources)).await;
         let _ = tokio::time::timeout(once, session.release(source, "token")).await;
-        let _ = tokio::time::timeout(once, session.archive_poll(destination)).await;
+        let _ = tokio::time::timeout(once, session.archive_poll(&destinations)).await;
         let _ = tokio::time::timeout(once, session.delete(destination)).await;
     });
 }

@@ -5,7 +5,8 @@
 //! - [`model`]: pure domain types (identities, authorization vocabulary).
 //! - [`store`]: the store interface ([`store::Store`], in domain terms, async) and its embedded
 //!   redb backend ([`store::RedbStore`]): schema, versioned codec, indexes, batch operations.
-//! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores.
+//! - [`auth`]: X.509 chains with grid proxies, VOMS attributes, trust stores; OAuth2 token
+//!   providers and bearer-token validation.
 //! - [`service`]: use cases and authorization.
 //! - [`api`]: HTTP routes and handlers (warp); the only place status codes are chosen.
 //! - [`server`]: TLS accept loop, per-connection identity, graceful shutdown.
@@ -60,6 +61,9 @@ pub enum Error {
     Messages(#[from] messages::MessagesError),
     #[error("start-up task failed: {0}")]
     Task(String),
+    /// The token providers cannot be used at all (no HTTPS client could be set up).
+    #[error("[oidc] {0}")]
+    Oidc(String),
     /// The listen address cannot be bound; the text names it and says why
     /// ([`config::explain_bind_error`]).
     #[error("{0}")]
@@ -153,7 +157,33 @@ pub async fn run_with(
         .map(|r| r.scheme_groups().into_iter().map(owned).collect());
     settings.submit.staging_schemes = registry.as_ref().map(|r| owned(r.staging_schemes()));
     settings.submit.archive_schemes = registry.as_ref().map(|r| owned(r.archive_schemes()));
+    // Bearer tokens: the providers are discovered now (one that cannot be reached is tried
+    // again when its tokens arrive).
+    let oidc = if config.oidc.enabled() {
+        let oidc = auth::oidc::Oidc::start(oidc_settings(&config.oidc), auth.trust().anchors())
+            .await
+            .map_err(Error::Oidc)?;
+        Some(Arc::new(oidc))
+    } else {
+        None
+    };
+    settings.oidc = oidc.clone();
+    settings.submit.non_managed_tokens = config.oidc.non_managed_tokens;
+    settings.metrics = Arc::new(service::metrics::Metrics::new(
+        service::metrics::MetricsSettings {
+            per_link: config.metrics.per_link,
+            max_links: config.metrics.max_links,
+        },
+    ));
+    settings.monitoring = service::monitor::MonitoringSettings {
+        show_config_audit: config.monitoring.show_config_audit,
+        show_gfal2_config: config.monitoring.show_gfal2_config,
+        log_dir: config.log_dir.clone(),
+    };
+    let progress = settings.progress.clone();
+    let metrics = settings.metrics.clone();
     let wake = settings.wake.clone();
+    let token_wake = settings.token_wake.clone();
     let host_name = settings.host_name.clone();
     let (stop_messages, messages_stopping) = tokio::sync::watch::channel(false);
     let publisher = message_settings(&config, &host_name)?.map(|settings| {
@@ -166,6 +196,23 @@ pub async fn run_with(
     });
     let service = Arc::new(Service::new(store.clone(), auth.clone(), settings));
     let (stop_engine, engine_stopping) = tokio::sync::watch::channel(false);
+    let tokens = oidc.map(|oidc| {
+        Arc::new(service::tokens::Tokens::new(
+            store.clone(),
+            oidc,
+            config.oidc.token_refresh_margin,
+        ))
+    });
+    let exchange = tokens.clone().map(|tokens| {
+        tokio::spawn(service::tokens::run_exchange(
+            tokens,
+            Duration::from_secs(config.oidc.exchange_interval.max(1)),
+            token_wake,
+            wake.clone(),
+            host_name.clone(),
+            engine_stopping.clone(),
+        ))
+    });
     let engine = registry.map(|registry| {
         let settings = engine::Settings {
             max_active: config.engine.max_active.max(1),
@@ -177,6 +224,9 @@ pub async fn run_with(
             stall_timeout: Duration::from_secs(config.engine.stall_timeout.max(1)),
             log_dir: config.log_dir.clone(),
             host: host_name,
+            tokens,
+            progress: progress.clone(),
+            metrics: metrics.clone(),
             optimizer: engine::optimizer::Settings {
                 enabled: config.engine.optimizer,
                 interval: Duration::from_secs(config.engine.optimizer_interval.max(1)),
@@ -189,6 +239,21 @@ pub async fn run_with(
                 history: engine::optimizer::core::History::parse(&config.engine.optimizer_history)
                     .unwrap_or_default(),
             },
+            tape: engine::tape::Settings {
+                staging_bulk_size: config.engine.staging_bulk_size.max(1),
+                staging_wait: Duration::from_secs(config.engine.staging_wait),
+                staging_first_poll: Duration::from_secs(config.engine.staging_first_poll),
+                staging_poll_interval: Duration::from_secs(
+                    config.engine.staging_poll_interval.max(1),
+                ),
+                staging_poll_retries: config.engine.staging_poll_retries,
+                archive_bulk_size: config.engine.archive_bulk_size.max(1),
+                archive_first_poll: Duration::from_secs(config.engine.archive_first_poll.max(1)),
+                archive_poll_interval: Duration::from_secs(
+                    config.engine.archive_poll_interval.max(1),
+                ),
+                archive_poll_retries: config.engine.archive_poll_retries,
+            },
         };
         tokio::spawn(engine::Engine::run(
             store.clone(),
@@ -198,17 +263,43 @@ pub async fn run_with(
             engine_stopping,
         ))
     });
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(server::ServerError::Io)?,
+        ),
+        None => None,
+    };
+    let (stop_metrics, metrics_stopping) = tokio::sync::watch::channel(false);
+    let plain_metrics = metrics_listener.map(|listener| {
+        tracing::info!(address = %config.metrics.listen.map(|a| a.to_string()).unwrap_or_default(), "plain-HTTP /metrics listening");
+        tokio::spawn(server::metrics_http::run(
+            listener,
+            service.clone(),
+            metrics_stopping,
+        ))
+    });
     let server = Server {
         tls: tls_config,
         auth,
         routes: api::routes(service, api::BodyLimits::new(&config.limits)),
         limits: config.limits.clone(),
+        metrics,
     };
     let address = listener.local_addr().map_err(server::ServerError::Io)?;
     tracing::info!(%address, "listening");
     ready(address);
     let served = server.run(listener, shutdown).await;
+    let _ = stop_metrics.send(true);
+    if let Some(task) = plain_metrics {
+        let _ = task.await;
+    }
     let _ = stop_engine.send(true);
+    if let Some(exchange) = exchange {
+        // It stops between passes; a pass in flight is bounded by the provider timeout.
+        let _ = exchange.await;
+    }
     if let Some(engine) = engine {
         match engine.await {
             Ok(Ok(())) => {}
@@ -262,6 +353,27 @@ fn message_settings(
             fqdn: m.publish_fqdn.then(|| host_name.to_string()),
         },
     }))
+}
+
+/// The token providers' settings from `[oidc]`.
+fn oidc_settings(config: &config::OidcConfig) -> auth::oidc::Settings {
+    auth::oidc::Settings {
+        providers: config
+            .providers
+            .iter()
+            .map(|p| auth::oidc::ProviderSettings {
+                issuer: p.issuer.clone(),
+                client_id: p.client_id.clone(),
+                client_secret: model::token::Secret::new(p.client_secret.clone()),
+                required_scope: p.required_scope.clone(),
+                vo: p.vo.clone(),
+            })
+            .collect(),
+        authorized_audiences: config.authorized_audiences.clone(),
+        jwks_cache: Duration::from_secs(config.jwks_cache_seconds),
+        validate_offline: config.validate_offline,
+        min_refetch: auth::oidc::JWKS_MIN_REFETCH,
+    }
 }
 
 /// The transfer backends, in the order that decides which serves a scheme: mock, file, http

@@ -154,7 +154,13 @@ fn check_config(args: &ServeArgs) -> ExitCode {
         None => println!("checking the embedded defaults (no --config)"),
     }
     let findings = match config_from(args) {
-        Ok(config) => config.check(),
+        Ok(config) => {
+            let mut findings = config.check();
+            if let Some(path) = &args.config {
+                findings.extend(config.check_secrets_file(path));
+            }
+            findings
+        }
         Err(e) => vec![Finding::from_error(&e)],
     };
     for finding in &findings {
@@ -209,6 +215,13 @@ fn check_store(args: &CheckArgs) -> ExitCode {
 
 fn serve(args: ServeArgs) -> Result<(), ftsd::Error> {
     let config = config_from(&args)?;
+    if let Some(finding) = args
+        .config
+        .as_deref()
+        .and_then(|path| config.check_secrets_file(path))
+    {
+        tracing::warn!("{}", finding.message);
+    }
     let resolved = config.resolve()?;
     let dev_pki = if config.uses_dev_pki() {
         let (pki, created) = DevPki::ensure(&config.dev_pki_dir())?;

@@ -25,6 +25,15 @@ use crate::{config::Limits, service::admission::BodyAccess};
 /// ride out a burst, short enough that clients retry rather than pile up.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
+/// How much of a refused (too large) body is still read and thrown away before the 413 goes
+/// out: a client that is still sending gets the answer rather than a reset connection (a socket
+/// closed with unread data makes the kernel send RST, which destroys the answer in flight, and
+/// clients then report "connection reset" instead of the reason). Larger bodies just get the
+/// 413 and the connection closed.
+pub const DRAIN_MAX: u64 = 1024 * 1024;
+/// How long that reading may take at most.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The shared rules of body reading.
 #[derive(Clone, Debug)]
 pub struct BodyLimits {
@@ -144,7 +153,11 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    if announced.is_some_and(|n| n > limit as u64) {
+    futures_util::pin_mut!(body);
+    if let Some(n) = announced.filter(|n| *n > limit as u64) {
+        if n <= DRAIN_MAX {
+            drain(&mut body).await;
+        }
         return Err(too_large(limit));
     }
     let started = Instant::now();
@@ -155,7 +168,6 @@ where
         None => None,
     };
     let mut out = Vec::with_capacity(held_bytes(&held));
-    futures_util::pin_mut!(body);
     loop {
         // The latest instant at which the bytes received so far still meet the minimum rate.
         let allowed =
@@ -176,6 +188,7 @@ where
         })?;
         let len = out.len() + chunk.remaining();
         if len > limit {
+            drain(&mut body).await;
             return Err(too_large(limit));
         }
         let have = held_bytes(&held);
@@ -195,6 +208,25 @@ where
         bytes: out,
         _budget: held,
     })
+}
+
+/// Read and drop the rest of a refused body: at most [`DRAIN_MAX`] bytes within
+/// [`DRAIN_TIMEOUT`].
+async fn drain<S, B>(body: &mut std::pin::Pin<&mut S>)
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let read = async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.remaining() as u64;
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
 }
 
 fn held_bytes(held: &Option<OwnedSemaphorePermit>) -> usize {
@@ -267,6 +299,38 @@ mod tests {
             .unwrap();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(l.available(), 100, "refused bodies hold nothing");
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_read_to_its_end_when_small_so_the_client_gets_the_413() {
+        let l = limits(100, 1000, 1000);
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = |parts: usize| {
+            let taken = taken.clone();
+            futures_util::stream::iter((0..parts).map(move |_| {
+                taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, warp::Error>(Bytes::from_static(&[0; 30]))
+            }))
+        };
+        let e = read_admitted(&l, Some(90), counting(3), 50)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(taken.swap(0, std::sync::atomic::Ordering::Relaxed), 3);
+        let e = read_admitted(&l, None, counting(3), 50)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(taken.swap(0, std::sync::atomic::Ordering::Relaxed), 3);
+        // A body far beyond the drain allowance is not read at all.
+        let e = read_admitted(&l, Some(DRAIN_MAX + 1), counting(3), 50)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(taken.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -113,6 +113,15 @@ pub fn file_json(f: &File) -> Map<String, Value> {
     put("staging_finished", time_value(f.staging_finished));
     put("bringonline_token", json!(f.bringonline_token));
     put("log_file", json!(f.log_file));
+    // The log over HTTPS, beside the path FTS3 clients know (served to whoever may see the job).
+    put(
+        "log_url",
+        json!(
+            f.log_file
+                .as_ref()
+                .map(|_| crate::service::monitor::log_url(&f.job_id, f.file_id))
+        ),
+    );
     put("log_debug", json!(f.log_debug));
     put("hashed_id", json!(f.hashed_id));
     put("vo_name", json!(f.vo_name));
@@ -205,7 +214,7 @@ pub async fn submit(
     // The body's share of the budget stays held while its parsed form is in use.
     let job_id = ctx
         .service
-        .submit(&user, SubmitRequest::parse(value))
+        .submit(&user, SubmitRequest::parse(value), ctx.bearer())
         .await?;
     drop(body);
     Ok(json_response(StatusCode::OK, &json!({"job_id": job_id})))
@@ -351,11 +360,12 @@ pub async fn field(ctx: &Ctx, id: &str, field: &str) -> Result<Response, ApiErro
 
 pub async fn files(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
     let user = ctx.user().await?;
-    let (_, files) = ctx
+    let (_, mut files) = ctx
         .service
         .job_detail(&user, id)
         .await?
         .map_err(job_error)?;
+    ctx.service.live_progress(&mut files);
     let out: Vec<Value> = files
         .iter()
         .map(|f| {
@@ -393,8 +403,13 @@ pub async fn file_retries(ctx: &Ctx, id: &str, file_id: &str) -> Result<Response
         .await?
         .into_iter()
         .map(|r| {
+            let url = r
+                .log_file
+                .as_ref()
+                .map(|_| crate::service::monitor::retry_log_url(id, file, r.attempt));
             json!({"file_id": file, "attempt": r.attempt, "datetime": fts_datetime(r.datetime),
-                   "reason": r.reason, "transfer_host": r.transfer_host, "log_file": r.log_file})
+                   "reason": r.reason, "transfer_host": r.transfer_host, "log_file": r.log_file,
+                   "log_url": url})
         })
         .collect();
     Ok(json_response(StatusCode::OK, &rows))

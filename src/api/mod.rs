@@ -3,18 +3,21 @@
 //! chooses status codes, `routes` holds the table of paths and methods.
 //!
 //! Every request carries a [`Peer`] extension (set by `server`): the verified certificate
-//! identity of the connection, or none for anonymous TLS clients.
+//! identity of the connection, or none for anonymous TLS clients. Its `Authorization` header,
+//! if any, goes with it to the service, which authenticates bearer tokens.
 
 mod bans;
 mod body;
 mod config;
 mod delegation;
 pub mod error;
+mod ftsmon;
 mod input;
 pub mod jobs;
 mod optimizer;
 mod root;
 pub mod routes;
+mod web;
 mod whoami;
 
 use std::{convert::Infallible, sync::Arc};
@@ -44,6 +47,8 @@ pub struct Peer(pub Option<Arc<CertIdentity>>);
 pub struct Ctx {
     pub service: Arc<Service>,
     pub peer: Peer,
+    /// The request's `Authorization` header (a bearer token, maybe). Never logged.
+    authorization: Option<Arc<str>>,
     pub body: BodyLimits,
 }
 
@@ -52,19 +57,36 @@ impl Ctx {
         self.peer.0.as_deref()
     }
 
+    /// The bearer token of the request, if it has one.
+    pub fn bearer(&self) -> Option<&str> {
+        service::bearer_token(self.authorization.as_deref())
+    }
+
     /// The FTS3 user of this request.
     pub async fn user(&self) -> Result<User, ApiError> {
-        Ok(self.service.user(self.peer()).await?)
+        Ok(self
+            .service
+            .user(self.peer(), self.authorization.as_deref())
+            .await?)
     }
 }
 
 /// All routes, with the fallback answering OPTIONS, 405 and 404.
 pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,)> {
-    let ctx = warp::ext::optional::<Peer>().map(move |peer: Option<Peer>| Ctx {
-        service: service.clone(),
-        peer: peer.unwrap_or_default(),
-        body: body.clone(),
-    });
+    let ctx = warp::ext::optional::<Peer>()
+        .and(warp::header::headers_cloned())
+        .map(
+            move |peer: Option<Peer>, headers: warp::http::HeaderMap| Ctx {
+                service: service.clone(),
+                peer: peer.unwrap_or_default(),
+                // A header that is not text cannot hold a bearer token: as if absent.
+                authorization: headers
+                    .get(warp::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(Arc::from),
+                body: body.clone(),
+            },
+        );
     let root = warp::get()
         .and(warp::path::end())
         .and(ctx.clone())
@@ -105,6 +127,33 @@ pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,
         .and(warp::path!("delegation" / String / "voms"))
         .and(ctx.clone())
         .then(|id: String, ctx: Ctx| async move { respond(delegation::voms(&ctx, &id).await) });
+    let ftsmon = warp::get()
+        .and(
+            warp::path("ftsmon")
+                .or(warp::path("fts3").and(warp::path("ftsmon")))
+                .unify(),
+        )
+        .and(warp::path::tail())
+        .and(ctx.clone())
+        .and(warp::query::<Query>())
+        .then(|tail: warp::path::Tail, ctx: Ctx, q: Query| async move {
+            respond(ftsmon::get(&ctx, tail.as_str(), q).await)
+        });
+    let web = warp::get()
+        .and(warp::path("web"))
+        .and(warp::path::tail())
+        .and(ctx.clone())
+        .and(warp::query::<Query>())
+        .and(warp::header::optional::<String>("hx-request"))
+        .then(
+            |tail: warp::path::Tail, ctx: Ctx, q: Query, hx: Option<String>| async move {
+                web::get(&ctx, tail.as_str(), q, hx.as_deref() == Some("true")).await
+            },
+        );
+    let metrics = warp::get()
+        .and(warp::path!("metrics"))
+        .and(ctx.clone())
+        .then(|ctx: Ctx| async move { respond(ftsmon::metrics(&ctx).await) });
     let jobs = job_routes(ctx.clone());
     let bans = ban_routes(ctx.clone());
     let config = config_routes(ctx.clone());
@@ -133,6 +182,12 @@ pub fn routes(service: Arc<Service>, body: BodyLimits) -> BoxedFilter<(Response,
         .or(config)
         .unify()
         .or(optimizer)
+        .unify()
+        .or(ftsmon)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(web)
         .unify()
         .or(fallback)
         .unify()

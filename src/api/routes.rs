@@ -162,6 +162,146 @@ pub const ROUTES: &[Route] = &[
         pattern: "/status/hosts",
         methods: &["GET"],
     },
+    Route {
+        pattern: "/metrics",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/overview",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/overview/activities",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/series",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/linkinfo",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{job_id}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{job_id}/files",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{job_id}/files/{file_id}/log",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/jobs/{job_id}/files/{file_id}/retries/{attempt}/log",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/transfers",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/optimizer",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/optimizer/detailed",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/optimizer/series",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/errors",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/errors/list",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/errors/classes",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/stats",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/stats/servers",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/stats/vo",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/config/{section}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/config/activities/{vo_name}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/unique/{field}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/ftsmon/version",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/jobs",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/jobs/{job_id}",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/transfers",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/optimizer",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/optimizer/detail",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/errors",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/errors/list",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/stats",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/config",
+        methods: &["GET"],
+    },
+    Route {
+        pattern: "/web/static/{asset}",
+        methods: &["GET"],
+    },
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -195,6 +335,20 @@ pub fn allowed(path: &str) -> Option<Vec<&'static str>> {
     Some(methods)
 }
 
+/// The route pattern a path falls under, for metrics labels (bounded: never the path
+/// itself); ftsmon's legacy `/fts3/ftsmon/...` paths count as `/ftsmon/...`; unknown paths
+/// are `other`.
+pub fn route_label(path: &str) -> &'static str {
+    let path = match path.strip_prefix("/fts3") {
+        Some(rest) if rest.starts_with("/ftsmon") => rest,
+        _ => path,
+    };
+    ROUTES
+        .iter()
+        .find(|r| matches(r.pattern, path))
+        .map_or("other", |r| r.pattern)
+}
+
 /// Answer for a request no handler took.
 pub fn fallback(method: &Method, path: &str) -> Response {
     let Some(methods) = allowed(path) else {
@@ -224,6 +378,17 @@ mod tests {
         assert!(matches("/jobs/{job_ids}", "/jobs/abc"));
         assert!(!matches("/jobs/{job_ids}", "/jobs"));
         assert!(!matches("/whoami", "/whoamix"));
+    }
+
+    #[test]
+    fn route_labels_are_patterns() {
+        assert_eq!(route_label("/jobs/abc"), "/jobs/{job_ids}");
+        assert_eq!(route_label("/fts3/ftsmon/jobs/"), "/ftsmon/jobs");
+        assert_eq!(
+            route_label("/ftsmon/jobs/x/files/3/log"),
+            "/ftsmon/jobs/{job_id}/files/{file_id}/log"
+        );
+        assert_eq!(route_label("/no/such/thing"), "other");
     }
 
     #[test]

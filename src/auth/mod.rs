@@ -5,13 +5,17 @@
 //! - `voms`: VOMS attribute certificates inside proxies → FQANs.
 //! - `signature`: signature checks shared by `chain` and `voms`.
 //! - `dn`: OpenSSL slash-form distinguished names.
+//! - `oidc`: OAuth2 / WLCG bearer tokens: trusted issuers, their keys, token validation, and
+//!   the provider requests of the token daemon (exchange, refresh, introspection).
 //!
 //! The TLS layer calls [`Authenticator::verify`] during the handshake (refusing bad chains) and
 //! [`Authenticator::identify`] once the connection is up, to get the [`CertIdentity`] the API
-//! layer turns into an FTS3 user. Nothing here knows about HTTP, rustls or the store.
+//! layer turns into an FTS3 user. Nothing here serves HTTP or touches the store; `oidc` is an
+//! HTTPS client of the token providers.
 
 pub mod chain;
 pub mod dn;
+pub mod oidc;
 pub mod signature;
 pub mod trust;
 pub mod voms;

@@ -49,6 +49,7 @@ use super::{
     backends::{
         Backend, CheckedCopy, CheckedReport, CopyMode, CopyParams, Credential, OpError, Progress,
         Registry, Session, SessionContext,
+        bearer::{Side, TransferTokens},
     },
     checksum::{ChecksumMode, DEFAULT_ALGORITHM, UserChecksum, matches},
 };
@@ -71,6 +72,8 @@ pub enum Scope {
     Destination,
     Transfer,
     GeneralFailure,
+    /// Bring-online (§5.1).
+    Staging,
     /// Archive monitoring (§5.2).
     Archiving,
 }
@@ -82,6 +85,7 @@ impl Scope {
             Scope::Destination => "DESTINATION",
             Scope::Transfer => "TRANSFER",
             Scope::GeneralFailure => "GENERAL_FAILURE",
+            Scope::Staging => "STAGING",
             Scope::Archiving => "ARCHIVING",
         }
     }
@@ -145,6 +149,8 @@ pub struct TransferSpec {
     pub skip_evict: bool,
     /// The user's delegated proxy, for storages that authenticate it.
     pub credential: Option<Arc<Credential>>,
+    /// The transfer's bearer tokens (token transfers need no proxy).
+    pub tokens: Option<Arc<TransferTokens>>,
     /// Third-party copy mode (from the storages' `tpc_support`) and whether other modes may
     /// be tried when it fails.
     pub copy_mode: CopyMode,
@@ -266,6 +272,13 @@ const NO_RETRY_MESSAGES: &[&str] = &[
 /// (no), final messages, then the per-scope lists of final errnos; anything else is retryable.
 pub fn recoverable(scope: Scope, errno: i32, message: &str) -> bool {
     use libc::*;
+    if scope == Scope::Staging {
+        // The QoS daemon's own rule (`JobError::IsRecoverable`): errno only.
+        return matches!(
+            errno,
+            ETIMEDOUT | ECONNABORTED | ECONNREFUSED | ECONNRESET | EAGAIN | EBUSY
+        );
+    }
     if RETRY_MESSAGES.iter().any(|m| message.contains(m)) {
         return true;
     }
@@ -289,6 +302,7 @@ pub fn recoverable(scope: Scope, errno: i32, message: &str) -> bool {
             ENOTDIR,
             EPROTONOSUPPORT,
         ],
+        Scope::Staging => &[],
         Scope::Destination => &[
             EPERM,
             EACCES,
@@ -552,6 +566,46 @@ async fn dest_file_report(
     Ok(Some(report))
 }
 
+/// Before a step that uses `side`'s storage: a managed token about to expire is refreshed
+/// (the reference's `refreshExpiredAccessToken`); when none can be had the transfer fails with
+/// EFAULT `Failed to obtain refresh token for <side>` (scope of the side, preparation).
+async fn fresh_token(
+    spec: &TransferSpec,
+    side: Side,
+    log: &TransferLog,
+) -> Result<(), TransferFailure> {
+    let Some(tokens) = &spec.tokens else {
+        return Ok(());
+    };
+    match tokens.ensure_fresh(side, crate::model::time::now()).await {
+        Ok(None) => Ok(()),
+        Ok(Some(claims)) => {
+            log.info(format_args!(
+                "Successfully refreshed access token for {}: {claims}",
+                side.as_str()
+            ));
+            Ok(())
+        }
+        Err(why) => {
+            log.error(format_args!(
+                "Failed to obtain refreshed token for {}! ({})",
+                side.as_str(),
+                redact_queries(&why)
+            ));
+            let scope = match side {
+                Side::Source => Scope::Source,
+                Side::Destination => Scope::Destination,
+            };
+            Err(TransferFailure::new(
+                scope,
+                Phase::TransferPreparation,
+                libc::EFAULT,
+                crate::model::token::msg::refresh_failed(side == Side::Source),
+            ))
+        }
+    }
+}
+
 fn canceled(phase: Phase) -> TransferFailure {
     TransferFailure::new(Scope::Transfer, phase, libc::ECANCELED, "Transfer canceled")
 }
@@ -633,6 +687,23 @@ async fn run_steps(
     ));
     log.info(format_args!("User filesize: {}", spec.user_filesize));
     log.info(format_args!("Strict copy: {}", spec.strict_copy));
+    // The reference's lines: the tokens' claims (never the tokens) and ids.
+    if let Some(tokens) = &spec.tokens {
+        for side in [Side::Source, Side::Destination] {
+            if let Some((id, claims, unmanaged)) = tokens.describe(side) {
+                let name = if side == Side::Source {
+                    "Source"
+                } else {
+                    "Destination"
+                };
+                log.info(format_args!("{name} token: {claims}"));
+                log.info(format_args!(
+                    "{name} token id: {id} ({})",
+                    if unmanaged { "unmanaged" } else { "managed" }
+                ));
+            }
+        }
+    }
 
     backend_for(registry, &spec.source, Scope::Source)?;
     backend_for(registry, &spec.destination, Scope::Destination)?;
@@ -646,6 +717,7 @@ async fn run_steps(
     };
     let mut session = backend.session(&SessionContext {
         credential: spec.credential.clone(),
+        tokens: spec.tokens.clone(),
         log: log.clone(),
     });
     let user = spec
@@ -662,6 +734,7 @@ async fn run_steps(
         spec.user_filesize
     } else {
         log.info("Getting source file size");
+        fresh_token(spec, Side::Source, log).await?;
         let size = step(cancel, TransferPreparation, session.stat(src))
             .await?
             .map_err(|e| TransferFailure::from_op(Scope::Source, TransferPreparation, e))?;
@@ -694,6 +767,10 @@ async fn run_steps(
         overwrite: spec.overwrite,
         strict: spec.strict_copy,
     };
+    if spec.tokens.is_some() && !spec.strict_copy {
+        fresh_token(spec, Side::Source, log).await?;
+        fresh_token(spec, Side::Destination, log).await?;
+    }
     let checked = match session.copy_checked(&request, progress) {
         Some(copy) => {
             log.info(format_args!(
@@ -720,7 +797,7 @@ async fn run_steps(
                             dest_file_report(session.as_mut(), dst, &user, cancel, log).await?;
                     }
                 } else if progress.copying.load(Ordering::Relaxed) {
-                    cleanup(session.as_mut(), dst, log).await;
+                    cleanup(spec, session.as_mut(), dst, log).await;
                 }
                 Err(failure)
             }
@@ -734,6 +811,7 @@ async fn run_steps(
             "Obtaining source checksum for checksum verification ({})",
             mode.letter()
         ));
+        fresh_token(spec, Side::Source, log).await?;
         let value = step(
             cancel,
             TransferPreparation,
@@ -766,6 +844,7 @@ async fn run_steps(
     // Step 6: destination preparation.
     if !spec.strict_copy {
         log.info("Checking existence of destination file");
+        fresh_token(spec, Side::Destination, log).await?;
         let exists = step(cancel, TransferPreparation, session.exists(dst))
             .await?
             .map_err(|e| TransferFailure::from_op(Scope::Destination, TransferPreparation, e))?;
@@ -810,6 +889,8 @@ async fn run_steps(
     }
 
     // Step 7: the copy, under cancellation and the watchdog.
+    fresh_token(spec, Side::Source, log).await?;
+    fresh_token(spec, Side::Destination, log).await?;
     log.info("Starting transfer");
     let started = Instant::now();
     let watchdog = tokio::time::sleep(Duration::from_secs(timeout).saturating_add(WATCHDOG_GRACE));
@@ -831,7 +912,7 @@ async fn run_steps(
         if failure.errno == libc::EEXIST {
             log.info("The transfer failed because the file exists. Do not clean!");
         } else {
-            cleanup(session.as_mut(), dst, log).await;
+            cleanup(spec, session.as_mut(), dst, log).await;
         }
         return Err(failure);
     }
@@ -842,12 +923,13 @@ async fn run_steps(
         let fail =
             |e: OpError| TransferFailure::from_op(Scope::Destination, TransferFinalization, e);
         log.info("Getting destination file size");
+        fresh_token(spec, Side::Destination, log).await?;
         let dest_size = step(cancel, TransferFinalization, session.stat(dst))
             .await?
             .map_err(fail)?;
         log.info(format_args!("File size: {dest_size} (destination)"));
         if dest_size != filesize {
-            cleanup(session.as_mut(), dst, log).await;
+            cleanup(spec, session.as_mut(), dst, log).await;
             return Err(TransferFailure::new(
                 Scope::Destination,
                 TransferFinalization,
@@ -862,6 +944,7 @@ async fn run_steps(
                 "Obtaining destination checksum for checksum verification ({})",
                 mode.letter()
             ));
+            fresh_token(spec, Side::Destination, log).await?;
             let dest_checksum = step(
                 cancel,
                 TransferFinalization,
@@ -872,7 +955,7 @@ async fn run_steps(
             log.info(format_args!("Checksum: {dest_checksum} (destination)"));
             match &user.value {
                 Some(expected) if !matches(expected, &dest_checksum) => {
-                    cleanup(session.as_mut(), dst, log).await;
+                    cleanup(spec, session.as_mut(), dst, log).await;
                     return Err(TransferFailure::new(
                         Scope::Destination,
                         TransferFinalization,
@@ -891,7 +974,7 @@ async fn run_steps(
             if mode == ChecksumMode::Both {
                 let source_checksum = source_checksum.unwrap_or_default();
                 if !matches(&source_checksum, &dest_checksum) {
-                    cleanup(session.as_mut(), dst, log).await;
+                    cleanup(spec, session.as_mut(), dst, log).await;
                     return Err(TransferFailure::new(
                         Scope::Destination,
                         TransferFinalization,
@@ -981,7 +1064,10 @@ fn report(filesize: u64, duration: f64, timeout: u64, progress: &Progress) -> Tr
 }
 
 /// Remove a failed destination; failures (ENOENT included) are only logged.
-async fn cleanup(session: &mut dyn Session, dst: &str, log: &mut TransferLog) {
+async fn cleanup(spec: &TransferSpec, session: &mut dyn Session, dst: &str, log: &mut TransferLog) {
+    // An expired destination token would make the clean-up fail; a refresh that fails is
+    // logged by `fresh_token` and the clean-up tried anyway.
+    let _ = fresh_token(spec, Side::Destination, log).await;
     match tokio::time::timeout(CLEANUP_TIMEOUT, session.delete(dst)).await {
         Ok(Ok(())) => log.info("Destination file removed (cleanup-on-failure)"),
         Ok(Err(e)) if e.errno == libc::ENOENT => {}
@@ -990,143 +1076,6 @@ async fn cleanup(session: &mut dyn Session, dst: &str, log: &mut TransferLog) {
             redact_queries(&e.message)
         )),
         Err(_) => log.warn("Timed out when trying to clean the destination"),
-    }
-}
-
-/// Bring `url` online (§5.1): resolves once staged. `timeout` in seconds (0 = none) fails with
-/// ETIMEDOUT "bring-online timeout has been exceeded"; storage errors keep their errno. Scope
-/// SOURCE, phase TRANSFER_PREPARATION.
-pub async fn bring_online(
-    url: &str,
-    pin_lifetime: i64,
-    timeout: u64,
-    registry: &Registry,
-    cancel: &CancellationToken,
-    log: &mut TransferLog,
-) -> Result<(), TransferFailure> {
-    let backend = backend_for(registry, url, Scope::Source)?;
-    if !backend.tape().staging {
-        let failure = TransferFailure::from_op(
-            Scope::Source,
-            Phase::TransferPreparation,
-            super::backends::not_supported("Staging", url),
-        );
-        log_outcome(log, "Bring-online", &Err(failure.clone()));
-        return Err(failure);
-    }
-    let mut session = backend.session(&SessionContext {
-        credential: None,
-        log: log.clone(),
-    });
-    log.info(format_args!(
-        "Bring-online of {} (pin lifetime {pin_lifetime} s, timeout {timeout} s)",
-        redact_queries(url)
-    ));
-    let outcome = deadline_step(
-        cancel,
-        timeout,
-        "bring-online timeout has been exceeded",
-        session.bring_online(url, pin_lifetime),
-    )
-    .await;
-    let result = match outcome {
-        Step::Done(r) => {
-            r.map_err(|e| TransferFailure::from_op(Scope::Source, Phase::TransferPreparation, e))
-        }
-        Step::Expired(message) => Err(TransferFailure::new(
-            Scope::Source,
-            Phase::TransferPreparation,
-            libc::ETIMEDOUT,
-            message,
-        )),
-        Step::Canceled => Err(canceled(Phase::TransferPreparation)),
-    };
-    log_outcome(log, "Bring-online", &result);
-    result
-}
-
-/// Wait until `url` is archived (§5.2). `archive_timeout` in seconds (0 = none) fails with
-/// ETIMEDOUT "archive timeout has been exceeded"; storage errors keep their errno. Scope
-/// ARCHIVING, phase TRANSFER_FINALIZATION.
-pub async fn archive_monitor(
-    url: &str,
-    archive_timeout: u64,
-    registry: &Registry,
-    cancel: &CancellationToken,
-    log: &mut TransferLog,
-) -> Result<(), TransferFailure> {
-    let backend = backend_for(registry, url, Scope::Archiving)?;
-    if !backend.tape().archive_monitoring {
-        let failure = TransferFailure::from_op(
-            Scope::Archiving,
-            Phase::TransferFinalization,
-            super::backends::not_supported("Archive monitoring", url),
-        );
-        log_outcome(log, "Archive monitoring", &Err(failure.clone()));
-        return Err(failure);
-    }
-    let mut session = backend.session(&SessionContext {
-        credential: None,
-        log: log.clone(),
-    });
-    log.info(format_args!(
-        "Archive monitoring of {} (timeout {archive_timeout} s)",
-        redact_queries(url)
-    ));
-    let outcome = deadline_step(
-        cancel,
-        archive_timeout,
-        "archive timeout has been exceeded",
-        session.archive_poll(url),
-    )
-    .await;
-    let result = match outcome {
-        Step::Done(r) => r.map_err(|e| {
-            TransferFailure::from_op(Scope::Archiving, Phase::TransferFinalization, e)
-        }),
-        Step::Expired(message) => Err(TransferFailure::new(
-            Scope::Archiving,
-            Phase::TransferFinalization,
-            libc::ETIMEDOUT,
-            message,
-        )),
-        Step::Canceled => Err(canceled(Phase::TransferFinalization)),
-    };
-    log_outcome(log, "Archive monitoring", &result);
-    result
-}
-
-enum Step<T> {
-    Done(T),
-    Expired(&'static str),
-    Canceled,
-}
-
-async fn deadline_step<T>(
-    cancel: &CancellationToken,
-    timeout: u64,
-    expired: &'static str,
-    fut: impl std::future::Future<Output = T>,
-) -> Step<T> {
-    let deadline = async {
-        if timeout == 0 {
-            std::future::pending::<()>().await
-        } else {
-            tokio::time::sleep(Duration::from_secs(timeout)).await
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Step::Canceled,
-        _ = deadline => Step::Expired(expired),
-        out = fut => Step::Done(out),
-    }
-}
-
-fn log_outcome(log: &mut TransferLog, what: &str, result: &Result<(), TransferFailure>) {
-    match result {
-        Ok(()) => log.info(format_args!("{what} finished successfully")),
-        Err(f) => log.error(format_args!("{what} failed: {}", f.reason())),
     }
 }
 
@@ -1194,14 +1143,8 @@ mod tests {
         ) -> BoxFuture<'a, OpResult<()>> {
             self.inner.copy(source, destination, params, progress)
         }
-        fn bring_online(&mut self, url: &str, pin: i64) -> BoxFuture<'_, OpResult<()>> {
-            self.inner.bring_online(url, pin)
-        }
         fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
             self.inner.release(url, token)
-        }
-        fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
-            self.inner.archive_poll(url)
         }
         fn locality(&mut self, url: &str) -> BoxFuture<'_, OpResult<String>> {
             self.inner.locality(url)
@@ -1245,6 +1188,7 @@ mod tests {
             bringonline_token: None,
             skip_evict: false,
             credential: None,
+            tokens: None,
             copy_mode: CopyMode::Pull,
             disable_fallback: false,
             no_streaming: false,
@@ -2030,146 +1974,6 @@ mod tests {
         let f = failure(go(&spec(&file_url(&src), &escape), &registry).await.0);
         assert_eq!(f.errno, libc::EACCES);
         assert!(!outside.exists());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn staging() {
-        let env = env();
-        let cancel = CancellationToken::new();
-        let mut log = TransferLog::memory();
-        let start = Instant::now();
-        bring_online(
-            "mock://a/f?staging_time=30",
-            3600,
-            100,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(30));
-
-        let f = bring_online(
-            "mock://a/f?staging_time=30",
-            3600,
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(f.errno, libc::ETIMEDOUT);
-        assert_eq!(f.message, "bring-online timeout has been exceeded");
-        assert!(f.recoverable());
-
-        let f = bring_online(
-            "mock://a/f?staging_time=5&staging_errno=2",
-            3600,
-            0,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!((f.scope, f.errno), (Scope::Source, libc::ENOENT));
-
-        cancel.cancel();
-        let f = bring_online(
-            "mock://a/f?staging_time=5",
-            3600,
-            0,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(f.errno, libc::ECANCELED);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn archiving() {
-        let env = env();
-        let cancel = CancellationToken::new();
-        let mut log = TransferLog::null();
-        archive_monitor(
-            "mock://a/f?archiving_time=5",
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap();
-        let f = archive_monitor(
-            "mock://a/f?archiving_time=50",
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(
-            (f.scope, f.errno, f.message.as_str()),
-            (
-                Scope::Archiving,
-                libc::ETIMEDOUT,
-                "archive timeout has been exceeded"
-            )
-        );
-        let f = archive_monitor(
-            "mock://a/f?archiving_errno=5",
-            10,
-            &env.registry,
-            &cancel,
-            &mut log,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(f.reason(), "ARCHIVING [5] Input/output error");
-    }
-
-    /// A backend without tape support (file://, http, gfal2 today) neither stages nor watches
-    /// archiving: the file fails with a final reason instead of "succeeding" at once.
-    #[tokio::test]
-    async fn tape_steps_on_a_backend_that_cannot_do_them_fail_with_a_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(vec![Arc::new(
-            crate::engine::backends::file::FileBackend::new(vec![dir.path().to_path_buf()]),
-        )]);
-        let url = format!("file://{}/f", dir.path().display());
-        let cancel = CancellationToken::new();
-        let mut log = TransferLog::memory();
-        let f = bring_online(&url, 3600, 100, &registry, &cancel, &mut log)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            f.reason(),
-            "SOURCE [93] Staging is not supported for file:// by this service"
-        );
-        assert!(!f.recoverable());
-        assert!(
-            log.lines()
-                .iter()
-                .any(|l| l.contains("Bring-online failed: SOURCE [93] Staging is not supported")),
-            "{:?}",
-            log.lines()
-        );
-        let f = archive_monitor(&url, 100, &registry, &cancel, &mut log)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            f.reason(),
-            "ARCHIVING [93] Archive monitoring is not supported for file:// by this service"
-        );
-        assert!(!f.recoverable());
-        assert!(registry.staging_schemes().is_empty());
-        assert!(registry.archive_schemes().is_empty());
-        assert_eq!(env().registry.staging_schemes(), ["mock"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod backends;
 pub mod checksum;
 pub mod optimizer;
 pub mod scheduler;
+pub mod tape;
 
 use std::{
     collections::HashMap,
@@ -30,6 +31,7 @@ use std::{
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::service::tokens::Tokens;
 use crate::{
     model::transfer::{Event, Outcome},
     model::{
@@ -39,7 +41,10 @@ use crate::{
     },
     store::{Store, StoreError},
 };
-use backends::{CopyMode, Credential, Progress, Registry};
+use backends::{
+    CopyMode, Credential, Progress, Registry,
+    bearer::{FreshToken, Refresher, Slot, TransferTokens},
+};
 
 /// Errors of the engine's own work (transfers report their failures as events, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,33 @@ pub struct Settings {
     pub host: String,
     /// The optimizer task.
     pub optimizer: optimizer::Settings,
+    /// Stored transfer tokens and their refresh (`None`: no token provider is configured).
+    pub tokens: Option<Arc<Tokens>>,
+    /// Bring-online and archive-monitoring requests: bulk sizes, waits, poll intervals.
+    pub tape: tape::Settings,
+    /// Where running transfers report their progress (read by the monitoring views).
+    pub progress: Arc<crate::service::monitor::ProgressBoard>,
+    /// Scheduler cycle and queue-wait metrics.
+    pub metrics: Arc<crate::service::metrics::Metrics>,
+}
+
+/// The token service as the transfers' source of fresh tokens.
+struct TokenRefresher(Arc<Tokens>);
+
+impl Refresher for TokenRefresher {
+    fn fresh<'a>(
+        &'a self,
+        token_id: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<FreshToken, String>> {
+        Box::pin(async move {
+            let fresh = self.0.fresh(token_id).await?;
+            Ok(FreshToken {
+                access_token: fresh.access_token,
+                expiry: fresh.expiry,
+                refreshed: fresh.refreshed,
+            })
+        })
+    }
 }
 
 /// How often running transfers are checked for cancellation: the issue asks for a canceled
@@ -95,6 +127,7 @@ pub struct Running {
     pub source_se: String,
     pub dest_se: String,
     pub vo_name: String,
+    pub activity: String,
     /// Counted against link and SE caps (staging and archive monitoring are not).
     pub counts: bool,
     pub cancel: CancellationToken,
@@ -116,6 +149,8 @@ pub struct Engine {
     running: Mutex<HashMap<u64, Running>>,
     events: mpsc::Sender<Event>,
     stopping: watch::Receiver<bool>,
+    /// Storages with fewer STAGING files than a bulk: until when they wait for more.
+    staging_wait: Mutex<HashMap<tape::GroupKey, Instant>>,
 }
 
 impl Engine {
@@ -138,8 +173,9 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             events: events_tx,
             stopping: stop.clone(),
+            staging_wait: Mutex::new(HashMap::new()),
         });
-        engine.resume_archiving().await?;
+        engine.resume_tape().await?;
         let writer = tokio::spawn(event_writer(engine.clone(), events_rx));
         let watcher = tokio::spawn(watcher(engine.clone()));
         let timeouts = tokio::spawn(queue_timeouts(engine.clone()));
@@ -185,18 +221,6 @@ impl Engine {
         }
     }
 
-    /// Files left ARCHIVING by a previous run are watched again.
-    async fn resume_archiving(self: &Arc<Self>) -> Result<(), EngineError> {
-        let files = self
-            .store
-            .files_in_state(FileState::Archiving, usize::MAX)
-            .await?;
-        for (job, file) in files {
-            self.spawn_archive(job, file);
-        }
-        Ok(())
-    }
-
     fn track(&self, job: &Job, file: &File, counts: bool) -> (CancellationToken, Arc<Progress>) {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Progress::default());
@@ -207,6 +231,7 @@ impl Engine {
                 source_se: file.source_se.clone(),
                 dest_se: file.dest_se.clone(),
                 vo_name: file.vo_name.clone(),
+                activity: file.activity.clone(),
                 counts,
                 cancel: cancel.clone(),
                 progress: progress.clone(),
@@ -221,6 +246,16 @@ impl Engine {
 
     fn untrack(&self, file_id: u64) -> Option<Running> {
         let r = self.running().remove(&file_id);
+        if let Some(r) = &r {
+            let row = crate::model::monitor::RowKey {
+                source_se: r.source_se.clone(),
+                dest_se: r.dest_se.clone(),
+                vo_name: r.vo_name.clone(),
+                activity: r.activity.clone(),
+            };
+            let moved = r.progress.transferred.load(Ordering::Relaxed);
+            self.settings.progress.finish(file_id, &row, Some(moved));
+        }
         self.wake.notify_one();
         r
     }
@@ -300,9 +335,24 @@ impl Engine {
             .unwrap_or_default();
         let mut spec = scheduler::transfer_spec(job, file, &vo_config);
         let (credential, tpc) = self.transfer_context(job, file).await;
-        spec.credential = credential;
+        // A file with tokens authenticates with them only (the reference's `--auth-method
+        // oauth2`): no proxy goes to its storage.
+        spec.tokens = self.transfer_tokens(job, file).await;
+        spec.credential = credential.filter(|_| spec.tokens.is_none());
         (spec.copy_mode, spec.disable_fallback) = tpc;
+        if file.retry == 0 {
+            self.settings
+                .metrics
+                .queue_wait(&job.vo_name, (time::now() - job.submit_time) as f64);
+        }
         let result = agent::run(&spec, &self.registry, progress, cancel, &mut log).await;
+        if let Ok(report) = &result {
+            // A copy that reported no progress (TPC without performance markers) moved its
+            // whole size: counted when the transfer is untracked.
+            progress
+                .transferred
+                .fetch_max(report.filesize, Ordering::Relaxed);
+        }
         match result {
             Ok(report) => {
                 tracing::info!(job_id = %job.job_id, file_id, %link, bytes = report.filesize, "transfer finished");
@@ -340,110 +390,91 @@ impl Engine {
         file: &File,
     ) -> (Option<Arc<Credential>>, (CopyMode, bool)) {
         let store = &self.store;
-        let (dlg_id, dn) = (&job.cred_id, &job.user_dn);
         let read = async {
-            let material = store.credential_material(dlg_id, dn).await?;
             let src = store.se_config(&file.source_se).await?.tpc_support;
             let dst = store.se_config(&file.dest_se).await?.tpc_support;
-            let credential = material.map(|m| {
-                let mut pem = zeroize::Zeroizing::new(String::with_capacity(
-                    m.proxy_pem.len() + m.key_pem.len() + m.chain_pem.len() + 2,
-                ));
-                pem.push_str(m.proxy_pem.trim_end());
-                pem.push('\n');
-                pem.push_str(&String::from_utf8_lossy(&m.key_pem));
-                if !pem.ends_with('\n') {
-                    pem.push('\n');
-                }
-                pem.push_str(&m.chain_pem);
-                // A re-delegated proxy gets a new key (and new connections).
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
-                let fingerprint: String =
-                    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-                let key = format!("{dlg_id}\0{dn}\0{fingerprint}");
-                Arc::new(Credential::new(pem, key))
-            });
-            Ok::<_, StoreError>((
-                credential,
-                CopyMode::from_tpc_support(src.as_deref(), dst.as_deref()),
-            ))
+            Ok::<_, StoreError>(CopyMode::from_tpc_support(src.as_deref(), dst.as_deref()))
         };
-        match read.await {
+        let mode = match read.await {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, error = %e, "could not read the transfer's credential or storage settings");
-                (None, (CopyMode::Pull, false))
+                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, error = %e, "could not read the storages' settings");
+                (CopyMode::Pull, false)
             }
+        };
+        (self.credential(job).await, mode)
+    }
+
+    /// The job's delegated proxy, if any (a store error is logged and gives none: the storage
+    /// then refuses with a clear error).
+    async fn credential(&self, job: &Job) -> Option<Arc<Credential>> {
+        let (dlg_id, dn) = (&job.cred_id, &job.user_dn);
+        let material = match self.store.credential_material(dlg_id, dn).await {
+            Ok(m) => m?,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "could not read the job's credential");
+                return None;
+            }
+        };
+        let mut pem = zeroize::Zeroizing::new(String::with_capacity(
+            material.proxy_pem.len() + material.key_pem.len() + material.chain_pem.len() + 2,
+        ));
+        pem.push_str(material.proxy_pem.trim_end());
+        pem.push('\n');
+        pem.push_str(&String::from_utf8_lossy(&material.key_pem));
+        if !pem.ends_with('\n') {
+            pem.push('\n');
         }
+        pem.push_str(&material.chain_pem);
+        // A re-delegated proxy gets a new key (and new connections).
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
+        let fingerprint: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("{dlg_id}\0{dn}\0{fingerprint}");
+        Some(Arc::new(Credential::new(pem, key)))
     }
 
-    /// Bring a file online (STARTED), then report.
-    fn spawn_staging(self: &Arc<Self>, job: Job, file: File) {
-        let (cancel, _) = self.track(&job, &file, false);
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let file_id = file.file_id;
-            let (_, mut log) = engine.open_log(&job, &file);
-            let timeout = if job.bring_online > 0 {
-                job.bring_online as u64
-            } else {
-                scheduler::DEFAULT_BRING_ONLINE_TIMEOUT
+    /// The file's source and destination tokens, as stored now. A token that cannot be read
+    /// leaves its side without one (the storage then refuses the request and says why).
+    async fn transfer_tokens(&self, job: &Job, file: &File) -> Option<Arc<TransferTokens>> {
+        if file.src_token_id.is_none() && file.dst_token_id.is_none() {
+            return None;
+        }
+        let service = self.settings.tokens.as_ref();
+        let slot = async |id: &Option<String>| -> Option<Slot> {
+            let id = id.as_deref()?;
+            let Some(service) = service else {
+                tracing::warn!(job_id = %job.job_id, file_id = file.file_id, token_id = id, "the file has a token but no token provider is configured");
+                return None;
             };
-            let result = agent::bring_online(
-                &file.source_surl,
-                job.copy_pin_lifetime,
-                timeout,
-                &engine.registry,
-                &cancel,
-                &mut log,
-            )
-            .await;
-            engine.untrack(file_id);
-            let event = match result {
-                Ok(()) => Event::Staged { file_id },
-                Err(_) if cancel.is_cancelled() && engine.is_stopping() => {
-                    // Left STARTED: recovery puts it back to STAGING at the next start.
-                    return;
+            match service.material(id).await {
+                Ok(Some(t)) => Some(Slot {
+                    token_id: t.token_id,
+                    value: t.access_token,
+                    expiry: t.expiry,
+                    unmanaged: t.unmanaged,
+                }),
+                Ok(None) => {
+                    tracing::warn!(job_id = %job.job_id, file_id = file.file_id, token_id = id, "the file's token is not stored");
+                    None
                 }
-                Err(_) if cancel.is_cancelled() => Event::Aborted { file_id },
-                Err(f) => Event::StagingFailed {
-                    file_id,
-                    failure: to_failure(&f),
-                },
-            };
-            engine.send(event).await;
-        });
-    }
-
-    /// Watch a file's destination until it is archived (ARCHIVING), then report.
-    fn spawn_archive(self: &Arc<Self>, job: Job, file: File) {
-        let (cancel, _) = self.track(&job, &file, false);
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let file_id = file.file_id;
-            let mut log = agent::TransferLog::null();
-            let result = agent::archive_monitor(
-                &file.dest_surl,
-                job.archive_timeout.max(0) as u64,
-                &engine.registry,
-                &cancel,
-                &mut log,
-            )
-            .await;
-            engine.untrack(file_id);
-            let event = match result {
-                Ok(()) => Event::Archived { file_id },
-                Err(_) if cancel.is_cancelled() => return,
-                Err(f) => Event::ArchiveFailed {
-                    file_id,
-                    failure: Failure {
-                        recoverable: false,
-                        ..to_failure(&f)
-                    },
-                },
-            };
-            engine.send(event).await;
-        });
+                Err(e) => {
+                    tracing::warn!(job_id = %job.job_id, file_id = file.file_id, token_id = id, error = %e, "the file's token could not be read");
+                    None
+                }
+            }
+        };
+        let source = slot(&file.src_token_id).await;
+        let destination = slot(&file.dst_token_id).await;
+        let refresher = service.map(|t| Arc::new(TokenRefresher(t.clone())) as Arc<dyn Refresher>);
+        let margin = service.map_or(0, |t| t.margin());
+        Some(Arc::new(TransferTokens::new(
+            &file.source_surl,
+            &file.dest_surl,
+            source,
+            destination,
+            refresher,
+            margin,
+        )))
     }
 
     /// The per-transfer log: `<log_dir>/<date>/<src host>__<dst host>/<date-time>__<src
@@ -579,9 +610,7 @@ async fn event_writer(
                 Ok::<_, StoreError>(out)
             };
             if let Ok(rows) = rows.await {
-                for (j, f) in rows {
-                    engine.spawn_archive(j, f);
-                }
+                engine.start_archive(rows);
             }
         }
         engine.wake.notify_one();
@@ -598,8 +627,17 @@ async fn watcher(engine: Arc<Engine>) {
         let ids: Vec<u64> = {
             let mut running = engine.running();
             let now = Instant::now();
-            for r in running.values_mut() {
+            for (id, r) in running.iter_mut() {
                 let bytes = r.progress.transferred.load(Ordering::Relaxed);
+                if r.counts || bytes > 0 {
+                    let row = crate::model::monitor::RowKey {
+                        source_se: r.source_se.clone(),
+                        dest_se: r.dest_se.clone(),
+                        vo_name: r.vo_name.clone(),
+                        activity: r.activity.clone(),
+                    };
+                    engine.settings.progress.update(*id, &row, bytes, now);
+                }
                 if bytes != r.last_bytes {
                     r.last_bytes = bytes;
                     r.last_change = now;

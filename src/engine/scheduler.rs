@@ -57,9 +57,14 @@ pub(super) async fn run(engine: Arc<Engine>) {
         if engine.is_stopping() {
             return;
         }
+        let started = std::time::Instant::now();
         if let Err(e) = cycle(&engine, &mut memory).await {
             tracing::error!(error = %e, "scheduling cycle failed");
         }
+        engine
+            .settings
+            .metrics
+            .scheduler_cycle(started.elapsed().as_secs_f64());
         tokio::select! {
             _ = engine.wake.notified() => tokio::time::sleep(WAKE_DEBOUNCE).await,
             _ = tokio::time::sleep(engine.settings.scheduling_interval) => {}
@@ -549,8 +554,10 @@ pub(super) fn transfer_spec(
         nostreams: param("nostreams").unwrap_or(0) as u32,
         bringonline_token: file.bringonline_token.clone(),
         skip_evict: false,
-        // The engine adds the credential and the copy mode (store reads) before running it.
+        // The engine adds the credential or tokens and the copy mode (store reads) before
+        // running it.
         credential: None,
+        tokens: None,
         copy_mode: Default::default(),
         disable_fallback: false,
         no_streaming: vo.no_streaming,
@@ -558,32 +565,52 @@ pub(super) fn transfer_spec(
     }
 }
 
-/// Start bring-online requests for STAGING files, within `max_staging`.
+/// Start bring-online requests for STAGING files, within `max_staging`: grouped per storage
+/// and credential in bulks of `staging_bulk_size`; a group smaller than a bulk waits
+/// `staging_wait` for more files (the reference's `StagingWaitingFactor`) before it goes.
 async fn start_staging(engine: &Arc<Engine>, load: &Load) -> Result<(), EngineError> {
     let free = engine.settings.max_staging.saturating_sub(load.staging);
     if free == 0 {
         return Ok(());
     }
     let store = engine.store.as_ref();
-    let ids: Vec<u64> = store
-        .files_in_state(FileState::Staging, free)
-        .await?
-        .into_iter()
-        .map(|(_, f)| f.file_id)
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
+    let waiting = store.files_in_state(FileState::Staging, free).await?;
+    let settings = &engine.settings.tape;
+    let now = std::time::Instant::now();
+    let mut ready = Vec::new();
+    {
+        let mut waits = engine
+            .staging_wait
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let groups = super::tape::group(waiting, |f| &f.source_surl, settings.staging_bulk_size);
+        let present: Vec<super::tape::GroupKey> = groups.iter().map(|(k, _)| k.clone()).collect();
+        waits.retain(|k, _| present.contains(k));
+        for (key, rows) in groups {
+            if rows.len() < settings.staging_bulk_size && !settings.staging_wait.is_zero() {
+                let until = *waits
+                    .entry(key.clone())
+                    .or_insert(now + settings.staging_wait);
+                if now < until {
+                    continue;
+                }
+            }
+            waits.remove(&key);
+            ready.push(rows);
+        }
     }
-    let claim = Claim {
-        file_ids: ids,
-        host: engine.settings.host.clone(),
-        now: time::now(),
-        // Bring-online requests are bounded by `max_staging`, not by link caps.
-        caps: Caps::default(),
-    };
-    let won = store.claim(&claim).await?;
-    for (job, file) in won {
-        engine.spawn_staging(job, file);
+    for rows in ready {
+        let claim = Claim {
+            file_ids: rows.iter().map(|(_, f)| f.file_id).collect(),
+            host: engine.settings.host.clone(),
+            now: time::now(),
+            // Bring-online requests are bounded by `max_staging`, not by link caps.
+            caps: Caps::default(),
+        };
+        let won = store.claim(&claim).await?;
+        if !won.is_empty() {
+            engine.spawn_stage_request(won, None);
+        }
     }
     Ok(())
 }

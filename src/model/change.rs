@@ -52,6 +52,14 @@ pub fn edit_job(edit: &JobEdit, job: &mut Job, files: &mut [File], now: i64) -> 
                     f.dest_surl_uuid = None;
                     f.finish_time = None;
                     n += 1;
+                } else if f.file_state == FileState::TokenPrep {
+                    // Deviation (see `FileState::is_cancelable`): nothing runs for them yet, so
+                    // they end now.
+                    f.file_state = FileState::Canceled;
+                    f.reason = Some(CANCEL_REASON.to_string());
+                    f.dest_surl_uuid = None;
+                    f.finish_time = Some(now);
+                    n += 1;
                 }
             }
             if job.cancel(now, CANCEL_REASON) {
@@ -76,7 +84,9 @@ pub fn cancel_files(
         let file = want.and_then(|id| files.iter_mut().find(|f| f.file_id == id));
         match file {
             None => entries.push("File does not belong to the job".to_string()),
-            Some(f) if !f.file_state.is_active() => entries.push(f.file_state.as_str().to_string()),
+            Some(f) if !f.file_state.is_cancelable() => {
+                entries.push(f.file_state.as_str().to_string())
+            }
             Some(f) => {
                 f.file_state = FileState::Canceled;
                 f.finish_time = Some(now);
@@ -85,7 +95,7 @@ pub fn cancel_files(
             }
         }
     }
-    if !files.iter().any(|f| f.file_state.is_active()) && !job.job_state.is_terminal() {
+    if !files.iter().any(|f| f.file_state.is_cancelable()) && !job.job_state.is_terminal() {
         job.job_state = super::job::JobState::Canceled;
         job.cancel_job = true;
         job.job_finished = Some(now);
@@ -101,5 +111,44 @@ pub fn force_start(files: &mut [File], file_id: u64) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::job::{
+        JobState, JobType,
+        fixtures::{file, job},
+    };
+
+    #[test]
+    fn files_waiting_for_their_tokens_end_with_a_canceled_job() {
+        let mut j = job(JobType::Normal);
+        let mut files = vec![
+            file(1, 0, FileState::TokenPrep),
+            file(2, 1, FileState::Submitted),
+        ];
+        let (change, _) = edit_job(&JobEdit::Cancel, &mut j, &mut files, 10);
+        assert!(matches!(change, JobChange::Changed(_)));
+        assert!(files.iter().all(|f| f.file_state == FileState::Canceled));
+        assert_eq!(files[0].finish_time, Some(10));
+
+        // Canceling files one by one: the job stays while a file waits for its tokens.
+        let mut j = job(JobType::Normal);
+        let mut files = vec![
+            file(1, 0, FileState::TokenPrep),
+            file(2, 1, FileState::Submitted),
+        ];
+        assert_eq!(
+            cancel_files(&mut j, &mut files, &[Some(2)], 10),
+            ["CANCELED"]
+        );
+        assert_eq!(j.job_state, JobState::Submitted);
+        assert_eq!(
+            cancel_files(&mut j, &mut files, &[Some(1)], 11),
+            ["CANCELED"]
+        );
+        assert_eq!(j.job_state, JobState::Canceled);
     }
 }

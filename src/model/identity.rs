@@ -158,6 +158,8 @@ fn parse_grant(spec: &str) -> Result<Levels, String> {
 #[serde(rename_all = "lowercase")]
 pub enum AuthMethod {
     Certificate,
+    /// A bearer token (OAuth2 / WLCG JWT).
+    Oauth2,
     Unauthenticated,
 }
 
@@ -174,6 +176,26 @@ pub struct User {
     pub delegation_id: Option<String>,
     pub method: AuthMethod,
     pub is_root: bool,
+    /// Token users: the token's scopes, space-joined (`oauth2_scope` in whoami).
+    pub oauth2_scope: Option<String>,
+    /// Token users: whether the token follows the WLCG profile (has `wlcg.ver`).
+    pub wlcg_profile: Option<bool>,
+}
+
+/// What a validated bearer token says about its holder (spec tokens.md §A.2 step 5).
+pub struct TokenFacts<'a> {
+    /// `iss` as in the token.
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    /// The scopes, sorted (`None`: the token has no scope claim).
+    pub scopes: Option<&'a [String]>,
+    /// `wlcg.groups`.
+    pub groups: Option<&'a [String]>,
+    pub wlcg_profile: bool,
+    /// The VO configured for the token's provider.
+    pub provider_vo: Option<&'a str>,
+    /// DN grants stored for the subject (`/config/authorize`).
+    pub dn_grants: &'a [String],
 }
 
 /// What the TLS layer proved about a certificate caller, plus what the server knows about it.
@@ -200,6 +222,55 @@ impl User {
             delegation_id: None,
             method: AuthMethod::Unauthenticated,
             is_root: false,
+            oauth2_scope: None,
+            wlcg_profile: None,
+        }
+    }
+
+    /// The FTS3 credentials of a token holder (the reference's `methods/oauth2.py`):
+    /// `user_dn = sub`, delegation id `sha1(iss ‖ sub)[:16]`, the VO from the provider's
+    /// configuration, else each `wlcg.groups` entry without its leading `/`, else the
+    /// issuer's host name; in the last two cases the scopes become `voms_cred`. Every
+    /// authorization check grants such users `all` ([`User::granted_level_for`]); `level` shows
+    /// what the role configuration would give, as the reference's whoami does.
+    pub fn from_token(facts: &TokenFacts<'_>, roles_config: &RoleGrants) -> User {
+        let mut vos: Vec<String> = Vec::new();
+        let mut voms_cred = Vec::new();
+        if let Some(vo) = facts.provider_vo.filter(|v| !v.is_empty()) {
+            vos.push(vo.to_string());
+        } else {
+            match facts.groups {
+                Some(groups) => {
+                    for group in groups {
+                        let group = group.strip_prefix('/').unwrap_or(group);
+                        if !vos.iter().any(|v| v == group) {
+                            vos.push(group.to_string());
+                        }
+                    }
+                }
+                None => vos.push(issuer_host(facts.issuer)),
+            }
+            if let Some(scopes) = facts.scopes {
+                voms_cred.extend(scopes.iter().cloned());
+            }
+        }
+        let roles = roles_from_fqans(&voms_cred);
+        let level = granted_levels(false, &roles, facts.dn_grants, roles_config);
+        let mut id = String::with_capacity(facts.issuer.len() + facts.subject.len());
+        id.push_str(facts.issuer);
+        id.push_str(facts.subject);
+        User {
+            user_dn: facts.subject.to_string(),
+            dn: vec![facts.subject.to_string()],
+            voms_cred,
+            vos,
+            roles,
+            level: Some(level),
+            delegation_id: Some(delegation_id(&id, &[])),
+            method: AuthMethod::Oauth2,
+            is_root: false,
+            oauth2_scope: facts.scopes.filter(|s| !s.is_empty()).map(|s| s.join(" ")),
+            wlcg_profile: Some(facts.wlcg_profile),
         }
     }
 
@@ -229,11 +300,17 @@ impl User {
             delegation_id: Some(delegation_id),
             method: AuthMethod::Certificate,
             is_root: facts.is_root,
+            oauth2_scope: None,
+            wlcg_profile: None,
         }
     }
 
     /// `get_granted_level_for`: the operation's own grant, else the `*` grant, else none.
+    /// Token users get `all` for everything (the reference overrides the method for them).
     pub fn granted_level_for(&self, op: Operation) -> Option<Level> {
+        if self.method == AuthMethod::Oauth2 {
+            return Some(Level::All);
+        }
         let level = self.level.as_ref()?;
         level.get(op.as_str()).or_else(|| level.get("*")).copied()
     }
@@ -310,6 +387,24 @@ fn role_of(fqan: &str) -> Option<String> {
         None
     } else {
         Some(name)
+    }
+}
+
+/// The host of an issuer URL (`https://iam.example:8443/x` → `iam.example`), or the issuer
+/// itself when it has none (the reference's `urlparse(issuer).hostname` with its fallback).
+pub fn issuer_host(issuer: &str) -> String {
+    let rest = issuer.split_once("://").map_or(issuer, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        issuer.to_string()
+    } else {
+        host.to_ascii_lowercase()
     }
 }
 
@@ -510,6 +605,60 @@ mod tests {
             user.granted_level_for(Operation::Deleg),
             Some(Level::Private)
         );
+    }
+
+    #[test]
+    fn token_users_follow_the_reference() {
+        let scopes = strings(&["fts", "offline_access", "storage.read:/"]);
+        let groups = strings(&["/atlas", "/atlas/ops", "/atlas"]);
+        let facts = TokenFacts {
+            issuer: "https://iam.example/",
+            subject: "a-subject",
+            scopes: Some(&scopes),
+            groups: Some(&groups),
+            wlcg_profile: true,
+            provider_vo: None,
+            dn_grants: &[],
+        };
+        let user = User::from_token(&facts, &RoleGrants::reference_default());
+        assert_eq!(user.user_dn, "a-subject");
+        assert_eq!(user.dn, strings(&["a-subject"]));
+        // hashlib.sha1(b"https://iam.example/" + b"a-subject").hexdigest()[:16]
+        assert_eq!(user.delegation_id.as_deref(), Some("074c994c3402ea31"));
+        assert_eq!(user.vos, strings(&["atlas", "atlas/ops"]));
+        assert_eq!(user.voms_cred, scopes);
+        assert_eq!(user.method, AuthMethod::Oauth2);
+        assert_eq!(
+            user.oauth2_scope.as_deref(),
+            Some("fts offline_access storage.read:/")
+        );
+        assert_eq!(user.wlcg_profile, Some(true));
+        // `all` everywhere, whatever the roles say.
+        for op in Operation::ALL {
+            assert_eq!(user.granted_level_for(op), Some(Level::All));
+        }
+        assert!(user.authorized(Operation::Config, Some("/CN=other"), Some("cms")));
+
+        let configured = User::from_token(
+            &TokenFacts {
+                provider_vo: Some("dteam"),
+                ..facts
+            },
+            &RoleGrants::reference_default(),
+        );
+        assert_eq!(configured.vos, strings(&["dteam"]));
+        assert!(configured.voms_cred.is_empty());
+        let no_groups = User::from_token(
+            &TokenFacts {
+                issuer: "https://IAM.example:8443/realm/",
+                groups: None,
+                scopes: None,
+                ..facts
+            },
+            &RoleGrants::reference_default(),
+        );
+        assert_eq!(no_groups.vos, strings(&["iam.example"]));
+        assert_eq!(no_groups.oauth2_scope, None);
     }
 
     #[test]

@@ -137,6 +137,15 @@ impl FileState {
     }
 
     /// The reference's FileActiveStates: states a cancel acts on.
+    /// What a cancellation ends: the active states and TOKEN_PREP.
+    ///
+    /// Deviation: the reference leaves TOKEN_PREP files untouched when it cancels, and its
+    /// token daemon later queues them (SUBMITTED) in a canceled job; here they end with the
+    /// job, so nothing of a canceled job can run.
+    pub fn is_cancelable(self) -> bool {
+        self.is_active() || self == FileState::TokenPrep
+    }
+
     pub fn is_active(self) -> bool {
         matches!(
             self,
@@ -312,10 +321,10 @@ impl Job {
 }
 
 impl File {
-    /// Cancel an active file; false (unchanged) otherwise. A file with a running process keeps
-    /// `finish_time` unset: the transfer agent finishes it.
+    /// Cancel an active (or TOKEN_PREP) file; false (unchanged) otherwise. A file with a running
+    /// process keeps `finish_time` unset: the transfer agent finishes it.
     pub fn cancel(&mut self, now: i64, reason: &str) -> bool {
-        if !self.file_state.is_active() {
+        if !self.file_state.is_cancelable() {
             return false;
         }
         self.file_state = FileState::Canceled;

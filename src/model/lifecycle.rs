@@ -173,7 +173,10 @@ impl File {
         } else {
             FileState::Finished
         };
-        if !archive {
+        if archive {
+            // Archive monitoring starts with the state (the poller picks the file up at once).
+            self.archive_start_time = Some(now);
+        } else {
             self.finish_time = Some(now);
             self.dest_surl_uuid = None;
         }
@@ -313,6 +316,40 @@ impl File {
         true
     }
 
+    /// TOKEN_PREP → the state the file was submitted in (`file_state_initial`, SUBMITTED when
+    /// that is empty, as the reference's token daemon does).
+    pub fn tokens_ready(&mut self) -> bool {
+        if self.file_state != FileState::TokenPrep {
+            return false;
+        }
+        self.file_state = self
+            .file_state_initial
+            .as_deref()
+            .and_then(FileState::parse)
+            .filter(|s| *s != FileState::TokenPrep)
+            .unwrap_or(FileState::Submitted);
+        true
+    }
+
+    /// The storage accepted the bring-online request of a STARTED file under `token`.
+    pub fn stage_requested(&mut self, token: &str) -> bool {
+        if self.file_state != FileState::Started {
+            return false;
+        }
+        self.bringonline_token = Some(token.to_string());
+        true
+    }
+
+    /// STARTED → FAILED: the storage could not bring the file online (or the bring-online
+    /// timeout passed). `staging_finished` is set, as the reference does.
+    pub fn staging_failed(&mut self, now: i64, failure: &Failure) -> bool {
+        if self.file_state != FileState::Started {
+            return false;
+        }
+        self.staging_finished = Some(now);
+        self.fail(now, failure)
+    }
+
     /// STARTED → STAGING: an interrupted or retryable staging goes back to the staging queue.
     pub fn restage(&mut self) -> bool {
         if self.file_state != FileState::Started {
@@ -320,6 +357,7 @@ impl File {
         }
         self.file_state = FileState::Staging;
         self.staging_start = None;
+        self.bringonline_token = None;
         self.staging_host = None;
         self.transfer_host = None;
         self.start_time = None;

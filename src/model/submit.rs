@@ -25,8 +25,14 @@
 //! reuse never turns a multihop job into a reuse job; inputs the reference would crash on (500)
 //! are refused with a 400; echoed values in messages are clipped to [`MAX_ECHO_LEN`].
 //!
-//! Not here yet: token submissions (§4.9: `source_tokens`/`destination_tokens` are ignored, no
-//! `TOKEN_PREP`). Storage-element bans are applied to the built files by the service
+//! Token submissions (§4.9): `source_tokens`/`destination_tokens` are checked with the
+//! reference's messages, each distinct token becomes a [`NewToken`] (claims read, signature
+//! checked later by the service) and each file row names its tokens by id; a token user's
+//! submission that names no tokens uses the bearer token for every URL ("single token"
+//! clients). Deviation: the reference reads transfer tokens from token users only; here a
+//! certificate user's tokens are read (and validated) the same way. Which files wait in
+//! `TOKEN_PREP` depends on the stored tokens: [`hold_for_tokens`], called by the service.
+//! Storage-element bans are applied to the built files by the service
 //! ([`super::ban::apply_to_submission`]), which reads them from the store.
 
 use std::collections::HashMap;
@@ -36,6 +42,7 @@ use uuid::Uuid;
 
 use super::identity::BASE_ID;
 use super::job::{File, FileState, Job, JobState, JobType, JsonText};
+use super::token::{self, NewToken, msg as token_msg};
 
 /// At most this many transfers (source × destination pairs, summed over `files`) per job. Large
 /// experiments submit jobs of a few hundred files; the limit keeps one request from allocating
@@ -285,6 +292,9 @@ pub struct SubmitConfig {
     /// Schemes whose destinations this instance can watch until archived; jobs with an
     /// `archive_timeout` and other destinations are refused. `None`: any.
     pub archive_schemes: Option<Vec<String>>,
+    /// `NonManagedTokens`: tokens without the `offline_access` scope are used as given, never
+    /// exchanged nor refreshed.
+    pub non_managed_tokens: bool,
 }
 
 impl Default for SubmitConfig {
@@ -308,6 +318,7 @@ impl Default for SubmitConfig {
             scheme_groups: None,
             staging_schemes: None,
             archive_schemes: None,
+            non_managed_tokens: false,
         }
     }
 }
@@ -320,8 +331,11 @@ pub struct SubmitContext<'a> {
     pub vo: &'a str,
     /// FQANs of the submitter.
     pub voms_cred: &'a [String],
-    /// `"certificate"` (or `"oauth2"` later): written into `job_metadata.auth_method`.
+    /// `"certificate"` or `"oauth2"`: written into `job_metadata.auth_method`.
     pub auth_method: &'a str,
+    /// A token user's bearer token: the source and destination token of every transfer when
+    /// the submission names none.
+    pub bearer: Option<&'a str>,
     pub submit_host: &'a str,
     /// Unix seconds.
     pub now: i64,
@@ -339,6 +353,8 @@ pub struct SubmitContext<'a> {
 pub struct Submission {
     pub job: Job,
     pub files: Vec<File>,
+    /// The distinct transfer tokens the files name (by id), to store with the job.
+    pub tokens: Vec<NewToken>,
 }
 
 /// Why a submission was refused. The text is the exact message of the reference.
@@ -401,7 +417,173 @@ pub fn build(body: &Map<String, Value>, ctx: &mut SubmitContext<'_>) -> Result<S
         Some(other) => Err(SubmitError::malformed(&msg::not_iterable(py_type(other)))),
     };
     let job_id = job_id(&params, ctx)?;
-    build_transfers(&params, files, job_id, job_metadata, ctx)
+    // "Single token" clients: the bearer token for every URL.
+    let filled;
+    let files = match (files, ctx.bearer) {
+        (Ok(list), Some(bearer)) if !list.iter().any(names_tokens) => {
+            filled = with_bearer_tokens(list, bearer);
+            Ok(filled.as_slice())
+        }
+        (other, _) => other,
+    };
+    let tokens = match files {
+        Ok(list) => {
+            check_token_lists(list)?;
+            let unmanaged = params.truthy("unmanaged_tokens");
+            collect_tokens(list, unmanaged, ctx.config.non_managed_tokens)?
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut submission = build_transfers(&params, files, job_id, job_metadata, ctx)?;
+    submission.tokens = tokens;
+    Ok(submission)
+}
+
+/// Whether a file names source or destination tokens.
+fn names_tokens(file: &Value) -> bool {
+    file.get("source_tokens").is_some() || file.get("destination_tokens").is_some()
+}
+
+/// Each file with `bearer` as the token of each of its sources and destinations.
+fn with_bearer_tokens(files: &[Value], bearer: &str) -> Vec<Value> {
+    files
+        .iter()
+        .map(|file| {
+            let mut file = file.clone();
+            if let Some(object) = file.as_object_mut() {
+                for (urls, tokens) in [
+                    ("sources", "source_tokens"),
+                    ("destinations", "destination_tokens"),
+                ] {
+                    if let Some(n) = object.get(urls).and_then(Value::as_array).map(Vec::len) {
+                        object.insert(
+                            tokens.to_string(),
+                            Value::Array(vec![Value::String(bearer.to_string()); n]),
+                        );
+                    }
+                }
+            }
+            file
+        })
+        .collect()
+}
+
+/// A file's token list (`[]` when absent); a list is required.
+fn token_list<'a>(file: &'a Map<String, Value>, key: &str) -> Result<&'a [Value]> {
+    match file.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(SubmitError::malformed(&format!(
+            "{key} must be a list, not {}",
+            py_type(other)
+        ))),
+    }
+}
+
+/// `_validate_transfer_tokens`: both lists or none, one token per URL, none empty.
+fn check_token_lists(files: &[Value]) -> Result<()> {
+    for file in files {
+        let Some(file) = file.as_object() else {
+            continue;
+        };
+        let source_tokens = token_list(file, "source_tokens")?;
+        let destination_tokens = token_list(file, "destination_tokens")?;
+        if source_tokens.is_empty() && destination_tokens.is_empty() {
+            continue;
+        }
+        if source_tokens.is_empty() || destination_tokens.is_empty() {
+            return Err(SubmitError::bad(token_msg::BOTH_LISTS));
+        }
+        let urls = |key: &str| file.get(key).and_then(Value::as_array);
+        let (sources, destinations) = (urls("sources"), urls("destinations"));
+        if source_tokens.len() != sources.map_or(0, Vec::len) {
+            return Err(SubmitError::bad(token_msg::SOURCE_LENGTH));
+        }
+        if destination_tokens.len() != destinations.map_or(0, Vec::len) {
+            return Err(SubmitError::bad(token_msg::DESTINATION_LENGTH));
+        }
+        let empty = |v: &Value| !py_truthy(v);
+        for (url, token) in sources.into_iter().flatten().zip(source_tokens) {
+            if empty(token) {
+                return Err(SubmitError::BadRequest(token_msg::source_missing(&echo(
+                    &py_str(url),
+                ))));
+            }
+        }
+        for (url, token) in destinations.into_iter().flatten().zip(destination_tokens) {
+            if empty(token) {
+                return Err(SubmitError::BadRequest(token_msg::destination_missing(
+                    &echo(&py_str(url)),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `_populate_tokens`: each distinct token once, its claims read (in order of appearance).
+fn collect_tokens(
+    files: &[Value],
+    unmanaged: bool,
+    non_managed_tokens: bool,
+) -> Result<Vec<NewToken>> {
+    let mut tokens: Vec<NewToken> = Vec::new();
+    for file in files.iter().filter_map(Value::as_object) {
+        for key in ["source_tokens", "destination_tokens"] {
+            for raw in token_list(file, key)?.iter().filter_map(Value::as_str) {
+                let id = token::token_id(raw);
+                if tokens.iter().any(|t| t.token_id == id) {
+                    continue;
+                }
+                let mut new =
+                    NewToken::from_raw(raw, unmanaged).map_err(SubmitError::BadRequest)?;
+                if non_managed_tokens && !token::has_offline_access(&new.scope) {
+                    new.unmanaged = true;
+                }
+                tokens.push(new);
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// The id of the token at `index` of a file's `key` list: `None` when there is none, 400 when
+/// it is not a string (the reference's `Source token is not a string: ...`).
+fn token_id_at(file: &Map<String, Value>, key: &str, index: usize) -> Result<Option<String>> {
+    match token_list(file, key)?.get(index) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(token::token_id(s))),
+        Some(other) => {
+            let side = if key == "source_tokens" {
+                "Source token is not a string: type(src_token)"
+            } else {
+                "Destination token is not a string: type(dst_token)"
+            };
+            Err(SubmitError::BadRequest(format!(
+                "{side}=<class '{}'>",
+                py_type(other)
+            )))
+        }
+    }
+}
+
+/// Files whose source or destination token is not ready (`ready(token_id)` false: managed
+/// and not yet exchanged) wait in TOKEN_PREP, their state kept in `file_state_initial` (the
+/// reference's `set_file_states_to_token_prep_as_necessary`). Returns how many wait.
+pub fn hold_for_tokens(files: &mut [File], ready: impl Fn(&str) -> bool) -> usize {
+    let mut held = 0;
+    for f in files.iter_mut() {
+        let waiting = [&f.src_token_id, &f.dst_token_id]
+            .into_iter()
+            .flatten()
+            .any(|id| !ready(id));
+        if waiting && !f.file_state.is_terminal() {
+            f.file_state_initial = Some(f.file_state.as_str().to_string());
+            f.file_state = FileState::TokenPrep;
+            held += 1;
+        }
+    }
+    held
 }
 
 /// §4.3: uuid1, or uuid5(uuid5(BASE_ID, vo), sid) for `"id_generator": "deterministic"`.
@@ -687,7 +869,11 @@ fn build_transfers(
         dst_file_report: params.flag("dst_file_report"),
         os_project_id: None,
     };
-    Ok(Submission { job, files: rows })
+    Ok(Submission {
+        job,
+        files: rows,
+        tokens: Vec::new(),
+    })
 }
 
 /// Refuse absurd jobs before expanding anything (see [`MAX_FILES_PER_JOB`]).
@@ -731,17 +917,25 @@ fn populate_file(
     let sources = url_list(file, "sources")?;
     // The reference reads `destinations` while validating the first source, so a missing key
     // is only noticed when there is a source.
-    let mut pairs: Vec<(pyurl::Url, pyurl::Url)> = Vec::new();
-    let mut destinations: Vec<pyurl::Url> = Vec::new();
+    type Pair = (pyurl::Url, pyurl::Url, Option<String>, Option<String>);
+    let mut pairs: Vec<Pair> = Vec::new();
+    let mut destinations: Vec<(pyurl::Url, Option<String>)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let source = parse_url(source, config)?;
+        let src_token = token_id_at(file, "source_tokens", i)?;
         if i == 0 {
-            for destination in url_list(file, "destinations")? {
-                destinations.push(parse_url(destination, config)?);
+            for (j, destination) in url_list(file, "destinations")?.into_iter().enumerate() {
+                let destination = parse_url(destination, config)?;
+                destinations.push((destination, token_id_at(file, "destination_tokens", j)?));
             }
         }
-        for destination in &destinations {
-            pairs.push((source.clone(), destination.clone()));
+        for (destination, dst_token) in &destinations {
+            pairs.push((
+                source.clone(),
+                destination.clone(),
+                src_token.clone(),
+                dst_token.clone(),
+            ));
         }
     }
     if pairs.is_empty() {
@@ -796,7 +990,7 @@ fn populate_file(
         }
     }
 
-    for (source, destination) in pairs {
+    for (source, destination, src_token_id, dst_token_id) in pairs {
         let dest_surl_uuid = (!multi_source && config.check_duplicates)
             .then(|| Uuid::new_v5(&BASE_ID, destination.geturl().as_bytes()).to_string());
         let (mut source, mut destination) = (source, destination);
@@ -853,8 +1047,8 @@ fn populate_file(
             staging_metadata: staging_metadata.clone(),
             archive_metadata: archive_metadata.clone(),
             scitag,
-            src_token_id: None,
-            dst_token_id: None,
+            src_token_id,
+            dst_token_id,
             file_state_initial: Some(String::new()),
             error_scope: None,
             error_phase: None,
@@ -2153,6 +2347,7 @@ pub(crate) mod tests {
             vo: "testvo",
             voms_cred: &fqans,
             auth_method: "certificate",
+            bearer: None,
             submit_host: "fts.example.org",
             now: NOW,
             config,
@@ -2164,6 +2359,167 @@ pub(crate) mod tests {
 
     fn run(body: Value) -> Result<Submission> {
         run_with(body, &SubmitConfig::default(), &|_, _, _| 0)
+    }
+
+    /// A token user's submission (`bearer`: the request's token).
+    fn run_as_token_user(body: Value, bearer: &str, config: &SubmitConfig) -> Result<Submission> {
+        let map = body.as_object().expect("test bodies are objects").clone();
+        let mut random = || 7u64;
+        let scopes = vec!["fts".to_string()];
+        let mut ctx = SubmitContext {
+            user_dn: "a-subject",
+            delegation_id: "074c994c3402ea31",
+            vo: "testvo",
+            voms_cred: &scopes,
+            auth_method: "oauth2",
+            bearer: Some(bearer),
+            submit_host: "fts.example.org",
+            now: NOW,
+            config,
+            queued: &|_, _, _| 0,
+            random: &mut random,
+        };
+        build(&map, &mut ctx)
+    }
+
+    /// An unsigned JWT with these claims (the builder reads claims; signatures are the
+    /// service's business).
+    fn jwt(claims: Value) -> String {
+        use base64::Engine as _;
+        let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.sig", e(&json!({"alg": "RS256"})), e(&claims))
+    }
+
+    fn storage_jwt(scope: &str) -> String {
+        jwt(
+            json!({"iss": "https://iam.example", "sub": "rucio", "nbf": NOW, "exp": NOW + 600,
+                   "scope": scope, "aud": ["https://a", "https://b"]}),
+        )
+    }
+
+    #[test]
+    fn transfer_tokens_are_collected_once_and_named_by_each_file() {
+        let (s1, s2, d) = (
+            storage_jwt("storage.read:/ offline_access"),
+            storage_jwt("storage.read:/x"),
+            storage_jwt("storage.modify:/ offline_access"),
+        );
+        let file = |src: &str, dst: &str, s: &str, d: &str| {
+            json!({"sources": [src], "destinations": [dst],
+                   "source_tokens": [s], "destination_tokens": [d]})
+        };
+        let body = json!({"files": [
+            file("https://a/f", "https://b/f", &s1, &d),
+            file("https://a2/g", "https://b/g", &s2, &d),
+            file("https://a/h", "https://b/h", &s1, &d),
+        ]});
+        let built = run_as_token_user(body.clone(), "bearer", &SubmitConfig::default()).unwrap();
+        assert_eq!(
+            built.job.job_metadata.0.as_deref(),
+            Some(r#"{"auth_method":"oauth2"}"#)
+        );
+        // Each distinct token once, in order of appearance, with its claims.
+        let ids: Vec<&str> = built.tokens.iter().map(|t| t.token_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                token::token_id(&s1),
+                token::token_id(&d),
+                token::token_id(&s2)
+            ]
+        );
+        assert_eq!(built.tokens[0].issuer, "https://iam.example/");
+        assert_eq!(
+            built.tokens[0].audience.as_deref(),
+            Some("https://a https://b")
+        );
+        assert!(built.tokens.iter().all(|t| !t.unmanaged));
+        let named = |built: &Submission| -> Vec<(Option<String>, Option<String>)> {
+            built
+                .files
+                .iter()
+                .map(|f| (f.src_token_id.clone(), f.dst_token_id.clone()))
+                .collect()
+        };
+        let id = |t: &str| Some(token::token_id(t));
+        assert_eq!(
+            named(&built),
+            [(id(&s1), id(&d)), (id(&s2), id(&d)), (id(&s1), id(&d))]
+        );
+        // Multiple sources: each source × destination pair names its source's token.
+        let multi = json!({"files": [{
+            "sources": ["https://a/f", "https://a2/f"], "destinations": ["https://b/f"],
+            "source_tokens": [s1, s2], "destination_tokens": [d],
+        }]});
+        let built = run_as_token_user(multi, "bearer", &SubmitConfig::default()).unwrap();
+        assert_eq!(named(&built), [(id(&s1), id(&d)), (id(&s2), id(&d))]);
+        // NonManagedTokens: tokens without offline_access are used as given; the job flag
+        // makes every token unmanaged.
+        let config = SubmitConfig {
+            non_managed_tokens: true,
+            ..SubmitConfig::default()
+        };
+        let built = run_as_token_user(body.clone(), "bearer", &config).unwrap();
+        let unmanaged: Vec<bool> = built.tokens.iter().map(|t| t.unmanaged).collect();
+        assert_eq!(unmanaged, [false, false, true]);
+        let mut flagged = body;
+        flagged["params"] = json!({"unmanaged_tokens": true});
+        let built = run_as_token_user(flagged, "bearer", &SubmitConfig::default()).unwrap();
+        assert!(built.tokens.iter().all(|t| t.unmanaged));
+    }
+
+    #[test]
+    fn a_token_users_job_without_tokens_uses_the_bearer_token_everywhere() {
+        let bearer = storage_jwt("fts offline_access");
+        let body =
+            json!({"files": [{"sources": ["https://a/f"], "destinations": ["https://b/f"]}]});
+        let built = run_as_token_user(body, &bearer, &SubmitConfig::default()).unwrap();
+        let id = token::token_id(&bearer);
+        assert_eq!(built.tokens.len(), 1);
+        assert_eq!(built.files[0].src_token_id.as_deref(), Some(id.as_str()));
+        assert_eq!(built.files[0].dst_token_id.as_deref(), Some(id.as_str()));
+        // A certificate user's job without tokens has none.
+        let plain = submit(
+            json!({"files": [{"sources": ["https://a/f"], "destinations": ["https://b/f"]}]}),
+        );
+        assert!(plain.tokens.is_empty() && plain.files[0].src_token_id.is_none());
+        // A token missing a claim is refused with the reference's message.
+        let no_scope = jwt(json!({"iss": "https://i", "nbf": 1, "exp": 2, "aud": null}));
+        let body = json!({"files": [{"sources": ["https://a/f"], "destinations": ["https://b/f"],
+                           "source_tokens": [no_scope], "destination_tokens": [no_scope]}]});
+        let err = run_as_token_user(body, &bearer, &SubmitConfig::default()).unwrap_err();
+        assert_eq!(err.to_string(), token::msg::NO_SCOPE);
+    }
+
+    #[test]
+    fn files_wait_in_token_prep_until_their_tokens_are_ready() {
+        let (s, d) = (
+            storage_jwt("storage.read:/"),
+            storage_jwt("storage.modify:/"),
+        );
+        let body = json!({"files": [
+            {"sources": ["https://a/f"], "destinations": ["https://b/f"],
+             "source_tokens": [s], "destination_tokens": [d]},
+            {"sources": ["https://a/g"], "destinations": ["https://b/g"],
+             "source_tokens": [s], "destination_tokens": [s]},
+        ]});
+        let mut built = run_as_token_user(body, "b", &SubmitConfig::default()).unwrap();
+        let ready_id = token::token_id(&s);
+        let held = hold_for_tokens(&mut built.files, |id| id == ready_id);
+        assert_eq!(held, 1);
+        assert_eq!(built.files[0].file_state, FileState::TokenPrep);
+        assert_eq!(
+            built.files[0].file_state_initial.as_deref(),
+            Some("SUBMITTED")
+        );
+        assert_eq!(built.files[1].file_state, FileState::Submitted);
+        // Released: back to the state it was submitted in.
+        assert!(built.files[0].tokens_ready());
+        assert_eq!(built.files[0].file_state, FileState::Submitted);
+        assert!(
+            !built.files[1].tokens_ready(),
+            "only TOKEN_PREP files are released"
+        );
     }
 
     fn submit(body: Value) -> Submission {
@@ -2623,6 +2979,7 @@ pub(crate) mod tests {
             vo: "d",
             voms_cred: &[],
             auth_method: "certificate",
+            bearer: None,
             submit_host: "h",
             now: NOW,
             config: &config,

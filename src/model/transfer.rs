@@ -55,9 +55,12 @@ pub enum Event {
     Interrupted {
         file_id: u64,
     },
-    /// STAGING → STARTED.
+    /// The storage accepted the bring-online request of a STARTED file: its request id (the
+    /// Tape REST API's `requestId`, gfal2's token) is kept as `bringonline_token`, so polling
+    /// resumes after a restart and the request can be canceled and released.
     StagingStarted {
         file_id: u64,
+        token: String,
     },
     /// STARTED → SUBMITTED or FINISHED.
     Staged {
@@ -75,6 +78,16 @@ pub enum Event {
         file_id: u64,
         failure: Failure,
     },
+    /// TOKEN_PREP → the state it was submitted in: its tokens were exchanged (or are
+    /// unmanaged).
+    TokensReady {
+        file_id: u64,
+    },
+    /// TOKEN_PREP → FAILED: a token exchange failed.
+    TokensFailed {
+        file_id: u64,
+        failure: Failure,
+    },
 }
 
 impl Event {
@@ -85,11 +98,13 @@ impl Event {
             | Event::Failed { file_id, .. }
             | Event::Aborted { file_id }
             | Event::Interrupted { file_id }
-            | Event::StagingStarted { file_id }
+            | Event::StagingStarted { file_id, .. }
             | Event::Staged { file_id }
             | Event::StagingFailed { file_id, .. }
             | Event::Archived { file_id }
-            | Event::ArchiveFailed { file_id, .. } => *file_id,
+            | Event::ArchiveFailed { file_id, .. }
+            | Event::TokensReady { file_id }
+            | Event::TokensFailed { file_id, .. } => *file_id,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! deadline.
 
 pub mod connections;
+pub mod metrics_http;
 pub mod tls;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -75,6 +76,8 @@ pub struct Server {
     pub auth: Arc<Authenticator>,
     pub routes: BoxedFilter<(Response,)>,
     pub limits: Limits,
+    /// HTTP requests are counted here (`ftsd_http_requests_total`, ...).
+    pub metrics: Arc<crate::service::metrics::Metrics>,
 }
 
 /// What every connection task shares.
@@ -83,6 +86,7 @@ struct Shared {
     auth: Arc<Authenticator>,
     routes: BoxedFilter<(Response,)>,
     limits: Limits,
+    metrics: Arc<crate::service::metrics::Metrics>,
     /// Cancelled at shutdown: finish the requests in flight, then close.
     draining: CancellationToken,
     /// Cancelled when the shutdown deadline passed: close now.
@@ -110,6 +114,7 @@ impl Server {
             auth: self.auth,
             routes: self.routes,
             limits,
+            metrics: self.metrics,
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
         });
@@ -215,7 +220,13 @@ async fn serve_connection(
     };
     slot.handshake_done(peer.0.is_some());
     let slot = Arc::new(slot);
-    let service = service_for(shared.routes.clone(), peer, remote, slot.clone());
+    let service = service_for(
+        shared.routes.clone(),
+        peer,
+        remote,
+        slot.clone(),
+        shared.metrics.clone(),
+    );
     let limits = &shared.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -305,6 +316,7 @@ fn service_for(
     peer: Peer,
     remote: SocketAddr,
     slot: Arc<Slot>,
+    metrics: Arc<crate::service::metrics::Metrics>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = Response,
@@ -327,6 +339,7 @@ fn service_for(
         // handler has its answer.
         let busy = slot.request();
         let user = user.clone();
+        let metrics = metrics.clone();
         let started = std::time::Instant::now();
         async move {
             let response = svc.call(req).await;
@@ -349,6 +362,12 @@ fn service_for(
                     bytes = %bytes,
                     ms = started.elapsed().as_millis() as u64,
                     "request"
+                );
+                metrics.http(
+                    api::routes::route_label(&path),
+                    method.as_str(),
+                    r.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
                 );
             }
             response

@@ -1,6 +1,11 @@
-//! Jobs: submission (delegation checks, schema and semantic validation, group-committed
-//! insert), status, listing, cancellation and priority changes, with the reference's
-//! authorization rules applied to every job touched (owner, VO, level).
+//! Jobs: submission (delegation checks, schema and semantic validation, transfer tokens,
+//! group-committed insert), status, listing, cancellation and priority changes, with the
+//! reference's authorization rules applied to every job touched (owner, VO, level).
+//!
+//! Token submissions (spec fts-rest-api.md §4.9): token users need no delegated proxy; every
+//! transfer token must validate (signature, time claims, a configured issuer); tape is refused
+//! to token users; the tokens are stored sealed and the files whose managed tokens have no
+//! refresh token yet wait in TOKEN_PREP for the exchange.
 
 use std::sync::Arc;
 
@@ -13,6 +18,7 @@ use crate::model::{
     query::{FileFilter, JobFilter},
     submit::{self, Submission, SubmitContext, SubmitError},
     submit_schema, time,
+    token::{self as tok, msg as token_msg},
     transfer::RetryRow,
 };
 
@@ -138,10 +144,12 @@ impl Service {
     }
 
     /// `POST /jobs`: returns the new job id.
+    /// `bearer`: the token of the request's `Authorization: Bearer` header (token users).
     pub async fn submit(
         self: &Arc<Self>,
         user: &User,
         request: SubmitRequest,
+        bearer: Option<&str>,
     ) -> Result<String, ServiceError> {
         self.require_transfer(user)?;
         let delegation_id = user.delegation_id.clone().unwrap_or_default();
@@ -179,7 +187,8 @@ impl Service {
             }
             0
         };
-        let mut submission = self.build(user, &map, &delegation_id, &vo, &record)?;
+        let bearer = bearer.filter(|_| user.method == AuthMethod::Oauth2);
+        let mut submission = self.build(user, &map, &delegation_id, &vo, &record, bearer)?;
         let wanted = wanted.into_inner().unwrap_or_default();
         if !wanted.is_empty() {
             let mut counts = std::collections::HashMap::new();
@@ -196,7 +205,10 @@ impl Service {
                     .copied()
                     .unwrap_or(0)
             };
-            submission = self.build(user, &map, &delegation_id, &vo, &lookup)?;
+            submission = self.build(user, &map, &delegation_id, &vo, &lookup, bearer)?;
+        }
+        if !submission.tokens.is_empty() || user.method == AuthMethod::Oauth2 {
+            self.check_tokens(user, &submission, bearer).await?;
         }
         // Bans apply last, as in the reference, on the built files: the builder stays pure and
         // the bans of the submitter's VO are read once per submission.
@@ -206,6 +218,21 @@ impl Service {
                 .map_err(ServiceError::Forbidden)?;
         }
         let job_id = submission.job.job_id.clone();
+        let mut held = 0;
+        if !submission.tokens.is_empty() {
+            let ready = self
+                .store
+                .put_tokens(&submission.tokens, time::now())
+                .await?;
+            let ready: std::collections::HashSet<&str> = submission
+                .tokens
+                .iter()
+                .zip(ready)
+                .filter(|(_, ready)| *ready)
+                .map(|(t, _)| t.token_id.as_str())
+                .collect();
+            held = submit::hold_for_tokens(&mut submission.files, |id| ready.contains(id));
+        }
         match self
             .store
             .submit((submission.job, submission.files))
@@ -213,6 +240,10 @@ impl Service {
         {
             Ok(()) => {
                 self.wake.notify_one();
+                if held > 0 {
+                    tracing::info!(job_id = %job_id, files = held, "files wait for a token exchange");
+                    self.token_wake.notify_one();
+                }
                 tracing::debug!(job_id = %job_id, "job submitted");
                 Ok(job_id)
             }
@@ -225,6 +256,65 @@ impl Service {
         }
     }
 
+    /// The token checks of a submission, in the reference's order: every transfer token
+    /// validates offline (400 `Failed to validate access-token`); for token users, no tape,
+    /// and the submitting token names a known issuer and an audience; every transfer token's
+    /// issuer is a configured provider.
+    async fn check_tokens(
+        &self,
+        user: &User,
+        submission: &Submission,
+        bearer: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let bad = |m: &str| ServiceError::BadRequest(m.to_string());
+        let Some(oidc) = &self.oidc else {
+            // Transfer tokens without providers cannot be checked (nor used).
+            return Err(bad(token_msg::FAILED_TO_VALIDATE));
+        };
+        let now = time::now();
+        for token in &submission.tokens {
+            if let Err(why) = oidc
+                .check_transfer_token(token.access_token.expose(), now)
+                .await
+            {
+                tracing::info!(token_id = %token.token_id, reason = %why, "transfer token refused");
+                return Err(bad(token_msg::FAILED_TO_VALIDATE));
+            }
+        }
+        if user.method == AuthMethod::Oauth2 {
+            if submission.job.archive_timeout > 0 {
+                return Err(bad(token_msg::ARCHIVE_WITH_TOKENS));
+            }
+            if submission.job.bring_online > 0 {
+                return Err(bad(token_msg::STAGING_WITH_TOKENS));
+            }
+            let payload = bearer
+                .and_then(|b| tok::decode_unverified(b).ok())
+                .map(|j| j.payload)
+                .unwrap_or_default();
+            let Some(issuer) = payload.get("iss").and_then(|v| v.as_str()) else {
+                return Err(bad(token_msg::NO_ISS));
+            };
+            if !payload.contains_key("aud") {
+                return Err(bad(token_msg::NO_AUD));
+            }
+            let issuer = tok::safe_issuer(issuer);
+            if !oidc.is_configured_issuer(&issuer) {
+                return Err(ServiceError::BadRequest(
+                    token_msg::fts_token_unknown_issuer(&issuer),
+                ));
+            }
+        }
+        for token in &submission.tokens {
+            if !oidc.is_configured_issuer(&token.issuer) {
+                return Err(ServiceError::BadRequest(
+                    token_msg::transfer_token_unknown_issuer(&token.issuer),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Build the job rows of a submission (pure; `queued` answers queue lengths).
     fn build(
         &self,
@@ -233,6 +323,7 @@ impl Service {
         delegation_id: &str,
         vo: &str,
         queued: &(dyn Fn(&str, &str, &str) -> u64 + Sync),
+        bearer: Option<&str>,
     ) -> Result<Submission, ServiceError> {
         let mut random = || {
             let mut b = [0u8; 8];
@@ -247,7 +338,11 @@ impl Service {
             delegation_id,
             vo,
             voms_cred: &user.voms_cred,
-            auth_method: "certificate",
+            auth_method: match user.method {
+                AuthMethod::Oauth2 => "oauth2",
+                _ => "certificate",
+            },
+            bearer,
             submit_host: &self.host_name,
             now: time::now(),
             config: &self.submit_config,

@@ -24,6 +24,12 @@ pub struct Whoami {
     pub delegation_id: Option<String>,
     pub method: AuthMethod,
     pub is_root: bool,
+    /// Token users only: the token's scopes, space-joined (null when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2_scope: Option<Option<String>>,
+    /// Token users only: whether the token has the WLCG profile's `wlcg.ver`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wlcg_profile: Option<bool>,
 }
 
 /// `level` is a map for authenticated users and an empty list for anonymous ones.
@@ -50,6 +56,8 @@ pub fn whoami(user: &User) -> Whoami {
         delegation_id: user.delegation_id.clone(),
         method: user.method,
         is_root: user.is_root,
+        oauth2_scope: (user.method == AuthMethod::Oauth2).then(|| user.oauth2_scope.clone()),
+        wlcg_profile: user.wlcg_profile,
     }
 }
 

@@ -386,8 +386,9 @@ impl Redb {
     /// Restart recovery. Files left READY/ACTIVE (the service died while their transfer ran)
     /// go back to the queue without counting an attempt, as on a graceful stop, unless this is
     /// their [`lifecycle::MAX_INTERRUPTIONS`]-th interruption: then they fail with
-    /// [`lifecycle::POISON_REASON`]. STARTED staging goes back to STAGING. Returns one entry
-    /// per file touched.
+    /// [`lifecycle::POISON_REASON`]. STARTED staging whose request the storage never accepted
+    /// (no `bringonline_token`) goes back to STAGING (with a token it stays STARTED: the engine
+    /// polls it again). Returns one entry per file touched.
     /// This store belongs to one process: every READY/ACTIVE file was its own, whatever host
     /// name it ran under.
     pub fn recover_interrupted(&self, now: i64) -> Result<Vec<Applied>, StoreError> {
@@ -415,7 +416,12 @@ impl Redb {
                 let mut out = Vec::new();
                 update_jobs_in(tx, &job_ids, |job, files| {
                     for f in files.iter_mut() {
-                        if by_job[&job.job_id].contains(&f.file_id) && f.restage() {
+                        // A file whose request the storage accepted keeps it: the engine
+                        // polls it again (engine spec §5.1, restart recovery).
+                        if by_job[&job.job_id].contains(&f.file_id)
+                            && f.bringonline_token.is_none()
+                            && f.restage()
+                        {
                             out.push(Applied {
                                 file_id: f.file_id,
                                 job_id: job.job_id.clone(),
@@ -741,9 +747,12 @@ fn apply_one(
             }
             (Outcome::Moved(FileState::Submitted), None, Vec::new())
         }
-        Event::StagingStarted { .. } => {
-            // Claims move STAGING → STARTED; this event only exists for symmetry of reports.
-            ignored
+        Event::StagingStarted { token, .. } => {
+            // Claims move STAGING → STARTED; this records the storage's request id.
+            if !files[pos].stage_requested(token) {
+                return ignored;
+            }
+            (Outcome::Moved(FileState::Started), None, Vec::new())
         }
         Event::Staged { .. } => {
             if !files[pos].staged(now) {
@@ -755,11 +764,9 @@ fn apply_one(
             (Outcome::Moved(state), Some(state), promoted)
         }
         Event::StagingFailed { failure, .. } => {
-            let f = &mut files[pos];
-            if f.file_state != FileState::Started {
+            if !files[pos].staging_failed(now, failure) {
                 return ignored;
             }
-            f.fail(now, failure);
             let promoted = lifecycle::after_end(job, files, pos);
             (
                 Outcome::Moved(FileState::Failed),
@@ -780,6 +787,26 @@ fn apply_one(
             (
                 Outcome::Moved(FileState::Finished),
                 Some(FileState::Finished),
+                promoted,
+            )
+        }
+        Event::TokensReady { .. } => {
+            if !files[pos].tokens_ready() {
+                return ignored;
+            }
+            let state = files[pos].file_state;
+            (Outcome::Moved(state), Some(state), Vec::new())
+        }
+        Event::TokensFailed { failure, .. } => {
+            let f = &mut files[pos];
+            if f.file_state != FileState::TokenPrep {
+                return ignored;
+            }
+            f.fail(now, failure);
+            let promoted = lifecycle::after_end(job, files, pos);
+            (
+                Outcome::Moved(FileState::Failed),
+                Some(FileState::Failed),
                 promoted,
             )
         }

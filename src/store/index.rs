@@ -91,6 +91,7 @@ impl<'txn> JobIndexes<'txn> {
         old: Option<&Job>,
         new: Option<&Job>,
     ) -> Result<(), StoreError> {
+        super::aggregates::note_job(old, new);
         if let Some(j) = old {
             let id = j.job_id.as_str();
             self.by_state
@@ -140,6 +141,7 @@ impl<'txn> JobIndexes<'txn> {
         old: Option<&File>,
         new: Option<&File>,
     ) -> Result<(), StoreError> {
+        super::aggregates::note_file(old, new);
         if let Some(f) = old {
             self.files_by_job.remove((f.job_id.as_str(), f.file_id))?;
             self.files_by_state.remove(file_state_key(f))?;

@@ -31,11 +31,16 @@ use crate::model::{
     identity::{Grant, StoredAccess},
     job::{File, FileState, InsertConflict, Job, JobChange, JobState},
     message::{Message, OutboxStats},
+    monitor::{
+        ErrorCount, HostStats, JobListQuery, JobSummary, MinuteSlot, Page, RowFilter, RowStats,
+        Totals, TransferQuery,
+    },
     optimizer::{
         Decision, EvolutionEntry, HostActivity, LinkFilter, LinkLoad, LinkStats, OptimizerCurrent,
         OptimizerSamples, PairStatus,
     },
     query::{FileFilter, JobFilter, PairFilter},
+    token::{NewToken, TokenChange, TokenMaterial},
     transfer::{Applied, Claim, Event, Load, QueueKey, RetryRow},
 };
 
@@ -222,6 +227,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         dn: &str,
     ) -> Result<Option<ProxyMaterial>, StoreError>;
 
+    // --- Transfer tokens -----------------------------------------------------------------------
+
+    /// Store the tokens of a submission (sealed): new ones are inserted; a known one keeps its
+    /// state and becomes managed if this submission manages it. Per token, in order: whether
+    /// it is ready for transfers (unmanaged, or exchanged for a refresh token).
+    async fn put_tokens(&self, tokens: &[NewToken], now: i64) -> Result<Vec<bool>, StoreError>;
+    /// A token with its access and refresh tokens unsealed.
+    async fn token(&self, token_id: &str) -> Result<Option<TokenMaterial>, StoreError>;
+    /// Apply an exchange or refresh outcome to a token; false when there is no such token.
+    async fn update_token(
+        &self,
+        token_id: &str,
+        change: &TokenChange,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
     // --- Jobs --------------------------------------------------------------------------------
 
     /// Store one new job; returns once it is durable, or why it was refused. Concurrent
@@ -384,4 +405,60 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Drop messages made before `before_ms` (past their TTL); how many.
     async fn outbox_expire(&self, before_ms: i64) -> Result<u64, StoreError>;
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+    // --- Monitoring --------------------------------------------------------------------------
+    //
+    // Counts come from aggregates kept current with every change of a job or file row (the
+    // embedded backend keeps them in memory, fed by its index hook at commit; a shared
+    // database would keep counter tables changed in the row's transaction). Times are unix
+    // seconds; windows have minute resolution and reach back at most `RING_MINUTES`.
+
+    /// Every row (link, VO, activity) matching `filter`, with its files per state now and its
+    /// terminal files since `since`. Unordered.
+    async fn monitor_rows(
+        &self,
+        filter: &RowFilter,
+        since: i64,
+    ) -> Result<Vec<RowStats>, StoreError>;
+    /// The terminal files of the rows matching `filter`, summed per minute from `since` on,
+    /// oldest first (only minutes with terminal files).
+    async fn monitor_minutes(
+        &self,
+        filter: &RowFilter,
+        since: i64,
+    ) -> Result<Vec<MinuteSlot>, StoreError>;
+    /// FAILED files since `since` per link, VO and error class of the rows matching `filter`
+    /// (activities summed), most frequent first.
+    async fn monitor_errors(
+        &self,
+        filter: &RowFilter,
+        since: i64,
+    ) -> Result<Vec<ErrorCount>, StoreError>;
+    /// Per host, by name: files now per state and terminal files since `since`.
+    async fn monitor_hosts(&self, since: i64) -> Result<Vec<HostStats>, StoreError>;
+    /// Jobs per `(vo, state)` now, sorted; states without jobs are left out.
+    async fn monitor_jobs(&self) -> Result<Vec<(String, JobState, u64)>, StoreError>;
+    /// Everything `/metrics` exports from the stored rows (totals, histograms), sorted.
+    async fn monitor_totals(&self) -> Result<Totals, StoreError>;
+    /// A page of jobs (ftsmon's job list), each with its files counted per state.
+    async fn monitor_job_page(&self, query: &JobListQuery) -> Result<Page<JobSummary>, StoreError>;
+    /// A page of files (ftsmon's transfers).
+    async fn monitor_transfer_page(&self, query: &TransferQuery) -> Result<Page<File>, StoreError>;
+    /// FAILED files of a link since `since` per `(vo, reason)`, of one VO or all; most
+    /// frequent first.
+    async fn monitor_error_reasons(
+        &self,
+        source_se: &str,
+        dest_se: &str,
+        vo: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// The submission time of the oldest job in `state` of each VO of `vos` (VOs without such
+    /// a job are left out).
+    async fn monitor_oldest_jobs(
+        &self,
+        state: JobState,
+        vos: &[String],
+    ) -> Result<BTreeMap<String, i64>, StoreError>;
+    /// Jobs submitted since `since`, per `submit_host`.
+    async fn monitor_submissions(&self, since: i64) -> Result<BTreeMap<String, u64>, StoreError>;
 }

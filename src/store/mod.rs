@@ -7,7 +7,8 @@
 //! - `schema`: every table, with versioned names, and the schema version.
 //! - `codec`: versioned row encoding.
 //! - `index`: the only writer of index tables, and the consistency check.
-//! - `seal`: private keys sealed at rest under a key file beside the database.
+//! - `seal`: private keys and tokens sealed at rest under a key file beside the database.
+//! - `aggregates`: the live monitoring counters, fed by the index hook and applied at commit.
 //! - `outbox`: monitoring messages, written in the transaction of the change that causes them
 //!   and kept until the broker's receipt.
 //! - one file per domain (`authz`, `config`, `credentials`, ...) with batch operations; callers never
@@ -18,6 +19,7 @@
 //! same transaction as their row. redb is synchronous: [`RedbStore`] keeps it off the runtime
 //! threads.
 
+pub mod aggregates;
 pub mod authz;
 pub mod bans;
 pub mod check;
@@ -29,12 +31,14 @@ pub mod engine;
 pub mod index;
 pub mod interface;
 pub mod jobs;
+pub mod monitor_rows;
 pub mod optimizer;
 pub mod outbox;
 pub mod schema;
 pub mod seal;
 #[cfg(test)]
 mod suite;
+pub mod tokens;
 pub mod writer;
 
 use std::{
@@ -115,6 +119,8 @@ pub struct Redb {
     quick_repair: bool,
     /// Whether opening it walked the whole file to repair it (a crash, without quick repair).
     repaired: bool,
+    /// The monitoring aggregates (`aggregates.rs`), built at open, changed at each commit.
+    live: aggregates::Live,
 }
 
 /// How the database is opened and written.
@@ -200,14 +206,16 @@ impl Redb {
                 "database file open"
             );
         }
-        let store = Redb {
+        let mut store = Redb {
             db,
             path,
             sealer,
             quick_repair: options.quick_repair,
             repaired,
+            live: aggregates::Live::empty(),
         };
         store.init_schema()?;
+        store.live = aggregates::Live::load(&store.db.begin_read()?, crate::model::time::now())?;
         Ok(store)
     }
 
@@ -264,6 +272,7 @@ impl Redb {
             tx.open_multimap_table(schema::AUTHZ_DN_BY_OPERATION)?;
             tx.open_table(schema::CREDENTIAL_REQUESTS)?;
             tx.open_table(schema::CREDENTIALS)?;
+            tx.open_table(schema::TOKENS)?;
             tx.open_table(schema::JOBS)?;
             tx.open_table(schema::FILES)?;
             index::JobIndexes::open(tx)?;
@@ -305,12 +314,20 @@ impl Redb {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
         tx.set_quick_repair(self.quick_repair);
+        aggregates::discard();
         match f(&tx) {
             Ok(value) => {
-                tx.commit()?;
+                let started = std::time::Instant::now();
+                if let Err(e) = tx.commit() {
+                    aggregates::discard();
+                    return Err(e.into());
+                }
+                self.live
+                    .committed(started.elapsed(), crate::model::time::now());
                 Ok(value)
             }
             Err(e) => {
+                aggregates::discard();
                 tx.abort()?;
                 Err(e)
             }
@@ -320,7 +337,9 @@ impl Redb {
     /// Rebuild every index from the rows and list the differences (empty when consistent).
     pub fn check_indexes(&self) -> Result<Vec<String>, StoreError> {
         let tx = self.db.begin_read()?;
-        index::check(&tx)
+        let mut problems = index::check(&tx)?;
+        aggregates::check(&tx, &self.live, crate::model::time::now(), &mut problems)?;
+        Ok(problems)
     }
 }
 

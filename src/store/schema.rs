@@ -26,6 +26,10 @@ pub const AUTHZ_DN: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 pub const AUTHZ_DN_BY_OPERATION: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("authz_dn_by_operation_v1");
 
+/// Transfer tokens (the reference's `t_token`): `token_id` → [`crate::store::tokens::TokenRow`];
+/// the access and refresh tokens inside are sealed.
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
+
 /// Pending delegation requests (the reference's `t_credential_cache`): `(dlg_id, dn)` →
 /// [`crate::store::credentials::PendingRow`]; the private key inside is sealed.
 pub const CREDENTIAL_REQUESTS: TableDefinition<(&str, &str), &[u8]> =

@@ -23,8 +23,10 @@ use crate::model::{
         File, FileState, InsertConflict, Job, JobChange, JobState, JobType,
         fixtures::{file, job},
     },
-    lifecycle::{self, Failure},
+    lifecycle::{self, Failure, Success},
+    monitor::{ErrorClass, JobListQuery, RowFilter, RowKey, TransferOrder, TransferQuery},
     optimizer::{Decision, EvolutionEntry, LinkFilter},
+    token::{NewToken, Secret, TokenChange},
     transfer::{Caps, Claim, Event, Outcome},
 };
 
@@ -48,6 +50,10 @@ macro_rules! store_suite {
             cancel_and_priority_leave_terminal_jobs_alone,
             file_cancels_and_force_start_answer_per_file,
             a_credential_is_stored_against_its_pending_request,
+            tokens_are_stored_once_and_keep_their_exchange,
+            monitoring_counts_follow_every_change_of_a_file,
+            monitoring_windows_leave_out_what_ended_before_them,
+            monitoring_listings_page_through_jobs_and_transfers,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -978,6 +984,421 @@ pub(crate) async fn a_credential_is_stored_against_its_pending_request(store: &d
     assert!(store.credential("d", "/CN=other").await.unwrap().is_none());
     assert!(store.delete_credential("d", "/CN=u").await.unwrap());
     assert!(!store.delete_credential("d", "/CN=u").await.unwrap());
+}
+
+fn new_token(raw: &str, unmanaged: bool) -> NewToken {
+    NewToken {
+        token_id: crate::model::token::token_id(raw),
+        access_token: Secret::new(raw),
+        issuer: "https://iam.example/".into(),
+        scope: "storage.read:/ offline_access".into(),
+        audience: Some("https://a https://b".into()),
+        not_before: 100,
+        expiry: 700,
+        unmanaged,
+    }
+}
+
+async fn tokens_are_stored_once_and_keep_their_exchange(store: &dyn Store) {
+    let (managed, unmanaged) = (new_token("AT-1", false), new_token("AT-2", true));
+    assert_eq!(
+        store
+            .put_tokens(&[managed.clone(), unmanaged.clone()], 10)
+            .await
+            .unwrap(),
+        vec![false, true],
+        "a managed token waits for its exchange; an unmanaged one is ready"
+    );
+    let t = store.token(&managed.token_id).await.unwrap().unwrap();
+    assert_eq!(t.access_token.expose(), "AT-1");
+    assert_eq!(
+        (t.issuer.as_str(), t.audience.as_deref(), t.expiry),
+        ("https://iam.example/", Some("https://a https://b"), 700)
+    );
+    assert!(t.refresh_token.is_none() && !t.ready());
+    assert!(store.token("nope").await.unwrap().is_none());
+    // The exchange gives a refresh token and a new access token.
+    let exchanged = TokenChange::Exchanged {
+        access_token: Some(Secret::new("AT-1b")),
+        refresh_token: Secret::new("RT-1"),
+        expiry: 900,
+    };
+    assert!(
+        store
+            .update_token(&managed.token_id, &exchanged, 11)
+            .await
+            .unwrap()
+    );
+    assert!(!store.update_token("nope", &exchanged, 11).await.unwrap());
+    let t = store.token(&managed.token_id).await.unwrap().unwrap();
+    assert_eq!(t.access_token.expose(), "AT-1b");
+    assert_eq!(t.refresh_token.as_ref().map(Secret::expose), Some("RT-1"));
+    assert_eq!(t.expiry, 900);
+    // Submitted again: the row keeps its exchange (ready at once).
+    assert_eq!(
+        store
+            .put_tokens(std::slice::from_ref(&managed), 12)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    // A refresh without rotation keeps the refresh token; a failure is remembered.
+    let refreshed = TokenChange::Refreshed {
+        access_token: Secret::new("AT-1c"),
+        refresh_token: None,
+        expiry: 1500,
+    };
+    store
+        .update_token(&managed.token_id, &refreshed, 13)
+        .await
+        .unwrap();
+    let failed = TokenChange::RefreshFailed {
+        message: "[invalid_grant]: expired".into(),
+    };
+    store
+        .update_token(&managed.token_id, &failed, 14)
+        .await
+        .unwrap();
+    let t = store.token(&managed.token_id).await.unwrap().unwrap();
+    assert_eq!(t.access_token.expose(), "AT-1c");
+    assert_eq!(t.refresh_token.as_ref().map(Secret::expose), Some("RT-1"));
+    assert_eq!(
+        t.refresh_message.as_deref(),
+        Some("[invalid_grant]: expired")
+    );
+    // The same token submitted as unmanaged by another job stays managed.
+    assert_eq!(
+        store
+            .put_tokens(&[new_token("AT-1", true)], 15)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert!(
+        !store
+            .token(&managed.token_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .unmanaged
+    );
+}
+
+/// The one file of job `id`, as stored (with the id the store gave it).
+async fn only_file(store: &dyn Store, id: &str) -> File {
+    let (_, files) = store.job_with_files(id).await.unwrap().unwrap();
+    files.into_iter().next().unwrap()
+}
+
+fn row_key(vo: &str) -> RowKey {
+    RowKey {
+        source_se: "mock://a".into(),
+        dest_se: "mock://b".into(),
+        vo_name: vo.into(),
+        activity: "default".into(),
+    }
+}
+
+fn failure(reason: &str) -> Failure {
+    Failure {
+        reason: reason.into(),
+        scope: "DESTINATION".into(),
+        phase: "TRANSFER_PREPARATION".into(),
+        class: "FILE_EXISTS".into(),
+        recoverable: false,
+        dst_file: None,
+    }
+}
+
+pub(crate) async fn monitoring_counts_follow_every_change_of_a_file(store: &dyn Store) {
+    // The windows reach back a day from the wall clock: the events happen now.
+    let now = crate::model::time::now();
+    let hour_ago = now - 3600;
+    for (id, vo) in [("a", "atlas"), ("b", "cms"), ("c", "atlas")] {
+        store
+            .submit(named(id, now - 100, vo))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let count = |rows: &[crate::model::monitor::RowStats], vo: &str, state: FileState| {
+        rows.iter()
+            .find(|r| r.key == row_key(vo))
+            .map_or(0, |r| r.now.get(state))
+    };
+    let rows = store
+        .monitor_rows(&RowFilter::default(), hour_ago)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(count(&rows, "atlas", FileState::Submitted), 2);
+    assert_eq!(count(&rows, "cms", FileState::Submitted), 1);
+    assert_eq!(
+        store.monitor_jobs().await.unwrap(),
+        vec![
+            ("atlas".to_string(), JobState::Submitted, 2),
+            ("cms".to_string(), JobState::Submitted, 1),
+        ]
+    );
+
+    // One transfer finishes on host h1, one fails there.
+    let (a, b) = (only_file(store, "a").await, only_file(store, "b").await);
+    let mut claimed = claim(a.file_id, now);
+    claimed.file_ids.push(b.file_id);
+    claimed.host = "h1".into();
+    assert_eq!(store.claim(&claimed).await.unwrap().len(), 2);
+    let rows = store
+        .monitor_rows(&RowFilter::default(), hour_ago)
+        .await
+        .unwrap();
+    assert_eq!(count(&rows, "atlas", FileState::Ready), 1);
+    assert_eq!(count(&rows, "atlas", FileState::Submitted), 1);
+    let hosts = store.monitor_hosts(hour_ago).await.unwrap();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(
+        (hosts[0].host.as_str(), hosts[0].now.get(FileState::Ready)),
+        ("h1", 2)
+    );
+    let reason = "DESTINATION [17] the file exists";
+    let events = [
+        Event::Finished {
+            file_id: a.file_id,
+            success: Success {
+                filesize: 1000,
+                duration: 2.0,
+                throughput: 0.5,
+            },
+        },
+        Event::Failed {
+            file_id: b.file_id,
+            failure: failure(reason),
+        },
+    ];
+    store.apply_events(&events, "h1", now).await.unwrap();
+
+    let atlas = RowFilter {
+        vo_name: Some("atlas".into()),
+        ..RowFilter::default()
+    };
+    let rows = store.monitor_rows(&atlas, hour_ago).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].now.get(FileState::Submitted), 1);
+    assert_eq!(rows[0].now.get(FileState::Ready), 0);
+    assert_eq!(
+        (rows[0].window.finished, rows[0].window.failed),
+        (1, 0),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].window.bytes, 1000);
+    let minutes = store.monitor_minutes(&atlas, hour_ago).await.unwrap();
+    assert_eq!(minutes.len(), 1, "{minutes:?}");
+    assert_eq!(minutes[0].minute, now - now.rem_euclid(60));
+    assert_eq!(minutes[0].window.finished, 1);
+
+    let errors = store
+        .monitor_errors(&RowFilter::default(), hour_ago)
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].vo_name, "cms");
+    assert_eq!(
+        errors[0].class,
+        ErrorClass {
+            scope: "DESTINATION".into(),
+            phase: "TRANSFER_PREPARATION".into(),
+            category: "FILE_EXISTS".into(),
+            recoverable: false,
+        }
+    );
+    assert_eq!(
+        store
+            .monitor_error_reasons("mock://a", "mock://b", None, hour_ago)
+            .await
+            .unwrap(),
+        vec![("cms".to_string(), reason.to_string(), 1)]
+    );
+    assert!(
+        store
+            .monitor_error_reasons("mock://a", "mock://b", Some("atlas"), hour_ago)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let hosts = store.monitor_hosts(hour_ago).await.unwrap();
+    assert_eq!(
+        (hosts[0].now.get(FileState::Ready), hosts[0].terminal),
+        (0, 2)
+    );
+
+    let totals = store.monitor_totals().await.unwrap();
+    let mut jobs: Vec<(&str, &str, u64)> = totals
+        .jobs
+        .iter()
+        .map(|(vo, st, n)| (vo.as_str(), st.as_str(), *n))
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        vec![
+            ("atlas", "FINISHED", 1),
+            ("atlas", "SUBMITTED", 1),
+            ("cms", "FAILED", 1)
+        ]
+    );
+    assert_eq!(totals.failures.len(), 1);
+    let sizes: Vec<(&str, u64)> = totals
+        .sizes
+        .iter()
+        .map(|(vo, h)| (vo.as_str(), h.count))
+        .collect();
+    assert_eq!(sizes, vec![("atlas", 1)]);
+    let durations = totals
+        .durations
+        .iter()
+        .find(|(vo, st, _)| vo == "atlas" && *st == FileState::Finished)
+        .map(|(_, _, h)| (h.count, h.sum));
+    assert_eq!(durations, Some((1, 2.0)));
+    assert_eq!(store.check().await.unwrap(), Vec::<String>::new());
+}
+
+pub(crate) async fn monitoring_windows_leave_out_what_ended_before_them(store: &dyn Store) {
+    let now = crate::model::time::now();
+    store
+        .submit(named("a", now - 100, "vo"))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = only_file(store, "a").await;
+    store.claim(&claim(a.file_id, now - 7200)).await.unwrap();
+    // Finished two hours ago.
+    let events = [Event::Failed {
+        file_id: a.file_id,
+        failure: failure("DESTINATION [17] exists"),
+    }];
+    store.apply_events(&events, "h", now - 7200).await.unwrap();
+    let in_window = |since| async move {
+        let rows = store
+            .monitor_rows(&RowFilter::default(), since)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "the row stays while it has files: {rows:?}");
+        assert_eq!(rows[0].now.get(FileState::Failed), 1);
+        rows[0].window.failed
+    };
+    assert_eq!(in_window(now - 3 * 3600).await, 1);
+    assert_eq!(in_window(now - 3600).await, 0);
+    assert!(
+        store
+            .monitor_errors(&RowFilter::default(), now - 3600)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .monitor_minutes(&RowFilter::default(), now - 3600)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .monitor_error_reasons("mock://a", "mock://b", None, now - 3600)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .monitor_error_reasons("mock://a", "mock://b", None, now - 3 * 3600)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub(crate) async fn monitoring_listings_page_through_jobs_and_transfers(store: &dyn Store) {
+    for i in 0..5 {
+        let vo = if i % 2 == 0 { "even" } else { "odd" };
+        store
+            .submit(named(&format!("job{i}"), 100 + i, vo))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let ids = |page: &crate::model::monitor::Page<crate::model::monitor::JobSummary>| {
+        page.items
+            .iter()
+            .map(|s| s.job.job_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let page = store
+        .monitor_job_page(&JobListQuery {
+            states: Some(vec![JobState::Submitted]),
+            ascending: true,
+            limit: 2,
+            ..JobListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((page.count, page.complete), (5, true));
+    assert_eq!(ids(&page), vec!["job0", "job1"]);
+    assert_eq!(page.items[0].files.get("SUBMITTED"), Some(&1));
+    assert_eq!(page.items[0].count, 1);
+    let page = store
+        .monitor_job_page(&JobListQuery {
+            vo_name: Some("even".into()),
+            offset: 1,
+            limit: 10,
+            ..JobListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.count, 3);
+    assert_eq!(ids(&page), vec!["job2", "job0"]);
+    let page = store
+        .monitor_job_page(&JobListQuery {
+            with_file: Some(vec![FileState::Submitted]),
+            cred_id: Some("nobody".into()),
+            limit: 10,
+            ..JobListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.count, 0, "another delegation's jobs are not listed");
+
+    let transfers = store
+        .monitor_transfer_page(&TransferQuery {
+            states: vec![FileState::Submitted],
+            vo_name: Some("even".into()),
+            order: TransferOrder::Id,
+            descending: true,
+            limit: 2,
+            ..TransferQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(transfers.count, 3);
+    let jobs: Vec<&str> = transfers.items.iter().map(|f| f.job_id.as_str()).collect();
+    assert_eq!(jobs, vec!["job4", "job2"]);
+
+    let oldest = store
+        .monitor_oldest_jobs(
+            JobState::Submitted,
+            &["even".into(), "odd".into(), "none".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        oldest.into_iter().collect::<Vec<_>>(),
+        vec![("even".to_string(), 100), ("odd".to_string(), 101)]
+    );
+    let submissions = store.monitor_submissions(103).await.unwrap();
+    assert_eq!(
+        submissions.into_iter().collect::<Vec<_>>(),
+        vec![("h".to_string(), 2)]
+    );
 }
 
 /// The embedded backend.

@@ -115,3 +115,31 @@ fn without_a_host_certificate_it_says_the_dev_pki_will_be_used() {
     // Checking made nothing: the dev PKI is created by `serve`, not by a check.
     assert!(!dir.path().join("ftsd-data").exists());
 }
+
+#[test]
+fn a_world_readable_file_with_provider_secrets_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("ftsd.toml");
+    let text = format!(
+        "{}\n[oidc]\n[[oidc.providers]]\nissuer = \"https://iam.example.org/\"\n\
+         client_id = \"ftsd\"\nclient_secret = \"a-provider-secret\"\n",
+        packaged_config_under(root.path())
+    );
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = check_config(&["--config", config.to_str().unwrap()], root.path());
+    // A warning, not an error: the service can start.
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("oidc.providers"), "{out}");
+    assert!(out.contains("chmod o-r"), "{out}");
+    assert!(!out.contains("a-provider-secret"), "{out}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out) = check_config(&["--config", config.to_str().unwrap()], root.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("chmod o-r"), "{out}");
+    assert!(
+        out.contains("bearer tokens from https://iam.example.org/"),
+        "{out}"
+    );
+}

@@ -28,6 +28,12 @@ pub(crate) fn engine_server(
         c.engine.scheduling_interval = 1;
         c.engine.queue_check_interval = 1;
         c.engine.mock_transfer_time = 1;
+        // Tape requests go at once and are polled every second.
+        c.engine.staging_wait = 0;
+        c.engine.staging_first_poll = 1;
+        c.engine.staging_poll_interval = 1;
+        c.engine.archive_first_poll = 1;
+        c.engine.archive_poll_interval = 1;
         tweak(c);
     })
 }
@@ -94,12 +100,12 @@ pub(crate) fn wait_files(
     id: &str,
     limit: Duration,
     check: impl Fn(&[Value]) -> bool,
-) {
+) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let f = files(client, id);
         if check(&f) {
-            return;
+            return f;
         }
         assert!(
             start.elapsed() < limit,
@@ -934,13 +940,17 @@ fn a_transfer_without_progress_is_stopped_as_stalled() {
 
 /// What the engine could not run is refused at submission with a 400 that names it, instead of
 /// failing later (a `file://` ↔ remote pair) or "succeeding" without doing it (staging or
-/// archive monitoring on storage whose backend cannot: everything but `mock://` today).
+/// archive monitoring on storage whose backend cannot, as `file://`).
 #[test]
 fn what_the_engine_cannot_run_is_refused_at_submission() {
     let Some(pki) = pki() else { return };
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().to_path_buf();
-    let server = engine_server(pki, |c| c.engine.file_roots = vec![dir.clone()]);
+    let server = engine_server(pki, |c| {
+        c.engine.file_roots = vec![dir.clone()];
+        // The schemes that stage are then exactly the native backends'.
+        c.engine.gfal2 = ftsd::config::Gfal2Mode::Off;
+    });
     let client = user(&server, pki);
     let refused = |files: Value, params: Value| {
         let reply = post_json(&client, "/jobs", &json!({"files": files, "params": params}));
@@ -958,23 +968,28 @@ fn what_the_engine_cannot_run_is_refused_at_submission() {
              by this service ({local} => https://storage.example/b)"
         )
     );
+    let other = format!("file://{}/b", dir.display());
     assert_eq!(
         refused(
-            json!([transfer("https://tape.example/a", "https://disk.example/b")]),
+            json!([transfer(&local, &other)]),
             json!({"bring_online": 60})
         ),
-        "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is not \
-         supported for https:// by this service (https://tape.example/a); schemes that support \
-         it: mock"
+        format!(
+            "Invalid value within the request: Staging (bring_online, copy_pin_lifetime) is not \
+             supported for file:// by this service ({local}); schemes that support it: dav, \
+             davs, http, https, mock"
+        )
     );
     assert_eq!(
         refused(
-            json!([transfer("https://disk.example/a", "davs://tape.example/b")]),
+            json!([transfer(&local, &other)]),
             json!({"archive_timeout": 3600})
         ),
-        "Invalid value within the request: Archive monitoring (archive_timeout) is not \
-         supported for davs:// by this service (davs://tape.example/b); schemes that support \
-         it: mock"
+        format!(
+            "Invalid value within the request: Archive monitoring (archive_timeout) is not \
+             supported for file:// by this service ({other}); schemes that support it: dav, \
+             davs, http, https, mock"
+        )
     );
     // mock:// keeps its semantics: staged, copied, watched until archived.
     let id = submit(

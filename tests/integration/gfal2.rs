@@ -344,7 +344,14 @@ fn canceling_a_running_gfal_copy_kills_it_and_removes_the_partial_file() {
     if !peers::available(&["xrootd", "gfal2"]) {
         return;
     }
-    let slow = Xrootd::start(pki, "s", Options { throttle: true });
+    let slow = Xrootd::start(
+        pki,
+        "s",
+        Options {
+            throttle: true,
+            ..Default::default()
+        },
+    );
     let b = Xrootd::start(pki, "b", Options::default());
     let (server, user) = setup(pki, |_| {});
     slow.write_file("/big.bin", &vec![7u8; 200 << 20]);

@@ -51,6 +51,7 @@ pub const S3_REGION: &str = "us-east-1";
 // What is installed
 
 /// True when everything in `needs` is installed. Names: `"xrootd"` (server, plugins, user),
+/// `"scitokens"` (XRootD's SciTokens authorization plugin),
 /// `"apache2"` (with mod_dav and mod_gridsite), `"moto"` (the S3 venv), `"gfal2"` (the gfal
 /// command-line tools and python3-gfal2), or any command (`"curl"`, `"xrdcp"`, ...).
 /// A missing one panics in CI and prints a `SKIPPING:` line otherwise.
@@ -77,6 +78,7 @@ fn missing(need: &str) -> Option<String> {
                     "libXrdHttp-5.so",
                     "libXrdHttpTPC-5.so",
                     "libXrdMacaroons-5.so",
+                    "libXrdOfsPrepGPI-5.so",
                 ]
                 .iter()
                 .find(|lib| !libs.contains(*lib))
@@ -86,6 +88,15 @@ fn missing(need: &str) -> Option<String> {
                 let user = running_as_root() && system_user("xrootd").is_none();
                 lacking("user xrootd (xrootd-server)".into(), !user)
             }),
+        "scitokens" => {
+            let libs = Command::new("/sbin/ldconfig").arg("-p").output().ok();
+            let libs = libs.map(|l| String::from_utf8_lossy(&l.stdout).into_owned());
+            let found = libs.is_some_and(|l| l.contains("libXrdAccSciTokens-5.so"));
+            lacking(
+                "libXrdAccSciTokens-5.so (xrootd-scitokens-plugins)".into(),
+                found,
+            )
+        }
         "apache2" => [
             "mod_dav.so",
             "mod_dav_fs.so",
@@ -164,13 +175,13 @@ pub fn gfal_command(tool: &str) -> Command {
 
 /// A server process in its own process group. Dropping it kills the whole group (workers and
 /// helpers such as XRootD's `xrdcp --server` included) and waits until none is left.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     name: String,
 }
 
 impl Daemon {
-    fn spawn(mut command: Command, name: &str, output: &Path) -> Daemon {
+    pub(crate) fn spawn(mut command: Command, name: &str, output: &Path) -> Daemon {
         use std::os::unix::process::CommandExt;
         let out = fs::File::create(output).unwrap();
         command
@@ -189,12 +200,23 @@ impl Daemon {
 
     /// Poll `ready` until it says yes; panic with the tails of `logs` when the server exits or
     /// stays silent past [`START_DEADLINE`].
-    fn wait_ready(&mut self, logs: &[PathBuf], mut ready: impl FnMut() -> bool) {
+    pub(crate) fn wait_ready(&mut self, logs: &[PathBuf], ready: impl FnMut() -> bool) {
+        if let Err(why) = self.try_wait_ready(logs, ready) {
+            panic!("{why}");
+        }
+    }
+
+    /// [`Self::wait_ready`], the failure returned (with the logs' tails) instead of raised.
+    pub(crate) fn try_wait_ready(
+        &mut self,
+        logs: &[PathBuf],
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if ready() {
                 eprintln!("{} answers after {:?}", self.name, start.elapsed());
-                return;
+                return Ok(());
             }
             let why = match self.child.try_wait().unwrap() {
                 Some(status) => format!("exited ({status})"),
@@ -207,7 +229,7 @@ impl Daemon {
                 }
             };
             let tails: String = logs.iter().map(|log| tail(log, 40)).collect();
-            panic!("{} {why}\n{tails}", self.name);
+            return Err(format!("{} {why}\n{tails}", self.name));
         }
     }
 }
@@ -257,7 +279,7 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// A free loopback port for each entry (all held at once, so they differ).
-fn free_ports<const N: usize>() -> [u16; N] {
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<_> = (0..N)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -368,7 +390,7 @@ fn write_owned(root: &Path, owner: Option<Owner>, path: &str, contents: &[u8]) -
 }
 
 /// A client of the test PKI for readiness probes (any HTTP answer means "up").
-fn probe_client(pki: &TestPki, port: u16) -> Client {
+pub(crate) fn probe_client(pki: &TestPki, port: u16) -> Client {
     Client::new(port, &pki.path("ca.pem"), Some(pki.path("proxy_rfc.pem")))
 }
 
@@ -390,13 +412,33 @@ pub fn sample_data(len: usize, seed: u64) -> Vec<u8> {
 // XRootD
 
 /// How an [`Xrootd`] differs from the standard one.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Throttle reads and writes to ~20 MB/s (`xrootd.fslib throttle`): a slow source whose
     /// TPC pulls last long enough to see Perf Markers (XrdTpc sends one every 5 s). The limit
     /// is bursty: a 40 MB GET took 0.6-0.9 s, 100 MB 3-5 s, so use >= 150 MB for markers.
     pub throttle: bool,
+    /// Accept WLCG bearer tokens of one issuer only (`tokens.md` §A.7), instead of GSI,
+    /// macaroons and the grid-mapfile.
+    pub scitokens: Option<SciTokens>,
+    /// A tape behind the prepare requests (`xrootd_tape_prep.py` through XRootD's
+    /// `libXrdOfsPrepGPI`): files under `/tape/` offline until staged, localities in query
+    /// prepare answers as EOS+CTA gives them, every request logged (see [`Xrootd::tape_log`]).
+    pub tape: bool,
 }
+
+/// The token issuer an [`Xrootd`] with [`Options::scitokens`] trusts.
+#[derive(Clone, Debug)]
+pub struct SciTokens {
+    /// The tokens' `iss`, exactly.
+    pub issuer: String,
+    /// The issuer's keys (`{"keys": [...]}`), pre-seeded in libscitokens' key cache: it would
+    /// otherwise fetch them over HTTPS trusting the system CAs only.
+    pub jwks: serde_json::Value,
+}
+
+/// The path under which token scopes apply (`storage.read:/` = `/tok/...`).
+pub const TOKEN_BASE: &str = "/tok";
 
 /// An XRootD server: `root://` with GSI and `https://` with XrdHttp, HTTP-TPC and macaroons.
 pub struct Xrootd {
@@ -411,6 +453,22 @@ pub struct Xrootd {
 impl Xrootd {
     /// Start an instance; `name` (letters and digits) appears in its site name and log.
     pub fn start(pki: &TestPki, name: &str, options: Options) -> Xrootd {
+        // Free ports are picked, then bound by xrootd: another test's server may take one in
+        // between. That start is retried on new ports; any other failure is the test's.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start(pki, name, options.clone()) {
+                Ok(xrootd) => return xrootd,
+                Err(why) if attempt < ATTEMPTS && why.contains("address already in use") => {
+                    eprintln!("xrootd {name}: a port was taken meanwhile, starting again");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(pki: &TestPki, name: &str, options: Options) -> Result<Xrootd, String> {
         assert!(
             !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
             "xrootd instance name {name:?}"
@@ -456,12 +514,25 @@ impl Xrootd {
             .unwrap();
         assert!(out.status.success(), "openssl rand failed");
         set_mode(&secret, 0o400);
+        if let Some(tokens) = &options.scitokens {
+            scitokens_files(root, https_port, tokens);
+        }
         let config = root.join("xrootd.cfg");
         fs::write(
             &config,
-            xrootd_config(root, name, root_port, https_port, options),
+            xrootd_config(root, name, root_port, https_port, &options),
         )
         .unwrap();
+        if options.tape {
+            let prep = root.join("tape-prep");
+            fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/xrootd_tape_prep.py"),
+                &prep,
+            )
+            .unwrap();
+            set_mode(&prep, 0o755);
+            fs::create_dir(root.join("tape")).unwrap();
+        }
         set_mode(root, 0o755);
         chown_all(root, owner);
 
@@ -480,6 +551,8 @@ impl Xrootd {
             // Its native TPC runs xrdcp, which needs these in the server's environment.
             .env("X509_CERT_DIR", root.join("certificates"))
             .env("X509_VOMS_DIR", root.join("vomsdir"))
+            // libscitokens' key cache (pre-seeded).
+            .env("XDG_CACHE_HOME", root.join("cache"))
             .env_remove("X509_USER_PROXY")
             .env_remove("X509_USER_CERT")
             .env_remove("X509_USER_KEY");
@@ -490,15 +563,15 @@ impl Xrootd {
             root.join("stdout.log"),
             root.join("logs").join(name).join("xrootd.log"),
         ];
-        daemon.wait_ready(&logs, || client.get("/").is_ok());
-        Xrootd {
+        daemon.try_wait_ready(&logs, || client.get("/").is_ok())?;
+        Ok(Xrootd {
             daemon,
             name: name.to_string(),
             root_port,
             https_port,
             owner,
             dir,
-        }
+        })
     }
 
     pub fn https_port(&self) -> u16 {
@@ -561,11 +634,103 @@ impl Xrootd {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The prepare requests the tape back-end received ([`Options::tape`]): per request its
+    /// `id`, `request` (`stage`, `query`, `cancel`, `evict`) and `paths`.
+    pub fn tape_log(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.path().join("tape/log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }
 
-/// protocol-peers.md §1, on this instance's directory and ports.
-fn xrootd_config(root: &Path, name: &str, port: u16, https: u16, options: Options) -> String {
+/// The files of a token-only instance: the SciTokens configuration (the instance's own
+/// `https://localhost:<port>` and `https://127.0.0.1:<port>` as audiences, `/tok` as base
+/// path), an authdb that grants nothing without a token, and libscitokens' key cache with the
+/// issuer's keys.
+fn scitokens_files(root: &Path, https: u16, tokens: &SciTokens) {
+    fs::create_dir_all(under(&root.join("data"), TOKEN_BASE)).unwrap();
+    fs::write(
+        root.join("scitokens.cfg"),
+        format!(
+            "[Global]\naudience = https://localhost:{https}, https://127.0.0.1:{https}\n\
+             onmissing = passthrough\n\n[Issuer test]\nissuer = {}\nbase_path = {TOKEN_BASE}\n\
+             default_user = xrootd\n",
+            tokens.issuer
+        ),
+    )
+    .unwrap();
+    fs::write(root.join("authdb"), "u nobody /nonexistent r\n").unwrap();
+    let cache = root.join("cache/scitokens");
+    fs::create_dir_all(&cache).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let keys = serde_json::json!({
+        "jwks": tokens.jwks,
+        "next_update": now + 30 * 86400,
+        "expires": now + 60 * 86400,
+    });
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             db.execute('CREATE TABLE IF NOT EXISTS keycache (issuer text UNIQUE PRIMARY KEY \
+             NOT NULL, keys text NOT NULL)')\n\
+             db.execute('INSERT OR REPLACE INTO keycache VALUES (?, ?)', (sys.argv[2], sys.argv[3]))\n\
+             db.commit()\n",
+        )
+        .arg(cache.join("scitokens_cpp.sqllite"))
+        .arg(&tokens.issuer)
+        .arg(keys.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "seeding the key cache failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    set_mode(&root.join("cache"), 0o700);
+    set_mode(&cache, 0o700);
+}
+
+/// protocol-peers.md §1, on this instance's directory and ports; with [`Options::scitokens`],
+/// tokens.md §A.7 (ztn and SciTokens instead of GSI, macaroons and the grid-mapfile).
+fn xrootd_config(root: &Path, name: &str, port: u16, https: u16, options: &Options) -> String {
     let r = root.display();
+    if options.scitokens.is_some() {
+        return format!(
+            "all.role server
+all.sitename fts-test-{name}
+all.export /
+xrd.port {port}
+oss.localroot {r}/data
+all.adminpath {r}/admin
+all.pidpath {r}/run
+xrd.network nodnr
+xrd.trace off
+xrd.tls {r}/hostcert.pem {r}/hostkey.pem
+xrd.tlsca certdir {r}/certificates
+xrootd.chksum max 4 adler32 md5 crc32c
+xrootd.seclib libXrdSec.so
+sec.protocol ztn
+ofs.authorize 1
+acc.authdb {r}/authdb
+acc.audit deny
+ofs.authlib ++ libXrdAccSciTokens.so config={r}/scitokens.cfg
+xrd.protocol XrdHttp:{https} libXrdHttp.so
+http.header2cgi Authorization authz
+http.listingdeny no
+http.exthandler xrdtpc libXrdHttpTPC.so
+tpc.trace info
+scitokens.trace all
+"
+        );
+    }
     let mut config = format!(
         "all.role server
 all.sitename fts-test-{name}
@@ -601,6 +766,11 @@ tpc.trace info
     if options.throttle {
         config
             .push_str("xrootd.fslib throttle default\nthrottle.throttle data 20m concurrency 4\n");
+    }
+    if options.tape {
+        config.push_str(&format!(
+            "ofs.preplib libXrdOfsPrepGPI.so -admit stage,query,cancel,evict -run {r}/tape-prep\n"
+        ));
     }
     config
 }
@@ -1030,8 +1200,10 @@ fn xrootd_streaming_digest_tpc_root_and_readonly() {
     if !available(&["xrootd", "curl", "xrdcp"]) {
         return;
     }
-    let a = Xrootd::start(pki, "a", Options::default());
-    let b = Xrootd::start(pki, "b", Options::default());
+    // Not "a"/"b": the README's XRootD pair (run by first_hour, as another user) has those
+    // names, and xrootd's /tmp/xrootd.<name>.env of one user cannot be rewritten by another.
+    let a = Xrootd::start(pki, "pa", Options::default());
+    let b = Xrootd::start(pki, "pb", Options::default());
     let data = sample_data(3_000_000, 1);
     let src = tempfile::NamedTempFile::new().unwrap();
     fs::write(src.path(), &data).unwrap();
@@ -1149,7 +1321,14 @@ fn xrootd_throttled_source_is_slow() {
     if !available(&["xrootd", "curl"]) {
         return;
     }
-    let slow = Xrootd::start(pki, "s", Options { throttle: true });
+    let slow = Xrootd::start(
+        pki,
+        "s",
+        Options {
+            throttle: true,
+            ..Default::default()
+        },
+    );
     let size = 40_000_000;
     slow.write_file("slow.bin", &sample_data(size, 2));
     let get = curl(pki, PROXY, &[&slow.https_url("slow.bin")]);

@@ -291,7 +291,14 @@ fn canceling_a_running_third_party_copy_stops_it_within_two_seconds() {
     if !peers::available(&["xrootd"]) {
         return;
     }
-    let slow = Xrootd::start(pki, "s", Options { throttle: true });
+    let slow = Xrootd::start(
+        pki,
+        "s",
+        Options {
+            throttle: true,
+            ..Default::default()
+        },
+    );
     let b = Xrootd::start(pki, "b", Options::default());
     let (_server, user, _root) = setup(pki, false);
     slow.write_file("/big.bin", &vec![7u8; 400 << 20]);

@@ -46,6 +46,20 @@
 //! never appear on a command line or in a log). Each tool runs in its own process group;
 //! dropping its future (cancellation, the watchdog) kills the group.
 //!
+//! ## Bearer tokens
+//! A transfer with tokens runs each tool through a small Python wrapper
+//! ([`BEARER_WRAPPER`], written beside the private configuration at start) instead of the
+//! tool's own launcher: the wrapper reads the tokens from a 0600 file named by
+//! `FTSD_BEARER_FILE` (deleted as soon as it is read, and by the session after the run
+//! anyway), sets them as gfal2 BEARER credentials the way the reference's url-copy does (the
+//! source token for the source URL, the destination token for the destination's host), turns
+//! off macaroon requests (`RETRIEVE_BEARER_TOKEN=false`) and then runs the tool's own code
+//! (gfal2-util's `Gfal2Shell`). So no token is ever on a command line or in an environment
+//! (gfal-copy has no token option; gfal2's `BEARER_TOKEN` variable would be one token for
+//! both sides, visible in `/proc/<pid>/environ`). gfal2's http plugin sends them
+//! (`Authorization`, and `TransferHeaderAuthorization` for the other side of a TPC); its xrootd
+//! plugin ignores BEARER credentials (gfal2 2.23), as in the reference.
+//!
 //! ## Detection
 //! At start, [`Gfal2Backend::start`] looks for `gfal-copy` and its sibling tools, finds a
 //! Python that runs `gfal-copy --version` (which imports gfal2 and lists the plugins that
@@ -71,7 +85,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
     Backend, CheckedCopy, CheckedReport, CopyMode, CopyParams, Credential, OpError, OpResult,
-    Progress, Session, SessionContext, strerror,
+    Progress, Session, SessionContext,
+    bearer::{Side, TransferTokens},
+    strerror,
 };
 use crate::engine::{
     agent::{Phase, Scope, TransferFailure, TransferLog, redact_queries},
@@ -164,7 +180,7 @@ pub struct Installation {
 }
 
 impl Installation {
-    fn tool(&self, name: &str) -> PathBuf {
+    pub(super) fn tool(&self, name: &str) -> PathBuf {
         match self.copy.parent() {
             Some(dir) => dir.join(name),
             None => PathBuf::from(name),
@@ -223,7 +239,43 @@ struct Inner {
     schemes: Vec<&'static str>,
     proxy_dir: PathBuf,
     env: Vec<(&'static str, OsString)>,
+    /// The bearer-token wrapper ([`BEARER_WRAPPER`]), written at start.
+    wrapper: PathBuf,
 }
+
+/// The Python wrapper that hands a transfer's tokens to gfal2 as per-URL BEARER credentials
+/// (see the module documentation), then runs the gfal tool named by its first argument.
+pub const BEARER_WRAPPER: &str = r#"# Written by ftsd: runs a gfal tool with bearer tokens as gfal2 credentials.
+import os
+import sys
+
+import gfal2
+
+path = os.environ.pop("FTSD_BEARER_FILE", "")
+creds = []
+if path:
+    with open(path) as f:
+        lines = f.read().split("\n")
+    os.unlink(path)
+    creds = [(lines[i], lines[i + 1]) for i in range(0, len(lines) - 1, 2) if lines[i]]
+_creat_context = gfal2.creat_context
+
+
+def creat_context(*args, **kwargs):
+    context = _creat_context(*args, **kwargs)
+    for prefix, token in creds:
+        context.cred_set(prefix, gfal2.cred_new("BEARER", token))
+    context.set_opt_boolean("HTTP PLUGIN", "RETRIEVE_BEARER_TOKEN", False)
+    return context
+
+
+gfal2.creat_context = creat_context
+os.environ["XrdSecGSIDELEGPROXY"] = "1"
+sys.argv = sys.argv[1:]
+from gfal2_util.shell import Gfal2Shell
+
+sys.exit(Gfal2Shell().main(sys.argv))
+"#;
 
 impl Gfal2Backend {
     /// Prepare the private directories, find the tools and a Python with gfal2, and learn the
@@ -238,6 +290,8 @@ impl Gfal2Backend {
         let proxy_dir = settings.run_dir.join("transfer-proxies");
         private_dir(&proxy_dir)
             .map_err(|e| format!("cannot prepare {}: {e}", proxy_dir.display()))?;
+        let wrapper = settings.run_dir.join("gfal2-bearer.py");
+        write_wrapper(&wrapper).map_err(|e| format!("cannot write {}: {e}", wrapper.display()))?;
         let mut env: Vec<(&'static str, OsString)> = vec![
             ("PATH", CHILD_PATH.into()),
             ("LANG", "C.UTF-8".into()),
@@ -271,6 +325,7 @@ impl Gfal2Backend {
                             schemes,
                             proxy_dir,
                             env,
+                            wrapper,
                         }),
                     });
                 }
@@ -397,8 +452,86 @@ impl Backend for Gfal2Backend {
             inner: self.inner.clone(),
             credential: context.credential.clone(),
             proxy: None,
+            tokens: context.tokens.clone(),
             log: context.log.clone(),
         })
+    }
+
+    /// Bring-online and archive polling where gfal2's plugins do them (`gfal2_tape`).
+    fn tape_for(&self, scheme: &str) -> super::TapeSupport {
+        super::gfal2_tape::support(scheme)
+    }
+}
+
+/// Write [`BEARER_WRAPPER`] to `path` (0600: only the service runs it).
+fn write_wrapper(path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(BEARER_WRAPPER.as_bytes())
+}
+
+/// The tokens of one tool run as the wrapper reads them: `prefix\ntoken\n` pairs, the source
+/// token for the source URL and the destination token for the destination's host (the
+/// reference's url-copy). `None` when there is no token at all.
+pub fn bearer_lines(tokens: &TransferTokens) -> Option<zeroize::Zeroizing<String>> {
+    let mut lines = zeroize::Zeroizing::new(String::new());
+    if let Some(token) = tokens.token(Side::Source) {
+        lines.push_str(tokens.source_url());
+        lines.push('\n');
+        lines.push_str(token.expose());
+        lines.push('\n');
+    }
+    if let Some(token) = tokens.token(Side::Destination) {
+        lines.push_str(&url_host(tokens.destination_url()));
+        lines.push('\n');
+        lines.push_str(token.expose());
+        lines.push('\n');
+    }
+    (!lines.is_empty()).then_some(lines)
+}
+
+/// The host of a URL (no port), as gfal2's `Uri::parse(url).host`.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
+        None => host_port.split(':').next().unwrap_or("").to_string(),
+    }
+}
+
+/// A transfer's tokens as a private file for the wrapper (`FTSD_BEARER_FILE`), removed on
+/// drop if the wrapper did not remove it.
+struct BearerFile {
+    path: PathBuf,
+}
+
+impl BearerFile {
+    fn write(dir: &Path, lines: &str) -> std::io::Result<BearerFile> {
+        let path = dir.join(format!(
+            "bearer_{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let guard = BearerFile { path };
+        file.write_all(lines.as_bytes())?;
+        Ok(guard)
+    }
+}
+
+impl Drop for BearerFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -437,11 +570,13 @@ impl Drop for ProxyFile {
     }
 }
 
-/// A transfer's session: the user's proxy file (written on first use) and the transfer log.
+/// A transfer's session: the user's proxy file (written on first use) or its bearer tokens,
+/// and the transfer log.
 pub struct Gfal2Session {
     inner: Arc<Inner>,
     credential: Option<Arc<Credential>>,
     proxy: Option<ProxyFile>,
+    tokens: Option<Arc<TransferTokens>>,
     log: TransferLog,
 }
 
@@ -465,7 +600,7 @@ impl Ended {
         }
     }
 
-    fn success(&self) -> bool {
+    pub(super) fn success(&self) -> bool {
         self.code == Some(0)
     }
 }
@@ -852,13 +987,64 @@ impl Gfal2Session {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> OpResult<Ended> {
         let program = self.inner.installation.tool(tool);
-        let env = self.env()?;
-        let mut command = tokio::process::Command::new(&program);
+        self.run_with_stdin(program, tool, args, String::new(), limit, on_line)
+            .await
+    }
+
+    /// The Python that imports gfal2.
+    pub(super) fn python(&self) -> PathBuf {
+        self.inner.installation.python.clone()
+    }
+
+    /// Run `program` (named `tool` in messages) as [`Self::run`] does, with `input` on its
+    /// stdin (nothing when empty).
+    pub(super) async fn run_with_stdin(
+        &mut self,
+        program: PathBuf,
+        tool: &str,
+        args: &[String],
+        input: String,
+        limit: Option<Duration>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> OpResult<Ended> {
+        let mut env = self.env()?;
+        // With tokens: the wrapper runs the tool, the tokens in a file (read at every run,
+        // so a refreshed token is the one used).
+        let bearer = match self.tokens.as_deref().and_then(bearer_lines) {
+            Some(lines) => Some(
+                BearerFile::write(&self.inner.proxy_dir, &lines).map_err(|e| {
+                    OpError::new(
+                        libc::EAGAIN,
+                        format!(
+                            "Cannot write the bearer tokens for gfal2: {}",
+                            crate::engine::agent::errno_name(e.raw_os_error().unwrap_or(libc::EIO))
+                        ),
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        let mut command = match &bearer {
+            Some(file) => {
+                env.push(("FTSD_BEARER_FILE", file.path.clone().into()));
+                let mut command = tokio::process::Command::new(&self.inner.installation.python);
+                command
+                    .args(["-u", "-Wignore"])
+                    .arg(&self.inner.wrapper)
+                    .arg(&program);
+                command
+            }
+            None => tokio::process::Command::new(&program),
+        };
         command
             .args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if input.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -880,6 +1066,11 @@ impl Gfal2Session {
             group: None,
         };
         child.group = child.child.id().and_then(|id| i32::try_from(id).ok());
+        if let Some(mut stdin) = child.child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // A helper that exits without reading fails on its own; its status tells.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
         let stdout = child.child.stdout.take();
         let stderr = child.child.stderr.take();
         let run = async {
@@ -910,6 +1101,7 @@ impl Gfal2Session {
             status.map_err(|e| OpError::from_io(&e, &format!("Cannot wait for {tool}")))?;
         // Reaped: the group id may be reused from now on.
         child.group = None;
+        drop(bearer);
         Ok(Ended::from_status(status, stderr))
     }
 
@@ -996,6 +1188,43 @@ impl Gfal2Session {
 }
 
 impl Session for Gfal2Session {
+    fn stage<'a>(
+        &'a mut self,
+        urls: &'a [String],
+        pin_lifetime: i64,
+        timeout: u64,
+    ) -> BoxFuture<'a, OpResult<super::StageReply>> {
+        Box::pin(super::gfal2_tape::stage(self, urls, pin_lifetime, timeout))
+    }
+
+    fn stage_poll<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(super::gfal2_tape::poll(self, token, urls))
+    }
+
+    fn stage_abort<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<()>> {
+        Box::pin(super::gfal2_tape::abort(self, token, urls))
+    }
+
+    fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
+        let (url, token) = (url.to_string(), token.to_string());
+        Box::pin(async move { super::gfal2_tape::release(self, &token, &url).await })
+    }
+
+    fn archive_poll<'a>(
+        &'a mut self,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(super::gfal2_tape::archive_poll(self, urls))
+    }
+
     fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
         let url = url.to_string();
         Box::pin(async move {
@@ -1678,6 +1907,7 @@ mod tests {
     fn session(backend: &Gfal2Backend, log: &TransferLog) -> Box<dyn Session> {
         backend.session(&SessionContext {
             credential: Some(credential("-----BEGIN CERTIFICATE-----\nproxy\n")),
+            tokens: None,
             log: log.clone(),
         })
     }
@@ -1750,6 +1980,81 @@ mod tests {
         assert!(Path::new(&proxy).exists());
         drop(session);
         assert!(!Path::new(&proxy).exists());
+    }
+
+    #[tokio::test]
+    async fn tokens_reach_gfal2_through_a_private_file_never_argv_or_env() {
+        use crate::engine::backends::bearer::Slot;
+        let out = tempfile::tempdir().unwrap();
+        let o = out.path().display();
+        let tools = fake_tools(VERSION, "exit 0");
+        let run = tempfile::tempdir().unwrap();
+        let backend = Gfal2Backend::start(settings(tools.path(), run.path()))
+            .await
+            .unwrap();
+        // The Python found at start runs the wrapper: this one records what it was given.
+        std::fs::write(
+            tools.path().join("python3"),
+            format!(
+                "#!/bin/sh\nenv > {o}/env\nprintf '%s\\n' \"$@\" > {o}/args\n\
+                 stat -c %a \"$FTSD_BEARER_FILE\" > {o}/mode\n\
+                 cat \"$FTSD_BEARER_FILE\" > {o}/tokens\necho \"$FTSD_BEARER_FILE\" > {o}/path\n\
+                 echo 'Copying 10 bytes davs://a:8443/d/f => davs://b.example/g'\nexit 0\n"
+            ),
+        )
+        .unwrap();
+        let slot = |id: &str, value: &str| Slot {
+            token_id: id.into(),
+            value: crate::model::token::Secret::new(value),
+            expiry: i64::MAX,
+            unmanaged: true,
+        };
+        let tokens = Arc::new(TransferTokens::new(
+            "davs://a:8443/d/f",
+            "davs://b.example/g",
+            Some(slot("s", "SOURCE.TOKEN.VALUE")),
+            Some(slot("d", "DESTINATION.TOKEN.VALUE")),
+            None,
+            300,
+        ));
+        let log = TransferLog::memory();
+        let mut session = backend.session(&SessionContext {
+            credential: None,
+            tokens: Some(tokens),
+            log: log.clone(),
+        });
+        let r = request("davs://a:8443/d/f", "davs://b.example/g");
+        session
+            .copy_checked(&r, &Progress::default())
+            .unwrap()
+            .await
+            .unwrap();
+        let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
+        // The source token for the source URL, the destination token for its host.
+        assert_eq!(
+            read("tokens"),
+            "davs://a:8443/d/f\nSOURCE.TOKEN.VALUE\nb.example\nDESTINATION.TOKEN.VALUE\n"
+        );
+        assert_eq!(read("mode").trim(), "600");
+        let args: Vec<String> = read("args").lines().map(str::to_string).collect();
+        assert_eq!(args[..2], ["-u", "-Wignore"]);
+        assert_eq!(
+            args[2],
+            run.path().join("gfal2-bearer.py").display().to_string()
+        );
+        assert_eq!(
+            args[3],
+            tools.path().join("gfal-copy").display().to_string()
+        );
+        assert_eq!(args[4..], copy_args(&r)[..]);
+        for text in [read("args"), read("env"), log.lines().join("\n")] {
+            assert!(!text.contains("TOKEN.VALUE"), "{text}");
+        }
+        // No proxy for a token transfer; the token file is gone after the run.
+        assert!(!read("env").contains("X509_USER_PROXY"));
+        assert!(!Path::new(read("path").trim()).exists());
+        let wrapper = std::fs::read_to_string(run.path().join("gfal2-bearer.py")).unwrap();
+        assert_eq!(wrapper, BEARER_WRAPPER);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `http://`, `https://`, `dav://`, `davs://`: WebDAV storage as WLCG runs it (XRootD's
 //! XrdHttp, dCache, StoRM, EOS, Apache with mod_gridsite), authenticated with the user's
-//! delegated proxy as TLS client certificate.
+//! delegated proxy as TLS client certificate, or with the transfer's bearer tokens
+//! (`Authorization: Bearer …` on every request: HEAD, GET, PUT, MKCOL, DELETE, digests).
 //!
 //! - metadata: `HEAD` (existence, size); checksums with `Want-Digest` → `Digest` (RFC 3230:
 //!   adler32 in hex, md5 and crc32c in base64, names case-insensitive); a storage that sends
@@ -9,7 +10,10 @@
 //! - copies: WebDAV third-party copy (`COPY` to the destination with `Source:` = pull, or to
 //!   the source with `Destination:` = push), the other side authorised by a macaroon this
 //!   service asks that side for (`POST application/macaroon-request` with the user's proxy)
-//!   and passes as `TransferHeaderAuthorization: Bearer …` with `Credential: none`. The reply
+//!   and passes as `TransferHeaderAuthorization: Bearer …` with `Credential: none`. With
+//!   tokens, no macaroon is asked for: the active side gets its own token as `Authorization`
+//!   and the other side's token goes in `TransferHeaderAuthorization` (gfal2 with FTS's
+//!   `RETRIEVE_BEARER_TOKEN=false`). The reply
 //!   is a stream of Perf Markers (progress) ending in `success: …` or `failure: …`: the
 //!   verdict, since storages answer 201 either way. Or streamed through this process: the
 //!   source's GET body is the destination's PUT body, chunk by chunk, no temporary file.
@@ -48,7 +52,9 @@ use rustls::{
 
 use super::{
     Backend, CopyMode, CopyParams, Credential, OpError, OpResult, Progress, Session,
-    SessionContext, strerror,
+    SessionContext,
+    bearer::{Side, TransferTokens},
+    strerror,
 };
 use crate::engine::{
     agent::{TransferLog, redact_queries},
@@ -77,6 +83,8 @@ struct Inner {
     provider: Arc<CryptoProvider>,
     roots: Arc<RootCertStore>,
     clients: Mutex<HashMap<String, Clients>>,
+    /// Tape REST API endpoints discovered (see `tape_rest`).
+    tape: Arc<super::tape_rest::Endpoints>,
 }
 
 /// The clients of one credential: data operations follow redirects (dCache sends GET and PUT
@@ -102,6 +110,7 @@ impl HttpBackend {
                 provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
                 roots: Arc::new(roots),
                 clients: Mutex::new(HashMap::new()),
+                tape: Arc::default(),
             }),
         }
     }
@@ -120,9 +129,18 @@ impl Backend for HttpBackend {
         Box::new(HttpSession {
             inner: self.inner.clone(),
             credential: context.credential.clone(),
+            tokens: context.tokens.clone(),
             clients: None,
             log: context.log.clone(),
         })
+    }
+
+    /// Staging and archive monitoring through the WLCG Tape REST API (`tape_rest`).
+    fn tape(&self) -> super::TapeSupport {
+        super::TapeSupport {
+            staging: true,
+            archive_monitoring: true,
+        }
     }
 }
 
@@ -199,6 +217,7 @@ impl Inner {
 pub struct HttpSession {
     inner: Arc<Inner>,
     credential: Option<Arc<Credential>>,
+    tokens: Option<Arc<TransferTokens>>,
     clients: Option<Clients>,
     log: TransferLog,
 }
@@ -411,6 +430,29 @@ impl MarkerParser {
 }
 
 impl HttpSession {
+    /// `Bearer <token>` for a request to `url`, when the transfer has a token for it.
+    fn bearer(&self, url: &str) -> Option<String> {
+        let tokens = self.tokens.as_ref()?;
+        Some(format!("Bearer {}", tokens.for_url(url)?.expose()))
+    }
+
+    /// `request` with the token for `url`, if any.
+    fn authorized(&self, request: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
+        match self.bearer(url) {
+            Some(value) => request.header(header::AUTHORIZATION, value),
+            None => request,
+        }
+    }
+
+    /// The Tape REST API as this session's user (client certificate: the delegated proxy).
+    fn tape_rest(&mut self) -> OpResult<super::tape_rest::TapeRest> {
+        Ok(super::tape_rest::TapeRest {
+            client: self.clients()?.plain,
+            endpoints: self.inner.tape.clone(),
+            authorization: None,
+        })
+    }
+
     fn clients(&mut self) -> OpResult<Clients> {
         if let Some(c) = &self.clients {
             return Ok(c.clone());
@@ -423,7 +465,9 @@ impl HttpSession {
     /// `HEAD url`, optionally asking for a digest.
     async fn head(&mut self, url: &str, want_digest: Option<&str>) -> OpResult<reqwest::Response> {
         let client = self.clients()?.data;
-        let mut request = client.head(wire_url(url)).timeout(METADATA_TIMEOUT);
+        let mut request = self
+            .authorized(client.head(wire_url(url)), url)
+            .timeout(METADATA_TIMEOUT);
         if let Some(alg) = want_digest {
             request = request.header("Want-Digest", alg);
         }
@@ -437,8 +481,8 @@ impl HttpSession {
     async fn simple(&mut self, method: &str, url: &str) -> OpResult<(StatusCode, String)> {
         let client = self.clients()?.plain;
         let m = Method::from_bytes(method.as_bytes()).expect("a valid method name");
-        let response = client
-            .request(m, wire_url(url))
+        let response = self
+            .authorized(client.request(m, wire_url(url)), url)
             .timeout(METADATA_TIMEOUT)
             .send()
             .await
@@ -505,8 +549,8 @@ impl HttpSession {
     /// Hash the file at `url` by reading it (storages without `Want-Digest`).
     async fn hash_by_reading(&mut self, url: &str, algorithm: Algorithm) -> OpResult<String> {
         let client = self.clients()?.data;
-        let response = client
-            .get(wire_url(url))
+        let response = self
+            .authorized(client.get(wire_url(url)), url)
             .send()
             .await
             .map_err(|e| transport_error("GET", url, &e))?;
@@ -545,22 +589,38 @@ impl HttpSession {
             ),
         };
         let minutes = params.timeout / 60 + 10;
-        let token = match self.macaroon(other, activities, minutes).await {
-            Ok(token) => {
-                self.log.info(format_args!(
-                    "Obtained a macaroon from {} ({activities}, {minutes} min)",
-                    redact_queries(other)
-                ));
-                Some(token)
+        let bearer = self.tokens.clone();
+        let token = match &bearer {
+            // Bearer tokens: the other side's own token, no macaroon request.
+            Some(tokens) => {
+                let side = match mode {
+                    CopyMode::Pull => Side::Source,
+                    _ => Side::Destination,
+                };
+                tokens.token(side).map(|t| t.expose().to_string())
             }
-            Err(e) => {
-                self.log.warn(format_args!(
-                    "Could not obtain a macaroon from {}: {}; trying the copy without one",
-                    redact_queries(other),
-                    e.message
-                ));
-                None
-            }
+            None => None,
+        };
+        let token = match token {
+            Some(token) => Some(token),
+            None if bearer.is_some() => None,
+            None => match self.macaroon(other, activities, minutes).await {
+                Ok(token) => {
+                    self.log.info(format_args!(
+                        "Obtained a macaroon from {} ({activities}, {minutes} min)",
+                        redact_queries(other)
+                    ));
+                    Some(token)
+                }
+                Err(e) => {
+                    self.log.warn(format_args!(
+                        "Could not obtain a macaroon from {}: {}; trying the copy without one",
+                        redact_queries(other),
+                        e.message
+                    ));
+                    None
+                }
+            },
         };
         let tls = self.clients()?.tls;
         let mut headers = vec![
@@ -571,6 +631,9 @@ impl HttpSession {
         ];
         if let Some(token) = token {
             headers.push(("TransferHeaderAuthorization", format!("Bearer {token}")));
+        }
+        if let Some(own) = self.bearer(target) {
+            headers.push(("Authorization", own));
         }
         self.log.info(format_args!(
             "COPY {} ({}), {header_name}: {}",
@@ -683,8 +746,8 @@ impl HttpSession {
             "GET {} (streamed copy)",
             redact_queries(source)
         ));
-        let get = client
-            .get(wire_url(source))
+        let get = self
+            .authorized(client.get(wire_url(source)), source)
             .send()
             .await
             .map_err(|e| transport_error("GET", source, &e))?;
@@ -722,8 +785,8 @@ impl HttpSession {
             "PUT {} ({length} bytes, streamed from the source)",
             redact_queries(destination)
         ));
-        let put = client
-            .put(wire_url(destination))
+        let put = self
+            .authorized(client.put(wire_url(destination)), destination)
             .header(header::CONTENT_LENGTH, length)
             .body(reqwest::Body::wrap_stream(body))
             .send();
@@ -764,6 +827,43 @@ impl HttpSession {
 }
 
 impl Session for HttpSession {
+    fn stage<'a>(
+        &'a mut self,
+        urls: &'a [String],
+        pin_lifetime: i64,
+        _timeout: u64,
+    ) -> BoxFuture<'a, OpResult<super::StageReply>> {
+        Box::pin(async move { self.tape_rest()?.stage(urls, pin_lifetime).await })
+    }
+
+    fn stage_poll<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(async move { self.tape_rest()?.stage_poll(token, urls).await })
+    }
+
+    fn stage_abort<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<()>> {
+        Box::pin(async move { self.tape_rest()?.stage_cancel(token, urls).await })
+    }
+
+    fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
+        let (urls, token) = (vec![url.to_string()], token.to_string());
+        Box::pin(async move { self.tape_rest()?.release(&token, &urls).await })
+    }
+
+    fn archive_poll<'a>(
+        &'a mut self,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<super::TapeStatus>>> {
+        Box::pin(async move { self.tape_rest()?.archive_poll(urls).await })
+    }
+
     fn stat(&mut self, url: &str) -> BoxFuture<'_, OpResult<u64>> {
         let url = url.to_string();
         Box::pin(async move {

@@ -26,7 +26,7 @@ use std::{
 use futures_util::future::BoxFuture;
 
 use super::{
-    Backend, CopyParams, OpError, OpResult, Progress, Session,
+    Backend, CopyParams, OpError, OpResult, Progress, Session, StageReply, TapeStatus,
     link_model::{LinkModel, Rng},
 };
 
@@ -43,6 +43,41 @@ const COPY_STEP: Duration = Duration::from_secs(1);
 pub struct MockBackend {
     default_time: u64,
     links: Arc<Links>,
+    tape: Arc<Mutex<MockTape>>,
+}
+
+/// The plugin's tape clocks, shared by the sessions (a request is polled by later sessions):
+/// when each file of each bring-online request was asked for, and when each URL was first
+/// polled for archiving (the plugin's clock starts at the first poll).
+#[derive(Debug, Default)]
+struct MockTape {
+    requests: u64,
+    staged_at: HashMap<(String, String), tokio::time::Instant>,
+    archive_first_poll: HashMap<String, tokio::time::Instant>,
+}
+
+impl MockTape {
+    /// When `url` of request `token` was asked for; a request this process never saw (it was
+    /// made before a restart) starts now.
+    fn asked(&mut self, token: &str, url: &str) -> tokio::time::Instant {
+        *self
+            .staged_at
+            .entry((token.to_string(), url.to_string()))
+            .or_insert_with(tokio::time::Instant::now)
+    }
+}
+
+/// A file of a bring-online request `since` ago: staged once `staging_time` has passed, then
+/// failing with `staging_errno` if it says so.
+fn staging_status(url: &str, since: Duration) -> TapeStatus {
+    let staging_time = int(url, "staging_time").max(0) as u64;
+    if since < Duration::from_secs(staging_time) {
+        return TapeStatus::Pending;
+    }
+    match check_errno(url, "staging_errno") {
+        Ok(()) => TapeStatus::Done,
+        Err(e) => TapeStatus::Failed(e),
+    }
 }
 
 /// Simulated links by (source host, destination host), with the copies running on each.
@@ -72,6 +107,7 @@ impl MockBackend {
                 models,
                 rng: Mutex::new(Some(Rng::new(LINK_SEED))),
             }),
+            tape: Arc::default(),
         }
     }
 }
@@ -139,6 +175,7 @@ impl Backend for MockBackend {
             default_time: self.default_time,
             stage: StatStage::Source,
             links: self.links.clone(),
+            tape: self.tape.clone(),
         })
     }
 
@@ -165,12 +202,18 @@ pub struct MockSession {
     default_time: u64,
     stage: StatStage,
     links: Arc<Links>,
+    tape: Arc<Mutex<MockTape>>,
 }
 
 impl MockSession {
     /// The current stat stage (for tests and logs).
-    pub fn stage(&self) -> StatStage {
+    pub fn stat_stage(&self) -> StatStage {
         self.stage
+    }
+
+    fn tape(&self) -> std::sync::MutexGuard<'_, MockTape> {
+        // Map updates of a few lines cannot leave the clocks half-written.
+        self.tape.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn do_stat(&mut self, url: &str) -> OpResult<u64> {
@@ -304,16 +347,58 @@ impl Session for MockSession {
         Box::pin(self.do_copy(source, destination, params, progress))
     }
 
-    fn bring_online(&mut self, url: &str, _pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
-        let url = url.to_string();
+    fn stage<'a>(
+        &'a mut self,
+        urls: &'a [String],
+        _pin_lifetime: i64,
+        _timeout: u64,
+    ) -> BoxFuture<'a, OpResult<StageReply>> {
         Box::pin(async move {
-            // The plugin stats first: `errno` fails the request itself.
-            self.do_stat(&url).await?;
-            let staging_time = int(&url, "staging_time");
-            if staging_time > 0 {
-                tokio::time::sleep(Duration::from_secs(staging_time as u64)).await;
+            let token = {
+                let mut tape = self.tape();
+                tape.requests += 1;
+                format!("mock-token-{}", tape.requests)
+            };
+            let mut files = Vec::with_capacity(urls.len());
+            for url in urls {
+                // The plugin stats first: `errno` fails the file at once (a plain stat: the
+                // stat state machine is fts_url_copy's, not the QoS daemon's).
+                if let Err(e) = check_errno(url, "errno") {
+                    files.push(TapeStatus::Failed(e));
+                    continue;
+                }
+                self.tape().asked(&token, url);
+                files.push(staging_status(url, Duration::ZERO));
             }
-            check_errno(&url, "staging_errno")
+            Ok(StageReply { token, files })
+        })
+    }
+
+    fn stage_poll<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<TapeStatus>>> {
+        Box::pin(async move {
+            let mut tape = self.tape();
+            Ok(urls
+                .iter()
+                .map(|url| staging_status(url, tape.asked(token, url).elapsed()))
+                .collect())
+        })
+    }
+
+    fn stage_abort<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<()>> {
+        Box::pin(async move {
+            let mut tape = self.tape();
+            for url in urls {
+                tape.staged_at.remove(&(token.to_string(), url.clone()));
+            }
+            Ok(())
         })
     }
 
@@ -322,15 +407,31 @@ impl Session for MockSession {
         Box::pin(async move { check_errno(&url, "release_errno") })
     }
 
-    fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
-        let url = url.to_string();
+    fn archive_poll<'a>(
+        &'a mut self,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<TapeStatus>>> {
         Box::pin(async move {
-            // The clock starts at the first poll, i.e. now.
-            let archiving_time = int(&url, "archiving_time");
-            if archiving_time > 0 {
-                tokio::time::sleep(Duration::from_secs(archiving_time as u64)).await;
-            }
-            check_errno(&url, "archiving_errno")
+            let mut tape = self.tape();
+            Ok(urls
+                .iter()
+                .map(|url| {
+                    // The clock starts at the first poll.
+                    let first = *tape
+                        .archive_first_poll
+                        .entry(url.clone())
+                        .or_insert_with(tokio::time::Instant::now);
+                    let archiving_time = int(url, "archiving_time").max(0) as u64;
+                    if first.elapsed() < Duration::from_secs(archiving_time) {
+                        TapeStatus::Pending
+                    } else {
+                        match check_errno(url, "archiving_errno") {
+                            Ok(()) => TapeStatus::Done,
+                            Err(e) => TapeStatus::Failed(e),
+                        }
+                    }
+                })
+                .collect())
         })
     }
 
@@ -401,7 +502,57 @@ mod tests {
             default_time: 0,
             stage: StatStage::Source,
             links: Arc::default(),
+            tape: Arc::default(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn staging_and_archiving_follow_the_plugin_clocks() {
+        let mut s = session();
+        let urls: Vec<String> = [
+            "mock://t/a?size=1&staging_time=10",
+            "mock://t/b?size=1&staging_time=10&staging_errno=2",
+            "mock://t/c?errno=13",
+            "mock://t/d?size=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let reply = s.stage(&urls, 3600, 60).await.unwrap();
+        assert_eq!(
+            reply.files,
+            [
+                TapeStatus::Pending,
+                TapeStatus::Pending,
+                TapeStatus::Failed(OpError::from_errno(13)),
+                TapeStatus::Done,
+            ]
+        );
+        let pending = &urls[..2];
+        tokio::time::advance(Duration::from_secs(9)).await;
+        // Another session polls the same request (the engine's poller, after a restart).
+        let mut other = session();
+        other.tape = s.tape.clone();
+        assert_eq!(
+            other.stage_poll(&reply.token, pending).await.unwrap(),
+            [TapeStatus::Pending, TapeStatus::Pending]
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            other.stage_poll(&reply.token, pending).await.unwrap(),
+            [TapeStatus::Done, TapeStatus::Failed(OpError::from_errno(2))]
+        );
+
+        let dest = vec!["mock://t/x?archiving_time=5".to_string()];
+        tokio::time::advance(Duration::from_secs(100)).await;
+        // The archiving clock starts at the first poll, not at the stage request.
+        assert_eq!(s.archive_poll(&dest).await.unwrap(), [TapeStatus::Pending]);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(s.archive_poll(&dest).await.unwrap(), [TapeStatus::Done]);
+        let failing = vec!["mock://t/y?archiving_errno=5".to_string()];
+        assert_eq!(
+            s.archive_poll(&failing).await.unwrap(),
+            [TapeStatus::Failed(OpError::from_errno(5))]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -473,10 +624,10 @@ mod tests {
         assert_eq!(s.stat(url).await, Ok(10));
         // DESTINATION_BEFORE without size_pre is ENOENT, and still moves on.
         assert_eq!(s.stat("mock://h/p").await.unwrap_err().errno, libc::ENOENT);
-        assert_eq!(s.stage(), StatStage::DestinationAfter);
+        assert_eq!(s.stat_stage(), StatStage::DestinationAfter);
         // errno does not move the machine.
         assert_eq!(s.stat("mock://h/p?errno=2").await.unwrap_err().errno, 2);
-        assert_eq!(s.stage(), StatStage::DestinationAfter);
+        assert_eq!(s.stat_stage(), StatStage::DestinationAfter);
     }
 
     #[tokio::test]
@@ -519,7 +670,7 @@ mod tests {
             .unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(4));
         assert_eq!(progress.transferred.load(Ordering::Relaxed), 100);
-        assert_eq!(s.stage(), StatStage::DestinationAfter);
+        assert_eq!(s.stat_stage(), StatStage::DestinationAfter);
 
         let start = tokio::time::Instant::now();
         let err = s

@@ -18,21 +18,29 @@
 //! then cleans up a partial destination).
 //!
 //! Tape steps (bring-online before the copy, archive monitoring after it) are done only by a
-//! backend that says so in [`Backend::tape`]; the others refuse them (the agent fails the file
+//! backend that says so in [`Backend::tape`]; the others refuse them (the engine fails the file
 //! with a clear reason, and submission refuses them up front through
 //! [`Registry::staging_schemes`] / [`Registry::archive_schemes`]) instead of pretending the
-//! file was staged or archived. Today only `mock://` can; gfal2 and http get real tape support
-//! later.
+//! file was staged or archived. The tape calls are bulk and poll-based, as gfal2's list calls
+//! and the WLCG Tape REST API: [`Session::stage`] submits one request for many files and
+//! returns its id, [`Session::stage_poll`] / [`Session::archive_poll`] say where each file
+//! stands ([`TapeStatus`]), [`Session::stage_abort`] cancels, [`Session::release`] unpins; the
+//! engine (`engine::tape`) groups files, paces the polls and maps the answers to file states.
+//! `mock://` simulates them, `http(s)`/`dav(s)` speak the Tape REST API (`tape_rest`), gfal2
+//! passes them to its plugins (`root://`, `srm://`, ...).
 //!
 //! The [`Registry`] picks a backend by scheme, in registration order; a copy between schemes
 //! whose first backends differ goes to the first backend serving both (gfal2 copies `davs://` to
 //! `root://` while `davs://` alone stays with the native http backend).
 
+pub mod bearer;
 pub mod file;
 pub mod gfal2;
+pub mod gfal2_tape;
 pub mod http;
 pub mod link_model;
 pub mod mock;
+pub mod tape_rest;
 
 use std::{fmt, sync::Arc};
 
@@ -230,10 +238,13 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// What a session is opened with: the user's credential and the transfer's log.
+/// What a session is opened with: the user's credential (or the transfer's bearer tokens)
+/// and the transfer's log.
 #[derive(Clone)]
 pub struct SessionContext {
     pub credential: Option<Arc<Credential>>,
+    /// The source's and destination's tokens, when the transfer authenticates with tokens.
+    pub tokens: Option<Arc<bearer::TransferTokens>>,
     pub log: TransferLog,
 }
 
@@ -242,6 +253,7 @@ impl SessionContext {
     pub fn anonymous() -> SessionContext {
         SessionContext {
             credential: None,
+            tokens: None,
             log: TransferLog::null(),
         }
     }
@@ -281,22 +293,58 @@ pub trait Session: Send {
         let _ = (request, progress);
         None
     }
-    /// Bring `url` online (staging); resolves when staged. Only backends whose
-    /// [`Backend::tape`] says `staging` are asked; the default refuses.
-    fn bring_online(&mut self, url: &str, pin_lifetime: i64) -> BoxFuture<'_, OpResult<()>> {
-        let _ = pin_lifetime;
-        let refusal = not_supported("Staging", url);
+    /// Ask the storage to bring `urls` online (one bulk request: gfal2's
+    /// `bring_online_list`, the Tape REST API's `POST /stage`), to be kept on disk for
+    /// `pin_lifetime` seconds (`copy_pin_lifetime`, the Tape REST API's `diskLifetime`) and
+    /// given up after `timeout` seconds. An error fails every file of the request. Only
+    /// backends whose [`Backend::tape`] says `staging` are asked; the default refuses.
+    fn stage<'a>(
+        &'a mut self,
+        urls: &'a [String],
+        pin_lifetime: i64,
+        timeout: u64,
+    ) -> BoxFuture<'a, OpResult<StageReply>> {
+        let _ = (pin_lifetime, timeout);
+        let refusal = not_supported("Staging", urls.first().map_or("", String::as_str));
         Box::pin(async move { Err(refusal) })
+    }
+    /// Where the bring-online request `token` stands for each of `urls` (same order). An error
+    /// is about the request as a whole (the storage did not answer).
+    fn stage_poll<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<TapeStatus>>> {
+        let _ = token;
+        let refusal = not_supported("Staging", urls.first().map_or("", String::as_str));
+        Box::pin(async move { Err(refusal) })
+    }
+    /// Cancel the bring-online of `urls` in request `token` (the file or job was canceled, timed
+    /// out or failed: the storage stops working for nobody).
+    fn stage_abort<'a>(
+        &'a mut self,
+        token: &'a str,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<()>> {
+        let _ = (token, urls);
+        Box::pin(async { Ok(()) })
     }
     /// Release (unpin) `url` after a transfer from a staged source.
     fn release(&mut self, url: &str, token: &str) -> BoxFuture<'_, OpResult<()>> {
         let _ = (url, token);
         Box::pin(async { Ok(()) })
     }
-    /// Poll the archive state of `url` until it is on tape (archive monitoring). Only backends
-    /// whose [`Backend::tape`] says `archive_monitoring` are asked; the default refuses.
-    fn archive_poll(&mut self, url: &str) -> BoxFuture<'_, OpResult<()>> {
-        let refusal = not_supported("Archive monitoring", url);
+    /// Whether each of `urls` is on tape yet (archive monitoring: gfal2's `archive_poll_list`,
+    /// the Tape REST API's `POST /archiveinfo`), same order. Only backends whose
+    /// [`Backend::tape`] says `archive_monitoring` are asked; the default refuses.
+    fn archive_poll<'a>(
+        &'a mut self,
+        urls: &'a [String],
+    ) -> BoxFuture<'a, OpResult<Vec<TapeStatus>>> {
+        let refusal = not_supported(
+            "Archive monitoring",
+            urls.first().map_or("", String::as_str),
+        );
         Box::pin(async move { Err(refusal) })
     }
     /// Where the file at `url` lives, as gfal2's `user.status` extended attribute says it:
@@ -323,6 +371,26 @@ pub fn not_supported(what: &str, url: &str) -> OpError {
     )
 }
 
+/// One file of a bulk tape request (bring-online or archive poll), as gfal2's list calls say
+/// it: done, not yet (their `EAGAIN`), or failed with an errno and the storage's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapeStatus {
+    /// Staged (on disk), or archived (on tape).
+    Done,
+    /// Still going.
+    Pending,
+    Failed(OpError),
+}
+
+/// What the storage said to a bring-online request: its id (kept as the file's
+/// `bringonline_token`, used to poll, cancel and release) and each file's first status, in
+/// the order of the request (a storage may answer some at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageReply {
+    pub token: String,
+    pub files: Vec<TapeStatus>,
+}
+
 /// The tape operations a backend can do besides copying.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TapeSupport {
@@ -344,6 +412,12 @@ pub trait Backend: Send + Sync {
     /// The tape steps this backend really does (none by default).
     fn tape(&self) -> TapeSupport {
         TapeSupport::default()
+    }
+    /// The tape steps it does for `scheme` (a backend serving many protocols, gfal2, can do
+    /// them for some only); by default [`Backend::tape`].
+    fn tape_for(&self, scheme: &str) -> TapeSupport {
+        let _ = scheme;
+        self.tape()
     }
 }
 
@@ -407,7 +481,7 @@ impl Registry {
                 self.backends
                     .iter()
                     .find(|b| serves(b.as_ref(), s))
-                    .is_some_and(|b| can(b.tape()))
+                    .is_some_and(|b| can(b.tape_for(s)))
             })
             .collect()
     }
@@ -437,7 +511,7 @@ impl Registry {
 }
 
 /// The lower-case scheme of `url`.
-fn scheme_of(url: &str) -> Option<String> {
+pub fn scheme_of(url: &str) -> Option<String> {
     Some(url.split_once(':')?.0.to_ascii_lowercase())
 }
 

@@ -100,7 +100,15 @@ impl Engine {
         let history = settings.history;
         let retention = settings.retention.as_secs() as i64;
         for link in store.optimizer_links().await? {
-            optimize_link(store, &link, &live, now, history).await?;
+            if let Some(d) = optimize_link(store, &link, &live, now, history).await? {
+                let rationale = d.rationale.as_deref().unwrap_or_default();
+                self.settings.metrics.optimizer_decision(
+                    &d.source_se,
+                    &d.dest_se,
+                    d.diff,
+                    rationale,
+                );
+            }
         }
         let deleted = store
             .delete_evolution_before((now - retention) * 1_000_000)
@@ -112,14 +120,14 @@ impl Engine {
     }
 }
 
-/// Measure, decide and store for one link.
+/// Measure, decide and store for one link; the decision stored, if any.
 async fn optimize_link(
     store: &dyn Store,
     link: &LinkLoad,
     live: &[Live],
     now: i64,
     history: History,
-) -> Result<(), StoreError> {
+) -> Result<Option<Decision>, StoreError> {
     let started = std::time::Instant::now();
     let (src, dst) = (link.source_se.as_str(), link.dest_se.as_str());
     let measurement = measure(store, link, live, now).await?;
@@ -148,7 +156,7 @@ async fn optimize_link(
         history,
     });
     let Outcome::Decided(d) = outcome else {
-        return Ok(());
+        return Ok(None);
     };
     let s = d.state;
     let decision = Decision {
@@ -178,7 +186,7 @@ async fn optimize_link(
         ms = started.elapsed().as_millis() as u64,
         "Optimizer decision"
     );
-    Ok(())
+    Ok(Some(decision))
 }
 
 /// The stored current value as the optimizer's previous state.
